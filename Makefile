@@ -1,0 +1,66 @@
+# wasinn — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_DATA ?= $(abspath ../shared/data)
+BUILD := build/wasm
+CLANG ?= clang-14
+# Debian's cargo/rustc have the wasm32-wasi std; a rustup toolchain on PATH may not.
+CARGO ?= /usr/bin/cargo
+RUSTC ?= /usr/bin/rustc
+APT_PACKAGES := clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 rustc cargo libstd-rust-dev-wasm32
+
+export WASINN_MODELS ?= $(SHARED_DATA)
+
+C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c))
+
+.PHONY: all setup toolchain examples test lint pytest demo bench clean
+
+all: setup examples
+
+$(BIN)/wasinn: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $@
+
+setup: $(BIN)/wasinn
+
+# Guest toolchains: installed with apt-get when we are root, otherwise explained.
+toolchain:
+	@if ! command -v $(CLANG) >/dev/null || ! test -e /usr/lib/wasm32-wasi/libc.a \
+	    || ! test -x $(CARGO) || ! test -d /usr/lib/rustlib/wasm32-wasi; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing guest toolchains: $(APT_PACKAGES)"; \
+	    (apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null \
+	     || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null)); \
+	  else \
+	    echo "missing guest toolchains; run: sudo apt-get install -y --no-install-recommends $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/%.wasm: examples/c/%.c examples/c/wasi_nn.h | toolchain
+	@mkdir -p $(BUILD)
+	$(CLANG) --target=wasm32-wasi -O2 -s -Wall -Werror -o $@ $<
+
+examples: toolchain $(C_GUESTS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+pytest: setup examples
+	$(BIN)/pytest -q
+
+test: lint pytest
+
+demo: setup examples
+	$(BIN)/wasinn demo road-segmentation --out build/demo
+
+bench: setup examples
+	$(BIN)/wasinn bench --json build/bench.json
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
