@@ -1,0 +1,41 @@
+"""wasinn: run WebAssembly programs that do neural-network inference through WASI-NN."""
+
+from wasinn.backends import BackendInfo, backends
+from wasinn.core import (
+    ConfigError,
+    Errno,
+    ExecutionTarget,
+    GraphEncoding,
+    GuestExit,
+    GuestTrap,
+    ModuleError,
+    NNError,
+    Preload,
+    Tensor,
+    TensorType,
+    WasinnError,
+)
+from wasinn.runtime import DirMapping, Instance, Runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendInfo",
+    "ConfigError",
+    "DirMapping",
+    "Errno",
+    "ExecutionTarget",
+    "GraphEncoding",
+    "GuestExit",
+    "GuestTrap",
+    "Instance",
+    "ModuleError",
+    "NNError",
+    "Preload",
+    "Runtime",
+    "Tensor",
+    "TensorType",
+    "WasinnError",
+    "__version__",
+    "backends",
+]

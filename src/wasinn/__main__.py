@@ -1,0 +1,3 @@
+from wasinn.cli import main
+
+main()

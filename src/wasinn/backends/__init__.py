@@ -1,0 +1,76 @@
+"""Framework backends, imported only when a guest (or a person) asks for one.
+
+Each backend lives in its own module and is named here by a string, so importing
+:mod:`wasinn` never imports a framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass
+
+from wasinn.core import Backend, GraphEncoding, InvalidArgument, InvalidEncoding
+
+# encoding → (module:Class, the import that must exist for the backend to work, extra to install)
+_REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
+    GraphEncoding.OPENVINO: ("wasinn.backends.openvino:OpenVINOBackend", "openvino", "openvino"),
+}
+
+_instances: dict[GraphEncoding, Backend] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    encoding: GraphEncoding
+    name: str
+    module: str
+    installed: bool
+    extra: str
+
+
+def backends() -> list[BackendInfo]:
+    """Every backend wasinn knows, and whether its framework is installed here."""
+    infos = []
+    for encoding, (target, requirement, extra) in _REGISTRY.items():
+        installed = importlib.util.find_spec(requirement) is not None
+        infos.append(BackendInfo(encoding, encoding.name.lower(), target, installed, extra))
+    return infos
+
+
+def get_backend(encoding: GraphEncoding) -> Backend:
+    """The process-wide backend for ``encoding``, created on first use.
+
+    A backend wasinn does not ship, or whose framework is not installed, is errno 1
+    (invalid_argument), as WasmEdge answers for a backend compiled out of its build.
+    """
+    backend = _instances.get(encoding)
+    if backend is not None:
+        return backend
+    with _lock:
+        backend = _instances.get(encoding)
+        if backend is None:
+            backend = _instances[encoding] = _create(encoding)
+        return backend
+
+
+def _create(encoding: GraphEncoding) -> Backend:
+    entry = _REGISTRY.get(encoding)
+    if entry is None and encoding is GraphEncoding.AUTODETECT:
+        raise InvalidEncoding("autodetect is not implemented")
+    if entry is None:
+        raise InvalidArgument(f"wasinn has no {encoding.name.lower()} backend")
+    target, requirement, extra = entry
+    if importlib.util.find_spec(requirement) is None:
+        raise InvalidArgument(
+            f"the {encoding.name.lower()} backend needs the '{requirement}' package: "
+            f"pip install 'wasinn[{extra}]'"
+        )
+    module_name, class_name = target.split(":")
+    backend_class: type[Backend] = getattr(importlib.import_module(module_name), class_name)
+    return backend_class()
+
+
+__all__ = ["BackendInfo", "backends", "get_backend"]

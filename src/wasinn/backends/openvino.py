@@ -1,0 +1,238 @@
+"""OpenVINO backend (encoding 0): IR XML + weights, compiled once per graph.
+
+Unlike WasmEdge, which recompiles the model inside every ``set_input``, a graph compiles
+its model once at ``load``; a context owns one infer request. When a guest's input dims
+are the model's 4-D shape permuted between NCHW and NHWC, the graph compiles (once) a
+variant whose pre-processing converts the layout, so the guest needs no transpose loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+from openvino.preprocess import PrePostProcessor
+
+from wasinn.core import (
+    Backend,
+    BackendContext,
+    BackendError,
+    BackendGraph,
+    ExecutionTarget,
+    GraphEncoding,
+    InvalidArgument,
+    Tensor,
+    TensorType,
+    format_dims,
+)
+
+MAX_DIMS = 8  # WasmEdge's limit for an OpenVINO input
+DEVICES = {
+    ExecutionTarget.CPU: "CPU",
+    ExecutionTarget.GPU: "GPU",
+    ExecutionTarget.TPU: "NPU",
+    ExecutionTarget.AUTO: "AUTO",
+}
+# (tensor layout, model layout) for a guest tensor whose dims are the model's shape permuted.
+_PERMUTATIONS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("NHWC", "NCHW"): (0, 2, 3, 1),
+    ("NCHW", "NHWC"): (0, 3, 1, 2),
+}
+# Input index → (tensor layout, model layout); empty when the guest sends the model's own shape.
+LayoutKey = tuple[tuple[int, tuple[str, str]], ...]
+
+
+def short_message(err: BaseException) -> str:
+    """OpenVINO's messages carry C++ file names and blank lines; keep the informative line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception from src/")]
+    return (useful or lines or [type(err).__name__])[0]
+
+
+def dims_mismatch(what: str, expected: str, dims: tuple[int, ...]) -> InvalidArgument:
+    return InvalidArgument(f"{what}: the model expects dims {expected}, the guest sent {format_dims(dims)}")
+
+
+class OpenVINOBackend(Backend):
+    encoding = GraphEncoding.OPENVINO
+    name = "openvino"
+
+    def __init__(self) -> None:
+        self._core: ov.Core | None = None
+        self._core_lock = threading.Lock()
+
+    @property
+    def core(self) -> ov.Core:
+        # Created on first use so that a missing or broken OpenVINO only affects its users.
+        with self._core_lock:
+            if self._core is None:
+                self._core = ov.Core()
+            return self._core
+
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> OpenVINOGraph:
+        if len(builders) != 2:
+            raise InvalidArgument(
+                f"openvino: load needs exactly 2 builders (IR xml, weights), got {len(builders)}"
+            )
+        xml, weights = builders
+        device = DEVICES[target]
+        available = self.core.available_devices
+        if device not in ("AUTO", *available) and not any(d.startswith(device + ".") for d in available):
+            raise BackendError(
+                f"openvino: target {target.name} needs the {device} device, which this machine "
+                f"does not have (available: {', '.join(available)})"
+            )
+        try:
+            model = self.core.read_model(model=bytes(xml), weights=bytes(weights))
+        except Exception as err:
+            raise BackendError(f"openvino: cannot read the IR model: {short_message(err)}") from None
+        return OpenVINOGraph(self.core, model, device)
+
+
+class OpenVINOGraph(BackendGraph):
+    def __init__(self, core: ov.Core, model: ov.Model, device: str) -> None:
+        self._core = core
+        self.model = model
+        self.device = device
+        self.inputs = list(model.inputs)
+        self.outputs = list(model.outputs)
+        self._variants: dict[LayoutKey, ov.CompiledModel] = {}
+        self._lock = threading.Lock()
+        self.compiled(())
+
+    def compiled(self, key: LayoutKey) -> ov.CompiledModel:
+        """The model compiled for these input layouts; each variant compiles once."""
+        with self._lock:
+            compiled = self._variants.get(key)
+            if compiled is None:
+                model = self.model if not key else self._with_layouts(key)
+                try:
+                    compiled = self._core.compile_model(model, self.device)
+                except Exception as err:
+                    raise BackendError(
+                        f"openvino: cannot compile the model for {self.device}: {short_message(err)}"
+                    ) from None
+                self._variants[key] = compiled
+            return compiled
+
+    def _with_layouts(self, key: LayoutKey) -> ov.Model:
+        ppp = PrePostProcessor(self.model)
+        for index, (tensor_layout, model_layout) in key:
+            ppp.input(index).tensor().set_layout(ov.Layout(tensor_layout))
+            ppp.input(index).model().set_layout(ov.Layout(model_layout))
+        return ppp.build()
+
+    def init_execution_context(self) -> OpenVINOContext:
+        return OpenVINOContext(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._variants.clear()
+
+
+class OpenVINOContext(BackendContext):
+    def __init__(self, graph: OpenVINOGraph) -> None:
+        self._graph = graph
+        self._layouts: dict[int, tuple[str, str]] = {}
+        self._request: ov.InferRequest | None = graph.compiled(()).create_infer_request()
+        self._inputs_set: set[int] = set()
+        self._computed = False
+
+    @property
+    def request(self) -> ov.InferRequest:
+        if self._request is None:
+            raise InvalidArgument("openvino: this execution context was finalized")
+        return self._request
+
+    def set_input(self, index: int, tensor: Tensor) -> None:
+        inputs = self._graph.inputs
+        if index >= len(inputs):
+            raise InvalidArgument(f"openvino: input index {index} out of range; the model has {len(inputs)}")
+        port = inputs[index]
+        what = f"openvino: input {index} ({port.get_any_name()})"
+        if len(tensor.dims) > MAX_DIMS:
+            raise InvalidArgument(f"{what}: {len(tensor.dims)} dims, at most {MAX_DIMS} are supported")
+        kind = self._tensor_type(port, tensor, what)
+        array = Tensor(tensor.dims, kind, tensor.data).array(what)
+        layout = self._layout_for(port, tensor.dims, what)
+        if self._layouts.get(index) != layout:
+            self._switch_layout(index, layout)
+        request = self.request
+        target = request.get_input_tensor(index)
+        try:
+            if tuple(target.shape) == tensor.dims:
+                np.copyto(target.data, array)  # the one copy: guest memory → OpenVINO's tensor
+            else:
+                request.set_input_tensor(index, ov.Tensor(np.array(array)))
+        except Exception as err:
+            raise BackendError(f"{what}: {short_message(err)}") from None
+        self._inputs_set.add(index)
+
+    @staticmethod
+    def _tensor_type(port: ov.Output, tensor: Tensor, what: str) -> TensorType:
+        expected = np.dtype(port.get_element_type().to_dtype())
+        given = tensor.type
+        # Guests built on the pre-2023 witx send U8 as 2 (F64 today); no model input is F64.
+        if given is TensorType.F64 and expected == np.uint8 and tensor.data.nbytes == tensor.element_count:
+            given = TensorType.U8
+        if given.dtype != expected:
+            raise InvalidArgument(
+                f"{what}: the model expects {expected} data, the guest sent {tensor.type.label}"
+            )
+        return given
+
+    @staticmethod
+    def _layout_for(port: ov.Output, dims: tuple[int, ...], what: str) -> tuple[str, str] | None:
+        shape = port.get_partial_shape()
+        if shape.is_static:
+            model_dims = tuple(int(d) for d in shape.to_shape())
+            if model_dims == dims:
+                return None
+            for layouts, order in _PERMUTATIONS.items():
+                if len(model_dims) == 4 and tuple(model_dims[i] for i in order) == dims:
+                    return layouts
+            raise dims_mismatch(what, format_dims(model_dims), dims)
+        if not shape.compatible(ov.PartialShape(list(dims))):
+            raise dims_mismatch(what, str(shape), dims)
+        return None
+
+    def _switch_layout(self, index: int, layout: tuple[str, str] | None) -> None:
+        if layout is None:
+            self._layouts.pop(index, None)
+        else:
+            self._layouts[index] = layout
+        key: LayoutKey = tuple(sorted(self._layouts.items()))
+        previous = self.request
+        request = self._graph.compiled(key).create_infer_request()
+        for other in self._inputs_set - {index}:
+            request.set_input_tensor(other, previous.get_input_tensor(other))
+        self._request = request
+        self._inputs_set.discard(index)
+        self._computed = False
+
+    def compute(self) -> None:
+        missing = [i for i in range(len(self._graph.inputs)) if i not in self._inputs_set]
+        if missing:
+            raise BackendError(f"openvino: compute before set_input of input(s) {missing}")
+        try:
+            self.request.infer()
+        except Exception as err:
+            raise BackendError(f"openvino: inference failed: {short_message(err)}") from None
+        self._computed = True
+
+    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+        outputs = self._graph.outputs
+        if index >= len(outputs):
+            raise InvalidArgument(
+                f"openvino: output index {index} out of range; the model has {len(outputs)}"
+            )
+        if not self._computed:
+            raise BackendError(f"openvino: get_output({index}) before a successful compute")
+        data: npt.NDArray[np.generic] = self.request.get_output_tensor(index).data
+        return data
+
+    def close(self) -> None:
+        self._request = None

@@ -1,0 +1,267 @@
+"""The wasm side: engine, compiled-module cache, WASI preview 1, and running a guest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from wasinn.abi.ephemeral import EphemeralNN
+from wasinn.backends import get_backend
+from wasinn.core import ConfigError, GuestExit, GuestTrap, ModuleError, NamedModel, NNHost, Preload
+from wasinn.paths import user_cache_dir
+
+# Bump when the engine configuration below changes: it is part of the cache key.
+ENGINE_FINGERPRINT = "cranelift-default-v1"
+
+
+@dataclass(frozen=True)
+class DirMapping:
+    """A host directory visible to the guest, as WasmEdge's ``--dir GUEST:HOST[:readonly]``."""
+
+    guest: str
+    host: Path
+    readonly: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> DirMapping:
+        fields = text.split(":")
+        readonly = len(fields) > 1 and fields[-1] == "readonly"
+        if readonly:
+            fields = fields[:-1]
+        if len(fields) == 1:
+            guest = host = fields[0]  # a bare PATH maps to itself
+        elif len(fields) == 2:
+            guest, host = fields
+        else:
+            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
+        if not guest or not host:
+            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
+        return cls(guest, Path(host), readonly)
+
+    def check(self) -> None:
+        if not self.host.is_dir():
+            problem = "does not exist" if not self.host.exists() else "is not a directory"
+            raise ConfigError(f"--dir {self.guest}:{self.host}: the host path {problem}")
+
+
+def parse_env(items: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
+    """Environment variables for the guest, from a mapping or ``NAME=VALUE`` strings."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"bad --env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+class ModuleCache:
+    """Compiled modules serialized under a cache directory, keyed by content and engine."""
+
+    def __init__(self, engine: wasmtime.Engine, directory: Path | None) -> None:
+        self._engine = engine
+        self._directory = directory
+
+    def load(self, path: Path) -> wasmtime.Module:
+        try:
+            wasm = path.read_bytes()
+        except OSError as err:
+            raise ModuleError(f"cannot read {path}: {err.strerror or err}") from None
+        if self._directory is None:
+            return self._compile(path, wasm)
+        cached = self._directory / f"{self._key(wasm)}.cwasm"
+        if cached.is_file():
+            try:
+                return wasmtime.Module.deserialize_file(self._engine, str(cached))
+            except wasmtime.WasmtimeError:
+                pass  # stale or damaged: compile again and overwrite
+        module = self._compile(path, wasm)
+        self._store(cached, module)
+        return module
+
+    def _compile(self, path: Path, wasm: bytes) -> wasmtime.Module:
+        try:
+            return wasmtime.Module(self._engine, wasm)
+        except wasmtime.WasmtimeError as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else "invalid module"
+            raise ModuleError(f"{path} is not a valid WebAssembly module: {reason}") from None
+
+    @staticmethod
+    def _key(wasm: bytes) -> str:
+        digest = hashlib.sha256(wasm)
+        digest.update(f"\0{_wasmtime_version()}\0{ENGINE_FINGERPRINT}".encode())
+        return digest.hexdigest()
+
+    @staticmethod
+    def _store(target: Path, module: wasmtime.Module) -> None:
+        # A cache that cannot be written only costs speed, never the run.
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            with os.fdopen(handle, "wb") as file:
+                file.write(module.serialize())
+            os.replace(temporary, target)
+        except OSError:
+            pass
+
+
+_version_lock = threading.Lock()
+_versions: dict[str, str] = {}
+
+
+def _wasmtime_version() -> str:
+    with _version_lock:
+        if "wasmtime" not in _versions:
+            _versions["wasmtime"] = metadata.version("wasmtime")
+        return _versions["wasmtime"]
+
+
+_engine: wasmtime.Engine | None = None
+
+
+def shared_engine() -> wasmtime.Engine:
+    """One engine per process: compiled modules belong to the engine that made them."""
+    global _engine
+    with _version_lock:
+        if _engine is None:
+            _engine = wasmtime.Engine(wasmtime.Config())
+        return _engine
+
+
+class Runtime:
+    """Runs WASI command modules that may import ``wasi_ephemeral_nn``.
+
+    >>> Runtime(dirs=[".:."], preload=["m:openvino:cpu:m.xml:m.bin"]).run("app.wasm", ["x"])  # doctest: +SKIP
+    0
+
+    Options mirror ``wasinn run``: ``dirs`` as ``--dir`` (``"GUEST:HOST"`` strings or
+    :class:`DirMapping`), ``env`` as ``--env``, ``preload`` as ``--nn-preload``. Preloaded
+    files are read here, so a missing one fails at construction with its name.
+    """
+
+    def __init__(
+        self,
+        *,
+        dirs: Sequence[str | DirMapping] = (),
+        env: Mapping[str, str] | Iterable[str] = (),
+        preload: Sequence[str | Preload] = (),
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.dirs = [d if isinstance(d, DirMapping) else DirMapping.parse(d) for d in dirs]
+        for mapping in self.dirs:
+            mapping.check()
+        self.env = parse_env(env)
+        self.named_models = [
+            NamedModel.from_preload(p if isinstance(p, Preload) else Preload.parse(p)) for p in preload
+        ]
+        self.engine = shared_engine()
+        directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "modules"
+        self.modules = ModuleCache(self.engine, directory if cache else None)
+
+    def instantiate(self, module: str | Path | wasmtime.Module, args: Sequence[str] = ()) -> Instance:
+        """Instantiate ``module`` with WASI and WASI-NN, without running it."""
+        if isinstance(module, wasmtime.Module):
+            compiled, program = module, "main.wasm"
+        else:
+            compiled, program = self.modules.load(Path(module)), str(module)
+        return Instance(self, compiled, [program, *args])
+
+    def run(self, module: str | Path, args: Sequence[str] = ()) -> int:
+        """Run the module's ``_start`` and return its exit code.
+
+        Raises :class:`~wasinn.core.GuestTrap` when the guest traps and
+        :class:`~wasinn.core.ModuleError` when the module cannot be loaded.
+        """
+        with self.instantiate(module, args) as instance:
+            return instance.run()
+
+
+class Instance:
+    """One instantiated guest: its store, WASI state and WASI-NN handles."""
+
+    def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
+        self.store = wasmtime.Store(runtime.engine)
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = list(argv)
+        wasi.env = list(runtime.env.items())
+        for mapping in runtime.dirs:
+            wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
+        wasi.inherit_stdin()
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+        self.store.set_wasi(wasi)
+        self.nn = NNHost(get_backend, runtime.named_models)
+        self._abi = EphemeralNN(self.nn)
+        linker = wasmtime.Linker(runtime.engine)
+        linker.define_wasi()
+        self._abi.define(linker)
+        try:
+            self.instance = linker.instantiate(self.store, module)
+        except wasmtime.WasmtimeError as err:
+            raise ModuleError(f"{argv[0]}: cannot link: {first_line(err)}") from None
+        self.memory: wasmtime.Memory | None = next(
+            (
+                item
+                for item in self.instance.exports(self.store).values()
+                if isinstance(item, wasmtime.Memory)
+            ),
+            None,
+        )
+        self._abi.attach(self.store, self.memory)
+
+    def call(self, name: str, *params: Any) -> Any:
+        """Call an exported function, turning traps and exits into wasinn exceptions."""
+        function = self.instance.exports(self.store).get(name)
+        if not isinstance(function, wasmtime.Func):
+            raise ModuleError(f"the module exports no function {name!r}")
+        try:
+            return function(self.store, *params)
+        except wasmtime.ExitTrap as exit_:
+            raise GuestExit(exit_.code) from None
+        except wasmtime.Trap as trap:
+            raise GuestTrap(describe_trap(trap)) from None
+        except wasmtime.WasmtimeError as err:
+            raise GuestTrap(first_line(err)) from None
+
+    def run(self) -> int:
+        if "_start" not in self.instance.exports(self.store):
+            raise ModuleError("the module has no _start export: it is not a WASI command")
+        try:
+            self.call("_start")
+        except GuestExit as exit_:
+            return exit_.code
+        return 0
+
+    def close(self) -> None:
+        self.nn.close()
+
+    def __enter__(self) -> Instance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def describe_trap(trap: wasmtime.Trap) -> str:
+    code = trap.trap_code
+    kind = code.name.lower().replace("_", " ") if code else first_line(trap).removeprefix("wasm trap: ")
+    frames = [frame.func_name for frame in trap.frames if frame.func_name]
+    where = f" in function {frames[0]}" if frames else ""
+    return f"guest trapped: {kind}{where}"

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import importlib.util
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guests import compile_wat, probe_wat
+from wasinn import Runtime
+from wasinn.runtime import Instance
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build" / "wasm"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def missing(reason: str) -> None:
+    """Skip locally; under CI a missing prerequisite is a failure (it must be installed)."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI)")
+    pytest.skip(reason)
+
+
+def shared_data_dir() -> Path:
+    explicit = os.environ.get("WASINN_SHARED_DATA")
+    return Path(explicit) if explicit else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        missing(f"shared models and images not found at {path}; set WASINN_SHARED_DATA")
+    return path
+
+
+def require_module(name: str) -> None:
+    if importlib.util.find_spec(name) is None:
+        missing(f"python package {name!r} is not installed (pip install 'wasinn[all]')")
+
+
+@pytest.fixture(scope="session")
+def openvino_available() -> None:
+    require_module("openvino")
+
+
+def guest_wasm(name: str) -> Path:
+    path = BUILD / f"{name}.wasm"
+    if not path.is_file():
+        missing(f"{path} is not built; run `make examples`")
+    return path
+
+
+class Probe:
+    """Drives the wasi_ephemeral_nn imports through a WAT guest that re-exports them."""
+
+    SCRATCH = 1024  # where helpers lay out builders, tensors and strings
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        assert instance.memory is not None
+        self.memory = instance.memory
+        self._cursor = self.SCRATCH
+
+    @property
+    def size(self) -> int:
+        return int(self.memory.data_len(self.instance.store))
+
+    def call(self, name: str, *params: int) -> int:
+        # Pointers above 2**31 go to wasm as negative i32, as a guest would pass them.
+        signed = [p - (1 << 32) if p >= (1 << 31) else p for p in params]
+        result: int = self.instance.call("nn_" + name, *signed)
+        return result
+
+    def write(self, ptr: int, data: bytes) -> None:
+        self.memory.write(self.instance.store, data, ptr)
+
+    def read(self, ptr: int, length: int) -> bytes:
+        return bytes(self.memory.read(self.instance.store, ptr, ptr + length))
+
+    def snapshot(self) -> bytes:
+        return self.read(0, self.size)
+
+    def u32(self, ptr: int) -> int:
+        value: int = struct.unpack("<I", self.read(ptr, 4))[0]
+        return value
+
+    def put(self, data: bytes, align: int = 8) -> int:
+        ptr = self._cursor
+        self.write(ptr, data)
+        self._cursor = (ptr + len(data) + align - 1) // align * align
+        return ptr
+
+    def builders(self, blobs: Sequence[bytes]) -> tuple[int, int]:
+        entries = b"".join(struct.pack("<II", self.put(blob), len(blob)) for blob in blobs)
+        return self.put(entries or b"\0" * 8), len(blobs)
+
+    def tensor(self, dims: Sequence[int], type_word: int, data: bytes) -> int:
+        dims_ptr = self.put(struct.pack(f"<{len(dims)}I", *dims))
+        data_ptr = self.put(data)
+        return self.put(struct.pack("<IIIII", dims_ptr, len(dims), type_word, data_ptr, len(data)))
+
+    def string(self, text: str) -> tuple[int, int]:
+        raw = text.encode()
+        return self.put(raw), len(raw)
+
+
+def make_probe(runtime: Runtime, pages: int = 1) -> Probe:
+    return Probe(runtime.instantiate(compile_wat(probe_wat(memory_pages=pages))))
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    instance_probe = make_probe(Runtime(cache=False))
+    yield instance_probe
+    instance_probe.instance.close()
+
+
+# ---------------------------------------------------------------- small OpenVINO models
+
+
+def save_ir(model: object, directory: Path, name: str) -> tuple[Path, Path]:
+    import openvino as ov
+
+    xml = directory / f"{name}.xml"
+    ov.save_model(model, xml, compress_to_fp16=False)
+    return xml, xml.with_suffix(".bin")
+
+
+@pytest.fixture(scope="session")
+def tiny_ir(tmp_path_factory: pytest.TempPathFactory, openvino_available: None) -> tuple[Path, Path]:
+    """``y = relu(x * w + b)`` on f32 [1, 4]; a few hundred bytes of weights."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    w = ops.constant(np.array([[1.0, -2.0, 3.0, -4.0]], dtype=np.float32))
+    b = ops.constant(np.array([[0.5, 0.5, -0.5, 1.0]], dtype=np.float32))
+    y = ops.relu(ops.add(ops.multiply(x, w), b))
+    model = ov.Model([y], [x], "tiny")
+    return save_ir(model, tmp_path_factory.mktemp("tiny"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def conv_ir(tmp_path_factory: pytest.TempPathFactory, openvino_available: None) -> tuple[Path, Path]:
+    """A small NCHW CNN: f32 [1, 3, 8, 12] → conv 3x3 (4 filters) → relu → softmax over channels."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(7)
+    x = ops.parameter([1, 3, 8, 12], ov.Type.f32, name="image")
+    weights = ops.constant(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    conv = ops.convolution(x, weights, [1, 1], [1, 1], [1, 1], [1, 1])
+    y = ops.softmax(ops.relu(conv), 1)
+    model = ov.Model([y], [x], "conv")
+    return save_ir(model, tmp_path_factory.mktemp("conv"), "conv")
+
+
+@pytest.fixture(scope="session")
+def two_input_ir(tmp_path_factory: pytest.TempPathFactory, openvino_available: None) -> tuple[Path, Path]:
+    """Two inputs of different types and two outputs: (a f32[2,3], b i32[2,3]) → (a + b, a * 2)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    a = ops.parameter([2, 3], ov.Type.f32, name="a")
+    b = ops.parameter([2, 3], ov.Type.i32, name="b")
+    total = ops.add(a, ops.convert(b, ov.Type.f32))
+    double = ops.multiply(a, ops.constant(np.float32(2.0)))
+    model = ov.Model([total, double], [a, b], "two")
+    return save_ir(model, tmp_path_factory.mktemp("two"), "two")
+
+
+def native_infer(xml: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The reference: OpenVINO called directly on the same model and input."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU")
+    result = compiled.create_infer_request().infer(list(inputs))
+    return [np.array(result[output]) for output in compiled.outputs]
