@@ -13,7 +13,9 @@ APT_PACKAGES := clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 rustc cargo 
 
 export WASINN_MODELS ?= $(SHARED_DATA)
 
-C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c))
+C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
+            $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
+RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
 .PHONY: all setup toolchain examples test lint pytest demo bench clean
 
@@ -44,7 +46,17 @@ $(BUILD)/%.wasm: examples/c/%.c examples/c/wasi_nn.h | toolchain
 	@mkdir -p $(BUILD)
 	$(CLANG) --target=wasm32-wasi -O2 -s -Wall -Werror -o $@ $<
 
-examples: toolchain $(C_GUESTS)
+$(BUILD)/%.wasm: tests/guests/%.c | toolchain
+	@mkdir -p $(BUILD)
+	$(CLANG) --target=wasm32-wasi -O2 -s -Wall -Werror -o $@ $<
+
+$(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
+	@mkdir -p $(BUILD)
+	cd examples/road-segmentation && RUSTC=$(RUSTC) $(CARGO) build -q --offline --release \
+	  --target wasm32-wasi --target-dir ../../build/cargo
+	cp build/cargo/wasm32-wasi/release/road-segmentation.wasm $@
+
+examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

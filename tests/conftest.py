@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guests import compile_wat, probe_wat
+from wat_guests import compile_wat, probe_wat
 from wasinn import Runtime
 from wasinn.runtime import Instance
 

@@ -410,7 +410,7 @@ def test_60_names_are_case_sensitive_spellings_are_not(tiny_ir: tuple[Path, Path
 
 
 def test_62_no_memory_traps() -> None:
-    from guests import compile_wat, probe_wat
+    from wat_guests import compile_wat, probe_wat
     from wasinn import GuestTrap
 
     instance = Runtime(cache=False).instantiate(compile_wat(probe_wat(memory_pages=None)))

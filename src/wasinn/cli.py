@@ -12,6 +12,7 @@ import click
 from wasinn import __version__
 
 USAGE_ERROR = 2  # a bad option, a missing or invalid module: the person's mistake
+INTERNAL_ERROR = 70  # EX_SOFTWARE
 TRAP_EXIT = 134  # what wasmtime's CLI returns for a trapping guest (128 + SIGABRT)
 
 
@@ -81,4 +82,8 @@ def run(
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except Exception as err:  # a wasinn bug: say so in one line, the traceback only with -v
+        if verbose:
+            raise
+        fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)

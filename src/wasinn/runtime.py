@@ -206,6 +206,9 @@ class Instance:
         self._abi = EphemeralNN(self.nn)
         linker = wasmtime.Linker(runtime.engine)
         linker.define_wasi()
+        # wasmtime's proc_exit refuses codes of 126 and above; guests may use any u8 code.
+        linker.allow_shadowing = True
+        linker.define_func("wasi_snapshot_preview1", "proc_exit", _PROC_EXIT_TYPE, _proc_exit)
         self._abi.define(linker)
         try:
             self.instance = linker.instantiate(self.store, module)
@@ -228,6 +231,8 @@ class Instance:
             raise ModuleError(f"the module exports no function {name!r}")
         try:
             return function(self.store, *params)
+        except GuestExit:
+            raise
         except wasmtime.ExitTrap as exit_:
             raise GuestExit(exit_.code) from None
         except wasmtime.Trap as trap:
@@ -254,14 +259,28 @@ class Instance:
         self.close()
 
 
+_PROC_EXIT_TYPE = wasmtime.FuncType([wasmtime.ValType.i32()], [])
+
+
+def _proc_exit(code: int) -> None:
+    # Raised through wasmtime as a trap; wasmtime-py re-raises this exception to the caller.
+    raise GuestExit(code & 0xFFFFFFFF)
+
+
 def first_line(err: BaseException) -> str:
+    """The informative line of a wasmtime error: its cause, not the backtrace header."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if "Caused by:" in text:
+        text = text.split("Caused by:", 1)[1].strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 def describe_trap(trap: wasmtime.Trap) -> str:
-    code = trap.trap_code
-    kind = code.name.lower().replace("_", " ") if code else first_line(trap).removeprefix("wasm trap: ")
-    frames = [frame.func_name for frame in trap.frames if frame.func_name]
-    where = f" in function {frames[0]}" if frames else ""
-    return f"guest trapped: {kind}{where}"
+    """``guest trapped: <what> in function <name>``, one line."""
+    kind = first_line(trap).removeprefix("wasm trap: ")
+    frames = trap.frames
+    if not frames:
+        return f"guest trapped: {kind}"
+    top = frames[0]
+    where = top.func_name or f"#{top.func_index}"
+    return f"guest trapped: {kind} in function {where}"

@@ -1,0 +1,193 @@
+"""OpenVINO through real guests (C nn-run, Rust road-segmentation) compared with native OpenVINO."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import guest_wasm, native_infer
+
+pytestmark = pytest.mark.usefixtures("openvino_available")
+
+
+def run_guest(
+    wasm: Path, *args: str, cwd: Path, preload: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    options = [f"--nn-preload={spec}" for spec in preload]
+    return subprocess.run(
+        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", *options, str(wasm), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def stage(directory: Path, *files: Path) -> list[str]:
+    """Copy files into the guest's directory (WASI will not follow links out of it)."""
+    names = []
+    for file in files:
+        shutil.copy(file, directory / file.name)
+        names.append(file.name)
+    return names
+
+
+def nn_run(cwd: Path, *args: str, preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, preload=preload)
+
+
+def test_tiny_model_matches_native(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
+    xml, weights = stage(tmp_path, *tiny_ir)
+    data = np.random.default_rng(1).standard_normal((1, 4)).astype(np.float32)
+    data.tofile(tmp_path / "in.bin")
+    result = nn_run(
+        tmp_path, "--model", xml, "--model", weights, "--input", "0:f32:1x4:in.bin", "--output", "0:out.bin"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["output 0: 16 bytes"]
+    (expected,) = native_infer(tiny_ir[0], [data])
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out.bin", np.float32), expected.reshape(-1))
+
+
+def test_cnn_nchw_and_nhwc_inputs_match_native(conv_ir: tuple[Path, Path], tmp_path: Path) -> None:
+    xml, weights = stage(tmp_path, *conv_ir)
+    image = np.random.default_rng(2).standard_normal((1, 3, 8, 12)).astype(np.float32)
+    image.tofile(tmp_path / "nchw.bin")
+    image.transpose(0, 2, 3, 1).tofile(tmp_path / "nhwc.bin")
+    (expected,) = native_infer(conv_ir[0], [image])
+    for dims, path in (("1x3x8x12", "nchw.bin"), ("1x8x12x3", "nhwc.bin")):
+        result = nn_run(
+            tmp_path,
+            "--model",
+            xml,
+            "--model",
+            weights,
+            "--input",
+            f"0:f32:{dims}:{path}",
+            "--output",
+            "0:out.bin",
+        )
+        assert result.returncode == 0, result.stderr
+        got = np.fromfile(tmp_path / "out.bin", np.float32).reshape(expected.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=dims)
+
+
+def test_two_inputs_of_different_types_and_two_outputs(
+    two_input_ir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    xml, weights = stage(tmp_path, *two_input_ir)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
+    b = np.arange(6, dtype=np.int32).reshape(2, 3) * -3
+    a.tofile(tmp_path / "a.bin")
+    b.tofile(tmp_path / "b.bin")
+    result = nn_run(
+        tmp_path,
+        "--model",
+        xml,
+        "--model",
+        weights,
+        "--input",
+        "0:f32:2x3:a.bin",
+        "--input",
+        "1:i32:2x3:b.bin",
+        "--output",
+        "0:sum.bin",
+        "--output",
+        "1:double.bin",
+    )
+    assert result.returncode == 0, result.stderr
+    total, double = native_infer(two_input_ir[0], [a, b])
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "sum.bin", np.float32), total.reshape(-1))
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "double.bin", np.float32), double.reshape(-1))
+
+
+def test_wrong_input_type_reaches_the_guest_as_errno_and_a_message(
+    two_input_ir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    xml, weights = stage(tmp_path, *two_input_ir)
+    np.zeros(6, np.float32).tofile(tmp_path / "b.bin")
+    result = nn_run(tmp_path, "--model", xml, "--model", weights, "--input", "1:f32:2x3:b.bin")
+    assert result.returncode == 1  # nn-run exits with the errno: invalid_argument
+    assert (
+        "wasinn: set_input: openvino: input 1 (b): the model expects int32 data, the guest sent f32"
+        in result.stderr
+    )
+
+
+def test_preloaded_model_by_name_repeated(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
+    np.ones((1, 4), np.float32).tofile(tmp_path / "in.bin")
+    xml, weights = tiny_ir
+    result = nn_run(
+        tmp_path,
+        "--name",
+        "tiny",
+        "--input",
+        "0:f32:1x4:in.bin",
+        "--output",
+        "0:out.bin",
+        "--repeat",
+        "3",
+        preload=(f"tiny:OpenVINO:CPU:{xml}:{weights}",),
+    )
+    assert result.returncode == 0, result.stderr
+    (expected,) = native_infer(xml, [np.ones((1, 4), np.float32)])
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out.bin", np.float32), expected.reshape(-1))
+
+
+def test_auto_target_runs_where_wasmedge_refuses(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
+    xml, weights = stage(tmp_path, *tiny_ir)
+    np.ones((1, 4), np.float32).tofile(tmp_path / "in.bin")
+    result = nn_run(
+        tmp_path, "--target", "auto", "--model", xml, "--model", weights, "--input", "0:f32:1x4:in.bin"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_gpu_target_without_a_gpu_is_a_clear_error_not_a_fallback(
+    tiny_ir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import openvino as ov
+
+    if any(device.startswith("GPU") for device in ov.Core().available_devices):
+        pytest.skip("this machine has an OpenVINO GPU device")
+    xml, weights = stage(tmp_path, *tiny_ir)
+    result = nn_run(tmp_path, "--target", "gpu", "--model", xml, "--model", weights)
+    assert result.returncode == 5
+    assert "needs the GPU device, which this machine does not have" in result.stderr
+
+
+# ------------------------------------------------------------------ the real model
+
+
+@pytest.fixture(scope="module")
+def road_model(shared_data: Path) -> tuple[Path, Path]:
+    folder = shared_data / "road-segmentation-adas-0001"
+    return folder / "road-segmentation-adas-0001.xml", folder / "road-segmentation-adas-0001.bin"
+
+
+def test_road_segmentation_guest_matches_native(road_model: tuple[Path, Path], tmp_path: Path) -> None:
+    xml, weights = stage(tmp_path, *road_model)
+    # The seed's guest labels its tensor [1,3,512,896] and sends the bytes as they are.
+    image = np.random.default_rng(3).uniform(0, 255, (1, 3, 512, 896)).astype(np.float32)
+    image.tofile(tmp_path / "input.tensor")
+    started = time.perf_counter()
+    result = run_guest(guest_wasm("road-segmentation"), xml, weights, "input.tensor", cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "bytes_written: 7340032" in result.stdout
+    output = tmp_path / "wasinn-openvino-inference-output-1x4x512x896xf32.tensor"
+    got = np.fromfile(output, np.float32).reshape(1, 4, 512, 896)
+    (expected,) = native_infer(road_model[0], [image])
+    max_diff = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    print(
+        f"road-segmentation: whole run {elapsed:.2f}s, max |diff| {max_diff:.2e}, class agreement {agreement:.5f}"
+    )
+    assert agreement >= 0.999
+    np.testing.assert_allclose(got, expected, atol=1e-5)
