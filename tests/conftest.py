@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wat_guests import compile_wat, probe_wat
 from wasinn import Runtime
 from wasinn.runtime import Instance
+from wat_guests import compile_wat, probe_wat
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "wasm"

@@ -410,8 +410,8 @@ def test_60_names_are_case_sensitive_spellings_are_not(tiny_ir: tuple[Path, Path
 
 
 def test_62_no_memory_traps() -> None:
-    from wat_guests import compile_wat, probe_wat
     from wasinn import GuestTrap
+    from wat_guests import compile_wat, probe_wat
 
     instance = Runtime(cache=False).instantiate(compile_wat(probe_wat(memory_pages=None)))
     with pytest.raises(GuestTrap, match="no exported linear memory"):
