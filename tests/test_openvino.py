@@ -115,7 +115,7 @@ def test_wrong_input_type_reaches_the_guest_as_errno_and_a_message(
     result = nn_run(tmp_path, "--model", xml, "--model", weights, "--input", "1:f32:2x3:b.bin")
     assert result.returncode == 1  # nn-run exits with the errno: invalid_argument
     assert (
-        "wasinn: set_input: openvino: input 1 (b): the model expects int32 data, the guest sent f32"
+        "wasinn: set_input: openvino: input 1 (b): the model expects i32 data, the guest sent f32"
         in result.stderr
     )
 

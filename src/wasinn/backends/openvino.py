@@ -16,6 +16,13 @@ import numpy.typing as npt
 import openvino as ov
 from openvino.preprocess import PrePostProcessor
 
+from wasinn.backends._common import (
+    check_builder_count,
+    check_index,
+    dims_mismatch,
+    resolve_type,
+    typed_array,
+)
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -25,8 +32,6 @@ from wasinn.core import (
     GraphEncoding,
     InvalidArgument,
     Tensor,
-    TensorType,
-    format_dims,
 )
 
 MAX_DIMS = 8  # WasmEdge's limit for an OpenVINO input
@@ -52,10 +57,6 @@ def short_message(err: BaseException) -> str:
     return (useful or lines or [type(err).__name__])[0]
 
 
-def dims_mismatch(what: str, expected: str, dims: tuple[int, ...]) -> InvalidArgument:
-    return InvalidArgument(f"{what}: the model expects dims {expected}, the guest sent {format_dims(dims)}")
-
-
 class OpenVINOBackend(Backend):
     encoding = GraphEncoding.OPENVINO
     name = "openvino"
@@ -73,10 +74,7 @@ class OpenVINOBackend(Backend):
             return self._core
 
     def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> OpenVINOGraph:
-        if len(builders) != 2:
-            raise InvalidArgument(
-                f"openvino: load needs exactly 2 builders (IR xml, weights), got {len(builders)}"
-            )
+        check_builder_count("openvino", builders, 2, "IR xml, weights")
         xml, weights = builders
         device = DEVICES[target]
         available = self.core.available_devices
@@ -148,15 +146,13 @@ class OpenVINOContext(BackendContext):
         return self._request
 
     def set_input(self, index: int, tensor: Tensor) -> None:
-        inputs = self._graph.inputs
-        if index >= len(inputs):
-            raise InvalidArgument(f"openvino: input index {index} out of range; the model has {len(inputs)}")
-        port = inputs[index]
+        check_index("openvino", "input", index, len(self._graph.inputs))
+        port = self._graph.inputs[index]
         what = f"openvino: input {index} ({port.get_any_name()})"
         if len(tensor.dims) > MAX_DIMS:
             raise InvalidArgument(f"{what}: {len(tensor.dims)} dims, at most {MAX_DIMS} are supported")
-        kind = self._tensor_type(port, tensor, what)
-        array = Tensor(tensor.dims, kind, tensor.data).array(what)
+        kind = resolve_type(tensor, port.get_element_type().to_dtype(), what)
+        array = typed_array(tensor, kind, what)
         layout = self._layout_for(port, tensor.dims, what)
         if self._layouts.get(index) != layout:
             self._switch_layout(index, layout)
@@ -172,19 +168,6 @@ class OpenVINOContext(BackendContext):
         self._inputs_set.add(index)
 
     @staticmethod
-    def _tensor_type(port: ov.Output, tensor: Tensor, what: str) -> TensorType:
-        expected = np.dtype(port.get_element_type().to_dtype())
-        given = tensor.type
-        # Guests built on the pre-2023 witx send U8 as 2 (F64 today); no model input is F64.
-        if given is TensorType.F64 and expected == np.uint8 and tensor.data.nbytes == tensor.element_count:
-            given = TensorType.U8
-        if given.dtype != expected:
-            raise InvalidArgument(
-                f"{what}: the model expects {expected} data, the guest sent {tensor.type.label}"
-            )
-        return given
-
-    @staticmethod
     def _layout_for(port: ov.Output, dims: tuple[int, ...], what: str) -> tuple[str, str] | None:
         shape = port.get_partial_shape()
         if shape.is_static:
@@ -194,7 +177,7 @@ class OpenVINOContext(BackendContext):
             for layouts, order in _PERMUTATIONS.items():
                 if len(model_dims) == 4 and tuple(model_dims[i] for i in order) == dims:
                     return layouts
-            raise dims_mismatch(what, format_dims(model_dims), dims)
+            raise dims_mismatch(what, model_dims, dims)
         if not shape.compatible(ov.PartialShape(list(dims))):
             raise dims_mismatch(what, str(shape), dims)
         return None
