@@ -16,6 +16,9 @@ from wasinn.core import Backend, GraphEncoding, InvalidArgument, InvalidEncoding
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
 _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.OPENVINO: ("wasinn.backends.openvino:OpenVINOBackend", "openvino", "openvino"),
+    GraphEncoding.ONNX: ("wasinn.backends.onnx:ONNXBackend", "onnxruntime", "onnx"),
+    GraphEncoding.PYTORCH: ("wasinn.backends.pytorch:PyTorchBackend", "torch", "pytorch"),
+    GraphEncoding.TENSORFLOWLITE: ("wasinn.backends.tflite:TFLiteBackend", "ai_edge_litert", "tflite"),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
