@@ -173,8 +173,9 @@ def road_model(shared_data: Path) -> tuple[Path, Path]:
 
 def test_road_segmentation_guest_matches_native(road_model: tuple[Path, Path], tmp_path: Path) -> None:
     xml, weights = stage(tmp_path, *road_model)
-    # The seed's guest labels its tensor [1,3,512,896] and sends the bytes as they are.
-    image = np.random.default_rng(3).uniform(0, 255, (1, 3, 512, 896)).astype(np.float32)
+    # The tensor file is HWC, as im2tensor writes it; the guest labels it NHWC and the host
+    # converts the layout, so native OpenVINO gets the same pixels as NCHW planes.
+    image = np.random.default_rng(3).uniform(0, 255, (1, 512, 896, 3)).astype(np.float32)
     image.tofile(tmp_path / "input.tensor")
     started = time.perf_counter()
     result = run_guest(guest_wasm("road-segmentation"), xml, weights, "input.tensor", cwd=tmp_path)
@@ -183,7 +184,7 @@ def test_road_segmentation_guest_matches_native(road_model: tuple[Path, Path], t
     assert "bytes_written: 7340032" in result.stdout
     output = tmp_path / "wasinn-openvino-inference-output-1x4x512x896xf32.tensor"
     got = np.fromfile(output, np.float32).reshape(1, 4, 512, 896)
-    (expected,) = native_infer(road_model[0], [image])
+    (expected,) = native_infer(road_model[0], [image.transpose(0, 3, 1, 2)])
     max_diff = float(np.abs(got - expected).max())
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     print(f"road-segmentation: run {elapsed:.2f}s, max |diff| {max_diff:.2e}, agreement {agreement:.5f}")

@@ -10,9 +10,11 @@ use std::{env, fs, process};
 
 use wasinn_guest::{ExecutionTarget, Graph, GraphEncoding, Tensor, TensorType};
 
-/// The dims the example labels its input with, exactly as the original guest does. The
-/// tensor file itself holds 512x896x3 BGR `f32` values in HWC order (see the README).
-const INPUT_DIMS: [u32; 4] = [1, 3, 512, 896];
+/// The tensor file holds 512x896x3 BGR `f32` values in HWC order, so the guest says so:
+/// NHWC. The model wants NCHW; wasinn converts the layout natively (OpenVINO
+/// pre-processing), so no transpose loop runs in wasm. The original guest labelled the
+/// same bytes `[1, 3, 512, 896]`, which feeds the model scrambled pixels (see the README).
+const INPUT_DIMS: [u32; 4] = [1, 512, 896, 3];
 
 /// Where the 1x4x512x896 `f32` output is written, in the current directory.
 const OUTPUT_PATH: &str = "wasinn-openvino-inference-output-1x4x512x896xf32.tensor";
