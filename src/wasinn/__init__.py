@@ -8,6 +8,7 @@ from wasinn.core import (
     GraphEncoding,
     GuestExit,
     GuestTrap,
+    LimitExceeded,
     ModuleError,
     NNError,
     Preload,
@@ -15,7 +16,7 @@ from wasinn.core import (
     TensorType,
     WasinnError,
 )
-from wasinn.runtime import DirMapping, Instance, Runtime
+from wasinn.runtime import DirMapping, Instance, Limits, Runtime
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,8 @@ __all__ = [
     "GuestExit",
     "GuestTrap",
     "Instance",
+    "LimitExceeded",
+    "Limits",
     "ModuleError",
     "NNError",
     "Preload",

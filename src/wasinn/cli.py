@@ -13,7 +13,8 @@ from wasinn import __version__
 
 USAGE_ERROR = 2  # a bad option, a missing or invalid module: the person's mistake
 INTERNAL_ERROR = 70  # EX_SOFTWARE
-TRAP_EXIT = 134  # what wasmtime's CLI returns for a trapping guest (128 + SIGABRT)
+TRAP_EXIT = 134
+LIMIT_EXIT = 124  # as coreutils' timeout  # what wasmtime's CLI returns for a trapping guest (128 + SIGABRT)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -54,6 +55,24 @@ def main() -> None:
     help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin.",
 )
 @click.option("--no-cache", is_flag=True, help="Compile the module even when a compiled copy is cached.")
+@click.option(
+    "--memory-page-limit",
+    type=click.IntRange(min=0),
+    metavar="PAGES",
+    help="Cap the guest's linear memory (64 KiB pages); memory.grow past it returns -1.",
+)
+@click.option(
+    "--time-limit",
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="Stop the guest after MS milliseconds of wall-clock time, native inference included.",
+)
+@click.option(
+    "--gas-limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Stop the guest after N units of wasmtime fuel (about one per instruction).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -62,20 +81,26 @@ def run(
     env: tuple[str, ...],
     preload: tuple[str, ...],
     no_cache: bool,
+    memory_page_limit: int | None,
+    time_limit: int | None,
+    gas_limit: int | None,
     verbose: bool,
     module: str,
     args: tuple[str, ...],
 ) -> None:
     """Run MODULE.wasm (a WASI command) with ARGS; exit with the guest's exit code."""
-    from wasinn.core import GuestTrap, WasinnError
-    from wasinn.runtime import Runtime
+    from wasinn.core import GuestTrap, LimitExceeded, WasinnError
+    from wasinn.runtime import Limits, Runtime
 
     configure_logging(verbose)
     if not Path(module).is_file():
         fail(f"{module}: no such file" if not Path(module).exists() else f"{module}: not a file")
     try:
-        runtime = Runtime(dirs=dirs, env=env, preload=preload, cache=not no_cache)
+        limits = Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit)
+        runtime = Runtime(dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits)
         code = runtime.run(module, args)
+    except LimitExceeded as exceeded:
+        fail(str(exceeded), LIMIT_EXIT)
     except GuestTrap as trap:
         fail(str(trap), TRAP_EXIT)
     except WasinnError as err:
@@ -87,3 +112,16 @@ def run(
             raise
         fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)
+
+
+def _register_tool_commands() -> None:
+    # The tools import numpy (and PIL when used) only when their command runs.
+    from wasinn.models import models_command
+    from wasinn.tools.commands import im2tensor_command, visualize_command
+
+    main.add_command(im2tensor_command)
+    main.add_command(visualize_command)
+    main.add_command(models_command)
+
+
+_register_tool_commands()

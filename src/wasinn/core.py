@@ -60,6 +60,10 @@ class GuestTrap(WasinnError):
     """The guest trapped (unreachable, out-of-bounds access, …) or broke the host's rules."""
 
 
+class LimitExceeded(GuestTrap):
+    """The guest ran past a limit it was given: time, gas (fuel) or memory."""
+
+
 class GuestExit(WasinnError):
     """The guest called ``proc_exit``; carries its exit code."""
 
@@ -291,8 +295,8 @@ class BackendContext:
         """The output's data, C-contiguous; the caller copies its bytes before the next call."""
         raise NotImplementedError
 
-    def supports_streaming(self) -> bool:
-        return False
+    def cancel(self) -> None:
+        """Stop a ``compute`` running on another thread, where the framework can; best effort."""
 
     def compute_single(self) -> None:
         raise InvalidArgument("this backend has no token streaming (compute_single)")
@@ -465,8 +469,14 @@ class NNHost:
         *,
         max_graphs: int | None = None,
         max_contexts: int | None = None,
+        max_model_bytes: int | None = None,
+        max_tensor_bytes: int | None = None,
+        deadline: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._resolve_backend = resolve_backend
+        self._max_model_bytes = max_model_bytes
+        self._max_tensor_bytes = max_tensor_bytes
+        self._remaining = deadline
         self._named: dict[str, NamedModel] = {}
         for model in named_models:
             self._named.setdefault(model.preload.name, model)  # the first entry of a name wins
@@ -478,6 +488,7 @@ class NNHost:
     # -- graphs
 
     def load(self, builders: Sequence[bytes], encoding: int, target: ExecutionTarget) -> int:
+        self._check_model_size(builders)
         backend = self._resolve_backend(GraphEncoding.from_guest(encoding))
         graph = backend.load(builders, target)
         return self._add_graph(GraphEntry(graph, backend.encoding))
@@ -492,6 +503,7 @@ class NNHost:
             known = ", ".join(sorted(self._named)) or "none"
             raise NotFound(f"no preloaded model named {name!r} (preloaded: {known})")
         builders = model.builders + ((config,) if config else ())
+        self._check_model_size(builders)
         backend = self._resolve_backend(model.preload.encoding)
         graph = backend.load(builders, model.preload.target)
         with self._lock:
@@ -502,6 +514,11 @@ class NNHost:
             handle = self._add_graph(GraphEntry(graph, backend.encoding, name=name))
             self._name_cache[name] = handle
             return handle
+
+    def _check_model_size(self, builders: Sequence[bytes]) -> None:
+        size = sum(len(blob) for blob in builders)
+        if self._max_model_bytes is not None and size > self._max_model_bytes:
+            raise BackendError(f"the model's {size} bytes exceed the limit of {self._max_model_bytes} bytes")
 
     def _add_graph(self, entry: GraphEntry) -> int:
         try:
@@ -545,6 +562,11 @@ class NNHost:
         entry = self._contexts.get(context)
         if entry.graph.status is GraphStatus.DETACHED:
             raise InvalidArgument(f"set_input: the graph of context {context} was unloaded")
+        size = tensor.data.nbytes
+        if self._max_tensor_bytes is not None and size > self._max_tensor_bytes:
+            raise BackendError(
+                f"input {index}: {size} bytes exceed the limit of {self._max_tensor_bytes} bytes"
+            )
         with entry.graph.lock:
             entry.backend_context.set_input(index, tensor)
 
@@ -552,7 +574,11 @@ class NNHost:
         entry = self._contexts.get(context)
         self._require(entry.graph, GraphStatus.READY, "compute")
         with entry.graph.lock:
-            entry.backend_context.compute()
+            remaining = self._remaining()
+            if remaining is None:
+                entry.backend_context.compute()
+            else:
+                run_within(entry.backend_context, remaining)
 
     def get_output(self, context: int, index: int) -> npt.NDArray[np.generic]:
         entry = self._contexts.get(context)
@@ -602,3 +628,29 @@ class NNHost:
         self._contexts = HandleTable("context")
         self._graphs = HandleTable("graph")
         self._name_cache.clear()
+
+
+def run_within(context: BackendContext, seconds: float) -> None:
+    """Run ``compute`` on a worker thread and stop waiting after ``seconds``.
+
+    A guest must not escape its time limit through one long native inference: past the
+    limit the framework is asked to cancel and the guest is stopped.
+    """
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            context.compute()
+            outcome.append(None)
+        except BaseException as err:  # handed to the waiting thread below
+            outcome.append(err)
+
+    worker = threading.Thread(target=work, name="wasinn-compute", daemon=True)
+    worker.start()
+    worker.join(max(seconds, 0.0))
+    if worker.is_alive():
+        context.cancel()
+        raise LimitExceeded("time limit exceeded during native inference")
+    error = outcome[0] if outcome else None
+    if error is not None:
+        raise error

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -16,11 +18,47 @@ import wasmtime
 
 from wasinn.abi.ephemeral import EphemeralNN
 from wasinn.backends import get_backend
-from wasinn.core import ConfigError, GuestExit, GuestTrap, ModuleError, NamedModel, NNHost, Preload
+from wasinn.core import (
+    ConfigError,
+    GuestExit,
+    GuestTrap,
+    LimitExceeded,
+    ModuleError,
+    NamedModel,
+    NNHost,
+    Preload,
+)
 from wasinn.paths import user_cache_dir
 
 # Bump when the engine configuration below changes: it is part of the cache key.
-ENGINE_FINGERPRINT = "cranelift-default-v1"
+ENGINE_FINGERPRINT = "cranelift-epoch-v2"
+EPOCH_TICK_SECONDS = 0.01
+NO_DEADLINE = 1 << 62
+WASM_PAGE = 65536
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a guest may use; ``None`` means unlimited. Mirrors WasmEdge's option names.
+
+    ``memory_pages``: linear memory cap in 64 KiB pages (memory.grow past it returns -1).
+    ``time_limit_ms``: wall-clock limit for the whole run, native inference included.
+    ``gas``: wasmtime fuel, roughly one unit per wasm instruction.
+    The rest are host-side caps, reported to the guest as errno 5 (runtime_error).
+    """
+
+    memory_pages: int | None = None
+    time_limit_ms: int | None = None
+    gas: int | None = None
+    max_model_bytes: int | None = None
+    max_tensor_bytes: int | None = None
+    max_graphs: int | None = None
+    max_contexts: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value is not None and value < 0:
+                raise ConfigError(f"limit {name} must not be negative, got {value}")
 
 
 @dataclass(frozen=True)
@@ -69,9 +107,10 @@ def parse_env(items: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
 class ModuleCache:
     """Compiled modules serialized under a cache directory, keyed by content and engine."""
 
-    def __init__(self, engine: wasmtime.Engine, directory: Path | None) -> None:
+    def __init__(self, engine: wasmtime.Engine, directory: Path | None, fingerprint: str = "") -> None:
         self._engine = engine
         self._directory = directory
+        self._fingerprint = fingerprint  # what else about the engine changes compiled code
 
     def load(self, path: Path) -> wasmtime.Module:
         try:
@@ -97,10 +136,9 @@ class ModuleCache:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else "invalid module"
             raise ModuleError(f"{path} is not a valid WebAssembly module: {reason}") from None
 
-    @staticmethod
-    def _key(wasm: bytes) -> str:
+    def _key(self, wasm: bytes) -> str:
         digest = hashlib.sha256(wasm)
-        digest.update(f"\0{_wasmtime_version()}\0{ENGINE_FINGERPRINT}".encode())
+        digest.update(f"\0{_wasmtime_version()}\0{ENGINE_FINGERPRINT}\0{self._fingerprint}".encode())
         return digest.hexdigest()
 
     @staticmethod
@@ -127,16 +165,61 @@ def _wasmtime_version() -> str:
         return _versions["wasmtime"]
 
 
-_engine: wasmtime.Engine | None = None
+_engines: dict[bool, wasmtime.Engine] = {}
 
 
-def shared_engine() -> wasmtime.Engine:
-    """One engine per process: compiled modules belong to the engine that made them."""
-    global _engine
+def shared_engine(*, fuel: bool = False) -> wasmtime.Engine:
+    """One engine per process (and fuel setting): compiled modules belong to their engine.
+
+    Epoch interruption is always on, so a time limit costs nothing to switch on; fuel
+    metering slows every guest, so it has its own engine, used only with a gas limit.
+    """
     with _version_lock:
-        if _engine is None:
-            _engine = wasmtime.Engine(wasmtime.Config())
-        return _engine
+        engine = _engines.get(fuel)
+        if engine is None:
+            config = wasmtime.Config()
+            config.epoch_interruption = True
+            config.consume_fuel = fuel
+            engine = _engines[fuel] = wasmtime.Engine(config)
+        return engine
+
+
+class EpochTicker:
+    """Advances an engine's epoch every 10 ms while some run has a time limit."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self._engine = engine
+        self._users = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def __enter__(self) -> EpochTicker:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._stop = threading.Event()
+                threading.Thread(
+                    target=self._tick, args=(self._stop,), daemon=True, name="wasinn-epoch"
+                ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._stop.set()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(EPOCH_TICK_SECONDS):
+            self._engine.increment_epoch()
+
+
+_tickers: dict[int, EpochTicker] = {}
+
+
+def epoch_ticker(engine: wasmtime.Engine) -> EpochTicker:
+    with _version_lock:
+        return _tickers.setdefault(id(engine), EpochTicker(engine))
 
 
 class Runtime:
@@ -158,6 +241,7 @@ class Runtime:
         preload: Sequence[str | Preload] = (),
         cache: bool = True,
         cache_dir: str | Path | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         self.dirs = [d if isinstance(d, DirMapping) else DirMapping.parse(d) for d in dirs]
         for mapping in self.dirs:
@@ -166,9 +250,12 @@ class Runtime:
         self.named_models = [
             NamedModel.from_preload(p if isinstance(p, Preload) else Preload.parse(p)) for p in preload
         ]
-        self.engine = shared_engine()
+        self.limits = limits
+        self.engine = shared_engine(fuel=limits.gas is not None)
         directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "modules"
-        self.modules = ModuleCache(self.engine, directory if cache else None)
+        self.modules = ModuleCache(
+            self.engine, directory if cache else None, f"fuel={limits.gas is not None}"
+        )
 
     def instantiate(self, module: str | Path | wasmtime.Module, args: Sequence[str] = ()) -> Instance:
         """Instantiate ``module`` with WASI and WASI-NN, without running it."""
@@ -184,7 +271,10 @@ class Runtime:
         Raises :class:`~wasinn.core.GuestTrap` when the guest traps and
         :class:`~wasinn.core.ModuleError` when the module cannot be loaded.
         """
-        with self.instantiate(module, args) as instance:
+        if self.limits.time_limit_ms is None:
+            with self.instantiate(module, args) as instance:
+                return instance.run()
+        with epoch_ticker(self.engine), self.instantiate(module, args) as instance:
             return instance.run()
 
 
@@ -192,7 +282,18 @@ class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
 
     def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
+        self.limits = limits = runtime.limits
         self.store = wasmtime.Store(runtime.engine)
+        self._deadline: float | None = None
+        if limits.time_limit_ms is not None:
+            self._deadline = time.monotonic() + limits.time_limit_ms / 1000
+            self.store.set_epoch_deadline(max(1, math.ceil(limits.time_limit_ms / 1000 / EPOCH_TICK_SECONDS)))
+        else:
+            self.store.set_epoch_deadline(NO_DEADLINE)
+        if limits.gas is not None:
+            self.store.set_fuel(limits.gas)
+        if limits.memory_pages is not None:
+            self.store.set_limits(memory_size=limits.memory_pages * WASM_PAGE)
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(argv)
         wasi.env = list(runtime.env.items())
@@ -202,13 +303,22 @@ class Instance:
         wasi.inherit_stdout()
         wasi.inherit_stderr()
         self.store.set_wasi(wasi)
-        self.nn = NNHost(get_backend, runtime.named_models)
+        self.nn = NNHost(
+            get_backend,
+            runtime.named_models,
+            max_graphs=limits.max_graphs,
+            max_contexts=limits.max_contexts,
+            max_model_bytes=limits.max_model_bytes,
+            max_tensor_bytes=limits.max_tensor_bytes,
+            deadline=self._time_left,
+        )
         self._abi = EphemeralNN(self.nn)
         linker = wasmtime.Linker(runtime.engine)
         linker.define_wasi()
         # wasmtime's proc_exit refuses codes of 126 and above; guests may use any u8 code.
         linker.allow_shadowing = True
-        linker.define_func("wasi_snapshot_preview1", "proc_exit", _PROC_EXIT_TYPE, _proc_exit)
+        exit_type = wasmtime.FuncType([wasmtime.ValType.i32()], [])  # types belong to one engine
+        linker.define_func("wasi_snapshot_preview1", "proc_exit", exit_type, _proc_exit)
         self._abi.define(linker)
         try:
             self.instance = linker.instantiate(self.store, module)
@@ -224,6 +334,9 @@ class Instance:
         )
         self._abi.attach(self.store, self.memory)
 
+    def _time_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
     def call(self, name: str, *params: Any) -> Any:
         """Call an exported function, turning traps and exits into wasinn exceptions."""
         function = self.instance.exports(self.store).get(name)
@@ -231,11 +344,19 @@ class Instance:
             raise ModuleError(f"the module exports no function {name!r}")
         try:
             return function(self.store, *params)
+        except LimitExceeded:
+            raise LimitExceeded(
+                f"time limit of {self.limits.time_limit_ms} ms exceeded during compute"
+            ) from None
         except GuestExit:
             raise
         except wasmtime.ExitTrap as exit_:
             raise GuestExit(exit_.code) from None
         except wasmtime.Trap as trap:
+            if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
+                raise LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded") from None
+            if trap.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
+                raise LimitExceeded(f"gas limit of {self.limits.gas} exceeded") from None
             raise GuestTrap(describe_trap(trap)) from None
         except wasmtime.WasmtimeError as err:
             raise GuestTrap(first_line(err)) from None
@@ -257,9 +378,6 @@ class Instance:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_PROC_EXIT_TYPE = wasmtime.FuncType([wasmtime.ValType.i32()], [])
 
 
 def _proc_exit(code: int) -> None:

@@ -145,6 +145,8 @@ class EphemeralNN:
             except NNError as err:
                 log.warning("%s: %s", name, err)
                 return int(err.errno)
+            except GuestTrap:
+                raise  # a limit ran out: stop the guest, do not answer it
             except Exception as err:  # a framework surprise must reach the guest as an errno
                 log.warning("%s: internal error: %s: %s", name, type(err).__name__, err)
                 return Errno.RUNTIME_ERROR

@@ -206,12 +206,12 @@ class OpenVINOContext(BackendContext):
             raise BackendError(f"openvino: inference failed: {short_message(err)}") from None
         self._computed = True
 
+    def cancel(self) -> None:
+        if self._request is not None:
+            self._request.cancel()
+
     def get_output(self, index: int) -> npt.NDArray[np.generic]:
-        outputs = self._graph.outputs
-        if index >= len(outputs):
-            raise InvalidArgument(
-                f"openvino: output index {index} out of range; the model has {len(outputs)}"
-            )
+        check_index("openvino", "output", index, len(self._graph.outputs))
         if not self._computed:
             raise BackendError(f"openvino: get_output({index}) before a successful compute")
         data: npt.NDArray[np.generic] = self.request.get_output_tensor(index).data
