@@ -116,12 +116,14 @@ def run(
 
 def _register_tool_commands() -> None:
     # The tools import numpy (and PIL when used) only when their command runs.
+    from wasinn.demo import demo_command
     from wasinn.models import models_command
     from wasinn.tools.commands import im2tensor_command, visualize_command
 
     main.add_command(im2tensor_command)
     main.add_command(visualize_command)
     main.add_command(models_command)
+    main.add_command(demo_command)
 
 
 _register_tool_commands()
