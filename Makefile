@@ -59,8 +59,8 @@ $(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
 examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
 pytest: setup examples

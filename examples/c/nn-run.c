@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "wasi_nn.h"
 
@@ -34,7 +35,7 @@ static const char USAGE[] =
     "              [--name NAME [--config JSON|@PATH]]\n"
     "              [--input INDEX:TYPE:DIMS:PATH]...\n"
     "              [--output INDEX[:PATH]]...\n"
-    "              [--repeat N] [--stream PATH] [--print] [--output-type TYPE]\n"
+    "              [--repeat N] [--stream PATH] [--print] [--output-type TYPE] [--time]\n"
     "\n"
     "  --encoding     openvino onnx tensorflow pytorch tensorflowlite autodetect\n"
     "                 ggml neuralspeed whisper mlx piper chattts openvinogenai\n"
@@ -53,6 +54,8 @@ static const char USAGE[] =
     "                 end_of_sequence, then fini_single; tokens written to PATH\n"
     "  --print        print values of each output (first 5 and argmax, or text)\n"
     "  --output-type  f16 f32 f64 u8 i32 i64 text (default f32), for --print\n"
+    "  --time         print 'time_ns N' per repetition: the set_input(s) +\n"
+    "                 compute + get_output(s) of that round, CLOCK_MONOTONIC\n"
     "\n"
     "exit: 0 ok; wasi-nn errno of the failing call; 64 usage; 66 unreadable file;\n"
     "      70 host broke the get_output size protocol; 71 no memory; 73 cannot write\n";
@@ -503,7 +506,7 @@ int main(int argc, char **argv) {
     uint32_t target = WASI_NN_TARGET_CPU;
     const char *name = NULL, *config = NULL, *stream_path = NULL;
     uint32_t repeat = 1, out_type = WASI_NN_TYPE_F32;
-    int do_print = 0;
+    int do_print = 0, do_time = 0;
 
     const char **models = xmalloc((size_t)argc * sizeof(char *));
     struct input_spec *inputs = xmalloc((size_t)argc * sizeof(struct input_spec));
@@ -570,6 +573,10 @@ int main(int argc, char **argv) {
             if (val)
                 usage_error("%s takes no value", opt);
             do_print = 1;
+        } else if (!strcmp(opt, "--time")) {
+            if (val)
+                usage_error("%s takes no value", opt);
+            do_time = 1;
         } else if (!strcmp(opt, "--output-type")) {
             NEED_VALUE();
             if (!strcasecmp(val, "text"))
@@ -648,8 +655,13 @@ int main(int argc, char **argv) {
     have_ctx = 1;
 
     /* ---- run --------------------------------------------------------------- */
+    uint8_t **out_bufs = xmalloc(n_outputs * sizeof *out_bufs);
+    uint32_t *out_lens = xmalloc(n_outputs * sizeof *out_lens);
     for (uint32_t r = 0; r < repeat; r++) {
         int last = (r + 1 == repeat);
+        struct timespec t0, t1;
+        if (do_time)
+            clock_gettime(CLOCK_MONOTONIC, &t0);
         for (uint32_t k = 0; k < n_inputs; k++) {
             wasi_nn_tensor_t t = {
                 .dims = inputs[k].dims,
@@ -704,20 +716,28 @@ int main(int argc, char **argv) {
                 fail_nn("compute", err);
         }
 
+        for (uint32_t k = 0; k < n_outputs; k++)
+            out_bufs[k] = fetch_output(0, outputs[k].index, &out_lens[k]);
+        if (do_time) {
+            /* Stopped before any file is written or line printed. */
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long long ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+            printf("time_ns %lld\n", ns);
+        }
         for (uint32_t k = 0; k < n_outputs; k++) {
-            uint32_t n;
-            uint8_t *buf = fetch_output(0, outputs[k].index, &n);
             if (last) {
                 if (outputs[k].path)
-                    write_file(outputs[k].path, buf, n);
-                printf("output %u: %u bytes", (unsigned)outputs[k].index, (unsigned)n);
+                    write_file(outputs[k].path, out_bufs[k], out_lens[k]);
+                printf("output %u: %u bytes", (unsigned)outputs[k].index, (unsigned)out_lens[k]);
                 if (do_print)
-                    print_values(buf, n, out_type);
+                    print_values(out_bufs[k], out_lens[k], out_type);
                 putchar('\n');
             }
-            free(buf);
+            free(out_bufs[k]);
         }
     }
+    free(out_bufs);
+    free(out_lens);
     fflush(stdout);
 
     /* ---- release ------------------------------------------------------------- */
