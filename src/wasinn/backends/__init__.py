@@ -11,7 +11,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 
-from wasinn.core import Backend, GraphEncoding, InvalidArgument, InvalidEncoding
+from wasinn.core import Backend, GraphEncoding, InvalidArgument
 
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
 _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
@@ -19,6 +19,7 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.ONNX: ("wasinn.backends.onnx:ONNXBackend", "onnxruntime", "onnx"),
     GraphEncoding.PYTORCH: ("wasinn.backends.pytorch:PyTorchBackend", "torch", "pytorch"),
     GraphEncoding.TENSORFLOWLITE: ("wasinn.backends.tflite:TFLiteBackend", "ai_edge_litert", "tflite"),
+    GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
@@ -61,8 +62,6 @@ def get_backend(encoding: GraphEncoding) -> Backend:
 
 def _create(encoding: GraphEncoding) -> Backend:
     entry = _REGISTRY.get(encoding)
-    if entry is None and encoding is GraphEncoding.AUTODETECT:
-        raise InvalidEncoding("autodetect is not implemented")
     if entry is None:
         raise InvalidArgument(f"wasinn has no {encoding.name.lower()} backend")
     target, requirement, extra = entry

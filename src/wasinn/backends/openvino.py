@@ -32,6 +32,7 @@ from wasinn.core import (
     GraphEncoding,
     InvalidArgument,
     Tensor,
+    TensorType,
 )
 
 MAX_DIMS = 8  # WasmEdge's limit for an OpenVINO input
@@ -48,6 +49,9 @@ _PERMUTATIONS: dict[tuple[str, str], tuple[int, ...]] = {
 }
 # Input index → (tensor layout, model layout); empty when the guest sends the model's own shape.
 LayoutKey = tuple[tuple[int, tuple[str, str]], ...]
+# What a context decided about one (index, dims, type): the type to read the data as, and
+# the layout conversion (None for the model's own shape).
+Acceptance = tuple[TensorType, tuple[str, str] | None]
 
 
 def short_message(err: BaseException) -> str:
@@ -91,15 +95,22 @@ class OpenVINOBackend(Backend):
 
 
 class OpenVINOGraph(BackendGraph):
+    """A parsed model; compiled lazily, once per input layout a guest actually sends.
+
+    Compiling at ``load`` would waste a compile whenever the guest's first ``set_input``
+    asks for a layout conversion (the seed's NHWC tensor, for example).
+    """
+
     def __init__(self, core: ov.Core, model: ov.Model, device: str) -> None:
         self._core = core
         self.model = model
         self.device = device
         self.inputs = list(model.inputs)
         self.outputs = list(model.outputs)
+        self.input_names = [port.get_any_name() for port in self.inputs]
+        self.input_dtypes = [np.dtype(port.get_element_type().to_dtype()) for port in self.inputs]
         self._variants: dict[LayoutKey, ov.CompiledModel] = {}
         self._lock = threading.Lock()
-        self.compiled(())
 
     def compiled(self, key: LayoutKey) -> ov.CompiledModel:
         """The model compiled for these input layouts; each variant compiles once."""
@@ -123,6 +134,21 @@ class OpenVINOGraph(BackendGraph):
             ppp.input(index).model().set_layout(ov.Layout(model_layout))
         return ppp.build()
 
+    def layout_for(self, index: int, dims: tuple[int, ...], what: str) -> tuple[str, str] | None:
+        """None when ``dims`` fit the model's input as they are, else the layout conversion."""
+        shape = self.inputs[index].get_partial_shape()
+        if shape.is_static:
+            model_dims = tuple(int(d) for d in shape.to_shape())
+            if model_dims == dims:
+                return None
+            for layouts, order in _PERMUTATIONS.items():
+                if len(model_dims) == 4 and tuple(model_dims[i] for i in order) == dims:
+                    return layouts
+            raise dims_mismatch(what, model_dims, dims)
+        if not shape.compatible(ov.PartialShape(list(dims))):
+            raise dims_mismatch(what, str(shape), dims)
+        return None
+
     def init_execution_context(self) -> OpenVINOContext:
         return OpenVINOContext(self)
 
@@ -135,25 +161,32 @@ class OpenVINOContext(BackendContext):
     def __init__(self, graph: OpenVINOGraph) -> None:
         self._graph = graph
         self._layouts: dict[int, tuple[str, str]] = {}
-        self._request: ov.InferRequest | None = graph.compiled(()).create_infer_request()
+        self._request: ov.InferRequest | None = None  # made on the first set_input
+        self._closed = False
         self._inputs_set: set[int] = set()
         self._computed = False
+        # Shape and type checks run once per (index, dims, type), not on every set_input.
+        self._accepted: dict[tuple[int, tuple[int, ...], TensorType], Acceptance] = {}
 
     @property
     def request(self) -> ov.InferRequest:
-        if self._request is None:
+        if self._closed:
             raise InvalidArgument("openvino: this execution context was finalized")
+        if self._request is None:
+            self._request = self._graph.compiled(self._key()).create_infer_request()
         return self._request
+
+    def _key(self) -> LayoutKey:
+        return tuple(sorted(self._layouts.items()))
 
     def set_input(self, index: int, tensor: Tensor) -> None:
         check_index("openvino", "input", index, len(self._graph.inputs))
-        port = self._graph.inputs[index]
-        what = f"openvino: input {index} ({port.get_any_name()})"
-        if len(tensor.dims) > MAX_DIMS:
-            raise InvalidArgument(f"{what}: {len(tensor.dims)} dims, at most {MAX_DIMS} are supported")
-        kind = resolve_type(tensor, port.get_element_type().to_dtype(), what)
+        what = f"openvino: input {index} ({self._graph.input_names[index]})"
+        accepted = self._accepted.get((index, tensor.dims, tensor.type))
+        if accepted is None:
+            accepted = self._accept(index, tensor, what)
+        kind, layout = accepted
         array = typed_array(tensor, kind, what)
-        layout = self._layout_for(port, tensor.dims, what)
         if self._layouts.get(index) != layout:
             self._switch_layout(index, layout)
         request = self.request
@@ -167,32 +200,26 @@ class OpenVINOContext(BackendContext):
             raise BackendError(f"{what}: {short_message(err)}") from None
         self._inputs_set.add(index)
 
-    @staticmethod
-    def _layout_for(port: ov.Output, dims: tuple[int, ...], what: str) -> tuple[str, str] | None:
-        shape = port.get_partial_shape()
-        if shape.is_static:
-            model_dims = tuple(int(d) for d in shape.to_shape())
-            if model_dims == dims:
-                return None
-            for layouts, order in _PERMUTATIONS.items():
-                if len(model_dims) == 4 and tuple(model_dims[i] for i in order) == dims:
-                    return layouts
-            raise dims_mismatch(what, model_dims, dims)
-        if not shape.compatible(ov.PartialShape(list(dims))):
-            raise dims_mismatch(what, str(shape), dims)
-        return None
+    def _accept(self, index: int, tensor: Tensor, what: str) -> Acceptance:
+        if len(tensor.dims) > MAX_DIMS:
+            raise InvalidArgument(f"{what}: {len(tensor.dims)} dims, at most {MAX_DIMS} are supported")
+        kind = resolve_type(tensor, self._graph.input_dtypes[index], what)
+        accepted = kind, self._graph.layout_for(index, tensor.dims, what)
+        if kind is tensor.type:  # the legacy-U8 reading depends on the data length: not cached
+            self._accepted[(index, tensor.dims, tensor.type)] = accepted
+        return accepted
 
     def _switch_layout(self, index: int, layout: tuple[str, str] | None) -> None:
         if layout is None:
             self._layouts.pop(index, None)
         else:
             self._layouts[index] = layout
-        key: LayoutKey = tuple(sorted(self._layouts.items()))
-        previous = self.request
-        request = self._graph.compiled(key).create_infer_request()
-        for other in self._inputs_set - {index}:
-            request.set_input_tensor(other, previous.get_input_tensor(other))
-        self._request = request
+        previous = self._request
+        self._request = None
+        if previous is not None:
+            request = self.request
+            for other in self._inputs_set - {index}:
+                request.set_input_tensor(other, previous.get_input_tensor(other))
         self._inputs_set.discard(index)
         self._computed = False
 
@@ -218,4 +245,5 @@ class OpenVINOContext(BackendContext):
         return data
 
     def close(self) -> None:
+        self._closed = True
         self._request = None
