@@ -1,0 +1,470 @@
+"""The cases of ``wasinn bench``; their names are the interface (see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wasinn.bench import Case, Plan, Record, alternate
+
+REPO = Path(__file__).resolve().parents[2]
+ROAD_XML = "road-segmentation-adas-0001/road-segmentation-adas-0001.xml"
+ROAD_BIN = "road-segmentation-adas-0001/road-segmentation-adas-0001.bin"
+BIRDS = "birds-v1/lite-model_aiy_vision_classifier_birds_V1_3.tflite"
+INFERENCE_UNIT = (
+    "ms per inference round (set_input + compute + get_output); wasinn timed inside the guest "
+    "with WASI CLOCK_MONOTONIC, native with perf_counter around copy-in + infer + copy-out"
+)
+PROCESS_UNIT = "ms wall-clock per process, timed from the parent"
+
+
+class Unavailable(Exception):
+    """A prerequisite is missing: the case is recorded as skipped with this reason."""
+
+
+def wasm_dir() -> Path:
+    explicit = os.environ.get("WASINN_BENCH_WASM")
+    for candidate in (Path(explicit) if explicit else None, Path("build/wasm"), REPO / "build" / "wasm"):
+        if candidate is not None and (candidate / "nn-run.wasm").is_file():
+            return candidate.resolve()
+    raise Unavailable("build/wasm/nn-run.wasm is not built; run `make examples`")
+
+
+def guest(name: str) -> Path:
+    path = wasm_dir() / f"{name}.wasm"
+    if not path.is_file():
+        raise Unavailable(f"{path} is not built; run `make examples`")
+    return path
+
+
+def data_dir() -> Path:
+    for variable in ("WASINN_SHARED_DATA", "WASINN_MODELS"):
+        if value := os.environ.get(variable):
+            return Path(value).resolve()
+    return (REPO.parent / "shared" / "data").resolve()
+
+
+def data_file(relative: str) -> Path:
+    path = data_dir() / relative
+    if not path.is_file():
+        raise Unavailable(f"{path} not found (set WASINN_SHARED_DATA)")
+    return path
+
+
+def require(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except Exception as err:
+        raise Unavailable(f"cannot import {module}: {type(err).__name__}: {err}") from None
+
+
+# -- running the guest in this process
+
+
+class Captured:
+    """What the guest wrote to file descriptors 1 and 2, filled in when the capture ends."""
+
+    stdout = ""
+    stderr = ""
+
+
+@contextmanager
+def captured_fds() -> Iterator[Captured]:
+    """Point file descriptors 1 and 2 at temporary files (the guest inherits them)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    captured = Captured()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            out.seek(0)
+            err.seek(0)
+            captured.stdout = out.read().decode(errors="replace")
+            captured.stderr = err.read().decode(errors="replace")
+
+
+class GuestLoop:
+    """``nn-run --repeat N --time`` run in this process through :class:`wasinn.Runtime`."""
+
+    def __init__(self, dirs: Sequence[str], args: Sequence[str]) -> None:
+        from wasinn.runtime import Runtime
+
+        self.runtime = Runtime(dirs=dirs)
+        self.module = guest("nn-run")
+        self.args = list(args)
+
+    def times_ms(self, repeat: int, discard: int = 1) -> list[float]:
+        """Per-round times, dropping the first ``discard`` (the model was just compiled)."""
+        with captured_fds() as captured:
+            code = self.runtime.run(self.module, [*self.args, "--repeat", str(repeat + discard), "--time"])
+        stdout, stderr = captured.stdout, captured.stderr
+        if code != 0:
+            last = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
+            raise Unavailable(f"guest failed (exit {code}): {last[0]}")
+        times = [int(line.split()[1]) / 1e6 for line in stdout.splitlines() if line.startswith("time_ns ")]
+        if len(times) != repeat + discard:
+            raise Unavailable(f"guest printed {len(times)} time_ns lines, expected {repeat + discard}")
+        return times[discard:]
+
+
+def native_loop(step: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter_ns()
+        step()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+class OpenVINONative:
+    """The native side: the model compiled on wasinn's own backend Core (same defaults)."""
+
+    def __init__(self, xml: Path, weights: Path, data: npt.NDArray[np.float32]) -> None:
+        from wasinn.backends import get_backend
+        from wasinn.core import GraphEncoding
+
+        core = get_backend(GraphEncoding.OPENVINO).core  # type: ignore[attr-defined]
+        self.compiled = core.compile_model(core.read_model(str(xml), str(weights)), "CPU")
+        self.request = self.compiled.create_infer_request()
+        self.data = data
+        shape = tuple(self.compiled.outputs[0].get_shape())
+        self.out = np.empty(shape, dtype=np.float32)
+        self.step()  # the first inference is slower; so is the guest's, which is discarded
+
+    def step(self) -> None:
+        np.copyto(self.request.get_input_tensor(0).data, self.data)
+        self.request.infer()
+        np.copyto(self.out, self.request.get_output_tensor(0).data)
+
+    def threads(self) -> int:
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+
+def inference_record(
+    name: str, plan_blocks: int, reps: int, native: Callable[[], None], loop: GuestLoop
+) -> Record:
+    native_ms, wasinn_ms = alternate(
+        plan_blocks, lambda: native_loop(native, reps), lambda: loop.times_ms(reps)
+    )
+    return Record.measured(name, native_ms, wasinn_ms, INFERENCE_UNIT)
+
+
+# -- cases
+
+
+def road_steady(plan: Plan) -> list[Record]:
+    name = "road-segmentation/openvino/steady"
+    require("openvino")
+    xml, weights = data_file(ROAD_XML), data_file(ROAD_BIN)
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        data = np.random.default_rng(0).uniform(0, 255, (1, 3, 512, 896)).astype(np.float32)
+        data.tofile(Path(tmp, "in.tensor"))
+        native = OpenVINONative(xml, weights, data)
+        loop = GuestLoop(
+            [f"{xml.parent}:{xml.parent}:readonly", f"{tmp}:{tmp}"],
+            ["--model", str(xml), "--model", str(weights), "--input", f"0:f32:1x3x512x896:{tmp}/in.tensor"],
+        )
+        record = inference_record(name, plan.steady_blocks, plan.steady_reps, native.step, loop)
+    record.notes = {"inference_num_threads": native.threads(), "input": "random f32 1x3x512x896"}
+    return [record.judge("ratio <= 1.02", (record.ratio or 0) <= 1.02)]
+
+
+def tiny_openvino_model(directory: Path) -> tuple[Path, Path]:
+    ov = require("openvino")
+    ops = require("openvino.opset13")
+    parameter = ops.parameter([1, 4], ov.Type.f32, name="x")
+    result = ops.add(parameter, ops.constant(np.ones((1, 4), np.float32)))
+    xml = directory / "tiny.xml"
+    ov.save_model(ov.Model([ops.result(result)], [parameter], "tiny"), str(xml), compress_to_fp16=False)
+    return xml, directory / "tiny.bin"
+
+
+def call_overhead(plan: Plan) -> list[Record]:
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        xml, weights = tiny_openvino_model(Path(tmp))
+        data = np.array([[-3, -0.5, 0.25, 2]], dtype=np.float32)
+        data.tofile(Path(tmp, "in.bin"))
+        native = OpenVINONative(xml, weights, data)
+        loop = GuestLoop(
+            [f"{tmp}:{tmp}"],
+            ["--model", str(xml), "--model", str(weights), "--input", f"0:f32:1x4:{tmp}/in.bin"],
+        )
+        # A few extra rounds discarded: the first calls fill caches on both sides.
+        native_loop(native.step, 50)
+        record = inference_record(
+            "call-overhead", plan.overhead_blocks, plan.overhead_reps, native.step, loop
+        )
+    overhead_us = (record.delta_ms or 0) * 1000
+    record.notes = {"overhead_us": round(overhead_us, 1), "model": "OpenVINO add on f32[1,4]"}
+    return [record.judge("overhead <= 75 µs", overhead_us <= 75)]
+
+
+NATIVE_ROAD_SCRIPT = """\
+import sys
+import numpy as np
+import openvino as ov
+from openvino.preprocess import PrePostProcessor
+
+xml, weights, tensor, out = sys.argv[1:]
+core = ov.Core()
+model = core.read_model(xml, weights)
+ppp = PrePostProcessor(model)
+ppp.input(0).tensor().set_layout(ov.Layout("NHWC"))
+ppp.input(0).model().set_layout(ov.Layout("NCHW"))
+compiled = core.compile_model(ppp.build(), "CPU")
+data = np.fromfile(tensor, dtype="<f4").reshape(1, 512, 896, 3)
+request = compiled.create_infer_request()
+request.infer({0: data})
+output = request.get_output_tensor(0).data
+output.tofile(out)
+print("bytes_written:", output.nbytes)
+"""
+
+
+def timed_process(
+    command: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True)
+    elapsed = (time.perf_counter() - start) * 1000
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise Unavailable(f"{' '.join(command[:4])} … exited {done.returncode}: {tail[0]}")
+    return elapsed
+
+
+def road_end_to_end(plan: Plan) -> list[Record]:
+    require("openvino")
+    xml, weights = data_file(ROAD_XML), data_file(ROAD_BIN)
+    wasm = guest("road-segmentation")
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        cwd = Path(tmp)
+        np.random.default_rng(0).uniform(0, 255, (512, 896, 3)).astype(np.float32).tofile(cwd / "in.tensor")
+        (cwd / "native.py").write_text(NATIVE_ROAD_SCRIPT)
+        native = [sys.executable, "native.py", str(xml), str(weights), "in.tensor", "native-out.tensor"]
+        wasinn = [
+            *(sys.executable, "-m", "wasinn", "run", "--dir", ".:.", "--dir", f"{xml.parent}:{xml.parent}"),
+            *(str(wasm), str(xml), str(weights), "in.tensor"),
+        ]
+        # Untimed first runs: fill the module cache and the page cache for both.
+        timed_process(native, cwd)
+        timed_process(wasinn, cwd)
+        native_ms, wasinn_ms = alternate(
+            plan.e2e_runs, lambda: [timed_process(native, cwd)], lambda: [timed_process(wasinn, cwd)]
+        )
+    record = Record.measured("road-segmentation/openvino/end-to-end", native_ms, wasinn_ms, PROCESS_UNIT)
+    record.notes = {
+        "module_cache": "warm",
+        "layout": "NHWC tensor, NCHW model (pre-processing on both sides)",
+    }
+    return [record.judge("ratio <= 1.15", (record.ratio or 0) <= 1.15)]
+
+
+def startup(plan: Plan) -> list[Record]:
+    probe = guest("wasi-probe")
+    baseline = [sys.executable, "-c", "import wasmtime, numpy"]
+    command = [sys.executable, "-m", "wasinn", "run", str(probe), "exit", "0"]
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        warm_env = {**os.environ, "WASINN_CACHE_DIR": str(Path(tmp, "warm"))}
+        timed_process(command, env=warm_env)  # fills the warm cache
+        timed_process(baseline)
+        counter = iter(range(1_000_000))
+
+        def cold() -> float:
+            return timed_process(
+                command, env={**os.environ, "WASINN_CACHE_DIR": f"{tmp}/cold{next(counter)}"}
+            )
+
+        samples: dict[str, list[float]] = {"native": [], "cold": [], "warm": []}
+        steps: list[tuple[str, Callable[[], float]]] = [
+            ("native", lambda: timed_process(baseline)),
+            ("cold", cold),
+            ("warm", lambda: timed_process(command, env=warm_env)),
+        ]
+        for run in range(plan.startup_runs):
+            for key, step in steps[run % 3 :] + steps[: run % 3]:  # rotate the order
+                samples[key].append(step())
+    records = []
+    for key in ("cold", "warm"):
+        record = Record.measured(f"startup/{key}", samples["native"], samples[key], PROCESS_UNIT)
+        record.notes = {
+            "native": "python -c 'import wasmtime, numpy'",
+            "wasinn": f"wasinn run wasi-probe.wasm exit 0, {key} module cache",
+        }
+        if key == "warm":
+            record.judge("<= 150 ms above bare imports", (record.delta_ms or 0) <= 150)
+        records.append(record)
+    return records
+
+
+# -- other backends: guest loop vs native loop
+
+
+def backend_module(name: str) -> None:
+    require(f"wasinn.backends.{name}")
+
+
+def tflite_birds(plan: Plan) -> list[Record]:
+    backend_module("tflite")
+    from wasinn.backends import get_backend
+    from wasinn.core import GraphEncoding
+
+    model = data_file(BIRDS)
+    backend: Any = get_backend(GraphEncoding.TENSORFLOWLITE)
+    if not hasattr(backend, "create_interpreter"):
+        raise Unavailable("the tflite backend has no create_interpreter() to share its settings")
+    # The interpreter the backend would build: same threads, same (no) XNNPACK delegate.
+    interpreter = backend.create_interpreter(model.read_bytes())
+    detail = interpreter.get_input_details()[0]
+    out_detail = interpreter.get_output_details()[0]
+    shape = tuple(int(d) for d in detail["shape"])
+    data = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = np.empty(tuple(out_detail["shape"]), dtype=out_detail["dtype"])
+
+    def step() -> None:
+        interpreter.set_tensor(detail["index"], data)
+        interpreter.invoke()
+        np.copyto(out, interpreter.get_tensor(out_detail["index"]))
+
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        data.tofile(Path(tmp, "in.bin"))
+        dims = "x".join(str(d) for d in shape)
+        loop = GuestLoop(
+            [f"{model.parent}:{model.parent}:readonly", f"{tmp}:{tmp}"],
+            ["--encoding", "tflite", "--model", str(model), "--input", f"0:u8:{dims}:{tmp}/in.bin"],
+        )
+        native_loop(step, 3)
+        record = inference_record("tflite/birds", plan.backend_blocks, plan.backend_reps, step, loop)
+    record.notes = {
+        "native": "the backend's own create_interpreter()",
+        "num_threads": getattr(backend, "num_threads", None),
+        "xnnpack": getattr(backend, "xnnpack", None),
+    }
+    return [record]
+
+
+def pytorch_stand_in(plan: Plan) -> list[Record]:
+    backend_module("pytorch")
+    torch = require("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    ).eval()
+    data = np.random.default_rng(0).random((1, 3, 96, 96), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        traced = torch.jit.trace(net, torch.from_numpy(data))
+        torch.jit.save(traced, str(Path(tmp, "net.pt")))
+        module = torch.jit.load(str(Path(tmp, "net.pt"))).eval()
+        data.tofile(Path(tmp, "in.bin"))
+        out = np.empty((1, 10), dtype=np.float32)
+
+        def step() -> None:
+            with torch.inference_mode():
+                result = module(torch.from_numpy(data.copy()))
+            np.copyto(out, result.float().numpy())
+
+        loop = GuestLoop(
+            [f"{tmp}:{tmp}"],
+            ["--encoding", "pytorch", "--model", f"{tmp}/net.pt", "--input", f"0:f32:1x3x96x96:{tmp}/in.bin"],
+        )
+        native_loop(step, 3)
+        record = inference_record("pytorch/stand-in", plan.backend_blocks, plan.backend_reps, step, loop)
+    record.notes = {
+        "model": "TorchScript conv 3→32→32, 96x96, avgpool, linear 10",
+        "threads": "torch default",
+    }
+    return [record]
+
+
+def onnx_stand_in(plan: Plan) -> list[Record]:
+    backend_module("onnx")
+    ort = require("onnxruntime")
+    onnx = require("onnx")
+    helper = onnx.helper
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((512, 512), dtype=np.float32) * 0.05
+    w2 = rng.standard_normal((512, 10), dtype=np.float32) * 0.05
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [16, 512])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [16, 10])],
+        [onnx.numpy_helper.from_array(w1, "w1"), onnx.numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = rng.random((16, 512), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        path = Path(tmp, "mlp.onnx")
+        onnx.save(model, str(path))
+        data.tofile(Path(tmp, "in.bin"))
+        options = ort.SessionOptions()
+        # the backend's settings (wasinn.backends.onnx): intra-op = usable CPUs, inter-op 1
+        threads = getattr(importlib.import_module("wasinn.backends.onnx"), "intra_op_threads", None)
+        options.intra_op_num_threads = threads() if callable(threads) else os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        out = np.empty((16, 10), dtype=np.float32)
+
+        def step() -> None:
+            result = session.run(None, {"x": data.copy()})
+            np.copyto(out, result[0])
+
+        loop = GuestLoop(
+            [f"{tmp}:{tmp}"],
+            ["--encoding", "onnx", "--model", str(path), "--input", f"0:f32:16x512:{tmp}/in.bin"],
+        )
+        native_loop(step, 3)
+        record = inference_record("onnx/stand-in", plan.backend_blocks, plan.backend_reps, step, loop)
+    record.notes = {"model": "ONNX MLP 16x512 → 512 → 10", "threads": "intra-op = usable CPUs, inter-op 1"}
+    return [record]
+
+
+def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
+    def run(plan: Plan) -> list[Record]:
+        try:
+            return function(plan)
+        except Unavailable as why:
+            return [Record.skip(name, str(why)) for name in names]
+
+    return Case(names, run)
+
+
+CASES: list[Case] = [
+    skipping(("call-overhead",), call_overhead),
+    skipping(("startup/cold", "startup/warm"), startup),
+    skipping(("road-segmentation/openvino/steady",), road_steady),
+    skipping(("road-segmentation/openvino/end-to-end",), road_end_to_end),
+    skipping(("tflite/birds",), tflite_birds),
+    skipping(("pytorch/stand-in",), pytorch_stand_in),
+    skipping(("onnx/stand-in",), onnx_stand_in),
+]
