@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
-
-from wasinn import __version__
 
 USAGE_ERROR = 2  # a bad option, a missing or invalid module: the person's mistake
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -31,8 +30,31 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="wasinn")
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that command runs (or help lists it)."""
+
+    LAZY = {
+        "im2tensor": "wasinn.tools.commands:im2tensor_command",
+        "visualize": "wasinn.tools.commands:visualize_command",
+        "models": "wasinn.models:models_command",
+        "demo": "wasinn.demo:demo_command",
+        "bench": "wasinn.bench:bench_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.LAZY.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wasinn", prog_name="wasinn")
 def main() -> None:
     """Run WebAssembly programs that do neural-network inference through WASI-NN."""
 
@@ -112,18 +134,3 @@ def run(
             raise
         fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)
-
-
-def _register_tool_commands() -> None:
-    # The tools import numpy (and PIL when used) only when their command runs.
-    from wasinn.demo import demo_command
-    from wasinn.models import models_command
-    from wasinn.tools.commands import im2tensor_command, visualize_command
-
-    main.add_command(im2tensor_command)
-    main.add_command(visualize_command)
-    main.add_command(models_command)
-    main.add_command(demo_command)
-
-
-_register_tool_commands()

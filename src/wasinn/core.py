@@ -21,6 +21,7 @@ import numpy.typing as npt
 log = logging.getLogger("wasinn")
 
 MAX_HANDLE = 0xFFFFFFFF
+CANCEL_GRACE_SECONDS = 10.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -650,6 +651,8 @@ def run_within(context: BackendContext, seconds: float) -> None:
     worker.join(max(seconds, 0.0))
     if worker.is_alive():
         context.cancel()
+        # A framework thread still running at interpreter exit aborts the process.
+        worker.join(CANCEL_GRACE_SECONDS)
         raise LimitExceeded("time limit exceeded during native inference")
     error = outcome[0] if outcome else None
     if error is not None:
