@@ -427,3 +427,17 @@ def test_62_no_memory_traps() -> None:
     instance = Runtime(cache=False).instantiate(compile_wat(probe_wat(memory_pages=None)))
     with pytest.raises(GuestTrap, match="no exported linear memory"):
         instance.call("nn_compute", 0)
+
+
+def test_memory_growth_between_calls_is_seen(tiny_ir: tuple[Path, Path]) -> None:
+    """Views of guest memory are rebuilt after memory.grow: no stale view, no lost bytes."""
+    probe, context = computed_tiny_context(tiny_ir)
+    buffer = probe.put(b"\0" * 16)
+    assert probe.call("get_output", context, 0, buffer, 16, OUT) == Errno.SUCCESS
+    old_size = probe.size
+    beyond = old_size + 1000  # only reachable once the memory has grown
+    assert probe.call("get_output", context, 0, beyond, 16, OUT) == Errno.INVALID_ARGUMENT
+    probe.memory.grow(probe.instance.store, 16)
+    assert probe.call("get_output", context, 0, beyond, 16, OUT) == Errno.SUCCESS
+    np.testing.assert_allclose(np.frombuffer(probe.read(beyond, 16), "<f4"), TINY_EXPECTED, rtol=1e-6)
+    assert probe.call("set_input", context, 0, tiny_input(probe, (4.0, 3.0, 2.0, 1.0))) == Errno.SUCCESS

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from wasinn.abi._fastcall import define_i32_func
 from wasinn.core import (
     Errno,
     ExecutionTarget,
@@ -73,9 +74,11 @@ class GuestMemory:
         self._view = _NO_MEMORY
 
     def view(self) -> memoryview:
-        base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
+        # wasmtime moves a linear memory only when it grows, so an unchanged size means an
+        # unchanged base: the base is re-read only after a grow.
         size = self._memory.data_len(self._store)
-        if base != self._base or size != self._size:
+        if size != self._size:
+            base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
             self._view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
             self._base, self._size = base, size
         return self._view
@@ -120,17 +123,17 @@ class EphemeralNN:
     def __init__(self, host: NNHost) -> None:
         self.host = host
         self._memory: GuestMemory | None = None
+        self._callbacks: list[object] = []  # native callbacks the linker points at
 
     def attach(self, store: wasmtime.Store, memory: wasmtime.Memory | None) -> None:
         """Bind the guest's memory (its first exported memory), once the module is instantiated."""
         self._memory = GuestMemory(store, memory) if memory is not None else None
 
     def define(self, linker: wasmtime.Linker) -> None:
-        i32 = wasmtime.ValType.i32()
         for name, arity in SIGNATURES.items():
             implementation = getattr(self, "_" + name)
-            func_type = wasmtime.FuncType([i32] * arity, [i32])
-            linker.define_func(MODULE, name, func_type, self._errno_of(name, implementation))
+            callback = define_i32_func(linker, MODULE, name, arity, self._errno_of(name, implementation))
+            self._callbacks.append(callback)
 
     def _errno_of(self, name: str, implementation: Callable[..., None]) -> Callable[..., int]:
         def call(*params: int) -> int:

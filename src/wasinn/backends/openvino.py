@@ -174,6 +174,9 @@ class OpenVINOContext(BackendContext):
             raise InvalidArgument("openvino: this execution context was finalized")
         if self._request is None:
             self._request = self._graph.compiled(self._key()).create_infer_request()
+            # Views of the request's own tensors: building one costs more than a small copy.
+            self._input_views: dict[int, npt.NDArray[np.generic]] = {}
+            self._output_views: dict[int, npt.NDArray[np.generic]] = {}
         return self._request
 
     def _key(self) -> LayoutKey:
@@ -190,12 +193,15 @@ class OpenVINOContext(BackendContext):
         if self._layouts.get(index) != layout:
             self._switch_layout(index, layout)
         request = self.request
-        target = request.get_input_tensor(index)
         try:
-            if tuple(target.shape) == tensor.dims:
-                np.copyto(target.data, array)  # the one copy: guest memory → OpenVINO's tensor
-            else:
+            target = self._input_views.get(index)
+            if target is None or target.shape != array.shape:
+                target = self._input_views[index] = request.get_input_tensor(index).data
+            if target.shape == array.shape:
+                np.copyto(target, array)  # the one copy: guest memory → OpenVINO's tensor
+            else:  # a dynamic input takes a tensor of the guest's shape
                 request.set_input_tensor(index, ov.Tensor(np.array(array)))
+                del self._input_views[index]
         except Exception as err:
             raise BackendError(f"{what}: {short_message(err)}") from None
         self._inputs_set.add(index)
@@ -224,8 +230,8 @@ class OpenVINOContext(BackendContext):
         self._computed = False
 
     def compute(self) -> None:
-        missing = [i for i in range(len(self._graph.inputs)) if i not in self._inputs_set]
-        if missing:
+        if len(self._inputs_set) < len(self._graph.inputs):
+            missing = [i for i in range(len(self._graph.inputs)) if i not in self._inputs_set]
             raise BackendError(f"openvino: compute before set_input of input(s) {missing}")
         try:
             self.request.infer()
@@ -241,8 +247,12 @@ class OpenVINOContext(BackendContext):
         check_index("openvino", "output", index, len(self._graph.outputs))
         if not self._computed:
             raise BackendError(f"openvino: get_output({index}) before a successful compute")
-        data: npt.NDArray[np.generic] = self.request.get_output_tensor(index).data
-        return data
+        view = self._output_views.get(index)
+        if view is None:
+            view = self.request.get_output_tensor(index).data
+            if self._graph.outputs[index].get_partial_shape().is_static:
+                self._output_views[index] = view  # a static output keeps its buffer across infers
+        return view
 
     def close(self) -> None:
         self._closed = True
