@@ -31,6 +31,7 @@ from wasinn.core import (
     ExecutionTarget,
     GraphEncoding,
     InvalidEncoding,
+    ModelConfig,
 )
 
 # ------------------------------------------------------------------ real bytes of each format
@@ -202,7 +203,9 @@ class RecordingBackend(Backend):
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[bytes, ...], ExecutionTarget]] = []
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> BackendGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> BackendGraph:
         self.calls.append((tuple(builders), target))
         return RecordingGraph()
 

@@ -671,10 +671,12 @@ def test_43_get_output_single_on_pytorch(models: dict[str, Path]) -> None:
     assert probe.call("get_output_single", context, 0, probe.put(bytes(64)), 64, OUT + 8) == 1
 
 
-def test_load_by_name_preloaded_with_config_is_two_builders(models: dict[str, Path]) -> None:
-    """Spec §4.3: a non-empty config is appended as a builder, so PyTorch sees 2 and answers 1."""
+def test_load_by_name_with_config_honours_device_only(models: dict[str, Path]) -> None:
+    """wasinn parses the config (WasmEdge appends it as a builder): PyTorch applies ``device``;
+    ``threads`` would change torch's process-wide pool, so it is refused with errno 1."""
     probe = probe_for(preload=[f"m:pytorch:cpu:{models['cnn']}"])
     name, length = probe.string("m")
-    config, config_length = probe.string("{}")
-    assert probe.call("load_by_name_with_config", name, length, config, config_length, OUT) == 1
-    assert probe.call("load_by_name_with_config", name, length, config, 0, OUT) == Errno.SUCCESS
+    threads, threads_length = probe.string('{"threads": 2}')
+    assert probe.call("load_by_name_with_config", name, length, threads, threads_length, OUT) == 1
+    config, config_length = probe.string('{"device": "cpu"}')
+    assert probe.call("load_by_name_with_config", name, length, config, config_length, OUT) == Errno.SUCCESS

@@ -8,6 +8,7 @@ The numbers (errno, encodings, targets, tensor types) are the contract of
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
 import threading
@@ -322,13 +323,63 @@ class BackendGraph:
         """Release framework resources; idempotent."""
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """Settings a guest passes to ``load_by_name_with_config`` as a JSON object.
+
+    ``threads``: the framework's intra-op threads for this graph; ``device``: a target
+    spelling (cpu, gpu, tpu, auto) that replaces the preloaded target. Each backend lists
+    the keys it honours in :attr:`Backend.config_keys`; any other key is errno 1.
+    """
+
+    threads: int | None = None
+    device: ExecutionTarget | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ModelConfig:
+        try:
+            fields = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InvalidEncoding(f"the model config is not valid JSON: {err}") from None
+        if not isinstance(fields, dict):
+            raise InvalidArgument(f"the model config must be a JSON object, got {type(fields).__name__}")
+        unknown = sorted(set(fields) - {"threads", "device"})
+        if unknown:
+            raise InvalidArgument(f"unknown model config key(s) {unknown}; known: device, threads")
+        threads = fields.get("threads")
+        if threads is not None and (type(threads) is not int or threads < 1):
+            raise InvalidArgument(f"model config: threads must be a positive integer, got {threads!r}")
+        device = fields.get("device")
+        if device is not None and not isinstance(device, str):
+            raise InvalidArgument(f"model config: device must be a string, got {device!r}")
+        try:
+            target = ExecutionTarget.from_name(device) if device is not None else None
+        except ConfigError as err:
+            raise InvalidArgument(f"model config: {err}") from None
+        return cls(threads, target)
+
+    def require_honoured(self, backend: Backend) -> None:
+        """Errno 1 when a key was given that ``backend`` does not apply."""
+        given = {key for key in ("threads", "device") if getattr(self, key) is not None}
+        unhonoured = sorted(given - backend.config_keys)
+        if unhonoured:
+            honoured = ", ".join(sorted(backend.config_keys))
+            raise InvalidArgument(
+                f"{backend.name}: model config key(s) {unhonoured} not honoured (only {honoured})"
+            )
+
+
 class Backend:
     """One framework. ``load`` turns builder blobs into a :class:`BackendGraph`."""
 
     encoding: GraphEncoding
     name: str = ""
+    # The ModelConfig fields this backend applies (``device`` is applied by the host).
+    config_keys: frozenset[str] = frozenset({"device"})
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> BackendGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> BackendGraph:
         raise NotImplementedError
 
 
@@ -503,10 +554,14 @@ class NNHost:
         if model is None:
             known = ", ".join(sorted(self._named)) or "none"
             raise NotFound(f"no preloaded model named {name!r} (preloaded: {known})")
-        builders = model.builders + ((config,) if config else ())
-        self._check_model_size(builders)
+        # Unlike WasmEdge, which appends the config as one more builder (which only GGML
+        # reads), wasinn gives every backend a parsed config (docs/backends.md).
+        settings = ModelConfig.parse(config) if config else ModelConfig()
+        self._check_model_size(model.builders)
         backend = self._resolve_backend(model.preload.encoding)
-        graph = backend.load(builders, model.preload.target)
+        settings.require_honoured(backend)
+        target = settings.device if settings.device is not None else model.preload.target
+        graph = backend.load(model.builders, target, settings)
         with self._lock:
             cached = self._name_cache.get(name)
             if cached is not None:  # a concurrent build won; keep the first

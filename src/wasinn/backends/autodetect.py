@@ -13,7 +13,14 @@ import zipfile
 from collections.abc import Callable, Sequence
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
-from wasinn.core import Backend, BackendGraph, ExecutionTarget, GraphEncoding, InvalidEncoding
+from wasinn.core import (
+    Backend,
+    BackendGraph,
+    ExecutionTarget,
+    GraphEncoding,
+    InvalidEncoding,
+    ModelConfig,
+)
 
 XML_HEAD = 64 * 1024  # enough to reach an IR's root element past any declaration and comments
 TRIED = "OpenVINO IR (XML <net> root), TFLite (TFL3 identifier), GGUF, TorchScript (zip), ONNX (ModelProto)"
@@ -138,9 +145,15 @@ def _registry_backend(encoding: GraphEncoding) -> Backend:
 class AutodetectBackend(Backend):
     encoding = GraphEncoding.AUTODETECT
     name = "autodetect"
+    config_keys = frozenset({"device", "threads"})  # the detected backend checks its own
 
     def __init__(self, resolve: Callable[[GraphEncoding], Backend] = _registry_backend) -> None:
         self._resolve = resolve
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> BackendGraph:
-        return self._resolve(detect_encoding(builders)).load(builders, target)
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> BackendGraph:
+        backend = self._resolve(detect_encoding(builders))
+        if config is not None:
+            config.require_honoured(backend)
+        return backend.load(builders, target, config)

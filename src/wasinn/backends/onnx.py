@@ -33,6 +33,7 @@ from wasinn.core import (
     ExecutionTarget,
     GraphEncoding,
     InvalidArgument,
+    ModelConfig,
     Tensor,
     TensorType,
 )
@@ -111,12 +112,15 @@ def _provider_name(provider: str | tuple[str, dict[str, str]]) -> str:
 class ONNXBackend(Backend):
     encoding = GraphEncoding.ONNX
     name = "onnx"
+    config_keys = frozenset({"device", "threads"})
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> ONNXGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> ONNXGraph:
         check_builder_count("onnx", builders, 1, "the .onnx model")
         providers = providers_for(target, ort.get_available_providers())
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads()
+        options.intra_op_num_threads = config.threads if config and config.threads else intra_op_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: warnings would go to the guest's stderr
         try:

@@ -31,6 +31,7 @@ from wasinn.core import (
     ExecutionTarget,
     GraphEncoding,
     InvalidArgument,
+    ModelConfig,
     Tensor,
     TensorType,
 )
@@ -64,6 +65,7 @@ def short_message(err: BaseException) -> str:
 class OpenVINOBackend(Backend):
     encoding = GraphEncoding.OPENVINO
     name = "openvino"
+    config_keys = frozenset({"device", "threads"})
 
     def __init__(self) -> None:
         self._core: ov.Core | None = None
@@ -77,7 +79,9 @@ class OpenVINOBackend(Backend):
                 self._core = ov.Core()
             return self._core
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> OpenVINOGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> OpenVINOGraph:
         check_builder_count("openvino", builders, 2, "IR xml, weights")
         xml, weights = builders
         device = DEVICES[target]
@@ -91,7 +95,8 @@ class OpenVINOBackend(Backend):
             model = self.core.read_model(model=bytes(xml), weights=bytes(weights))
         except Exception as err:
             raise BackendError(f"openvino: cannot read the IR model: {short_message(err)}") from None
-        return OpenVINOGraph(self.core, model, device)
+        properties = {"INFERENCE_NUM_THREADS": config.threads} if config and config.threads else {}
+        return OpenVINOGraph(self.core, model, device, properties)
 
 
 class OpenVINOGraph(BackendGraph):
@@ -101,8 +106,11 @@ class OpenVINOGraph(BackendGraph):
     asks for a layout conversion (the seed's NHWC tensor, for example).
     """
 
-    def __init__(self, core: ov.Core, model: ov.Model, device: str) -> None:
+    def __init__(
+        self, core: ov.Core, model: ov.Model, device: str, properties: dict[str, int] | None = None
+    ) -> None:
         self._core = core
+        self._properties = properties or {}
         self.model = model
         self.device = device
         self.inputs = list(model.inputs)
@@ -119,7 +127,7 @@ class OpenVINOGraph(BackendGraph):
             if compiled is None:
                 model = self.model if not key else self._with_layouts(key)
                 try:
-                    compiled = self._core.compile_model(model, self.device)
+                    compiled = self._core.compile_model(model, self.device, self._properties)
                 except Exception as err:
                     raise BackendError(
                         f"openvino: cannot compile the model for {self.device}: {short_message(err)}"

@@ -34,6 +34,7 @@ from wasinn.core import (
     ExecutionTarget,
     GraphEncoding,
     InvalidArgument,
+    ModelConfig,
     Tensor,
 )
 
@@ -76,7 +77,9 @@ class PyTorchBackend(Backend):
     encoding = GraphEncoding.PYTORCH
     name = "pytorch"
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> PyTorchGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> PyTorchGraph:
         check_builder_count("pytorch", builders, 1, "TorchScript archive")
         device = self._device(target)
         (data,) = builders

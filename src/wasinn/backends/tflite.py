@@ -36,6 +36,7 @@ from wasinn.core import (
     ExecutionTarget,
     GraphEncoding,
     InvalidArgument,
+    ModelConfig,
     Tensor,
     format_dims,
 )
@@ -101,46 +102,58 @@ class TensorInfo:
 class TFLiteBackend(Backend):
     encoding = GraphEncoding.TENSORFLOWLITE
     name = "tflite"
+    config_keys = frozenset({"device", "threads"})
 
     def __init__(self, *, num_threads: int | None = None, xnnpack: bool | None = None) -> None:
         self.num_threads = num_threads if num_threads is not None else _threads_from_env(os.environ)
         self.xnnpack = xnnpack if xnnpack is not None else _xnnpack_from_env(os.environ)
 
-    def create_interpreter(self, model: bytes) -> Any:
+    def create_interpreter(self, model: bytes, threads: int | None = None) -> Any:
         """A ready interpreter (tensors allocated); raises the framework's own exceptions."""
         resolver = OpResolverType.AUTO if self.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         interpreter = Interpreter(
-            model_content=model, num_threads=self.num_threads, experimental_op_resolver_type=resolver
+            model_content=model,
+            num_threads=threads or self.num_threads,
+            experimental_op_resolver_type=resolver,
         )
         interpreter.allocate_tensors()
         return interpreter
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> TFLiteGraph:
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> TFLiteGraph:
         # WasmEdge checks the target before the builder count (spec §6.2).
         if target is not ExecutionTarget.CPU:
             raise InvalidArgument(
                 f"tflite: only the CPU target is supported, the guest asked for {target.name}"
             )
         check_builder_count("tflite", builders, 1, "the .tflite flatbuffer")
+        threads = config.threads if config else None
         model = bytes(builders[0])  # the graph keeps its own immutable copy
         if not model:
             raise InvalidArgument("tflite: the model builder is empty (0 bytes)")
         try:
-            interpreter = self.create_interpreter(model)
+            interpreter = self.create_interpreter(model, threads)
         except Exception as err:
             raise InvalidArgument(
                 f"tflite: cannot load the model ({len(model)} bytes): {one_line(err)}"
             ) from None
         inputs = [TensorInfo.from_details(i, d) for i, d in enumerate(interpreter.get_input_details())]
         outputs = [TensorInfo.from_details(i, d) for i, d in enumerate(interpreter.get_output_details())]
-        return TFLiteGraph(self, model, inputs, outputs)
+        return TFLiteGraph(self, model, inputs, outputs, threads)
 
 
 class TFLiteGraph(BackendGraph):
     def __init__(
-        self, backend: TFLiteBackend, model: bytes, inputs: list[TensorInfo], outputs: list[TensorInfo]
+        self,
+        backend: TFLiteBackend,
+        model: bytes,
+        inputs: list[TensorInfo],
+        outputs: list[TensorInfo],
+        threads: int | None = None,
     ) -> None:
         self._backend = backend
+        self._threads = threads
         self.model: bytes | None = model
         self.inputs = inputs
         self.outputs = outputs
@@ -149,7 +162,7 @@ class TFLiteGraph(BackendGraph):
         if self.model is None:
             raise InvalidArgument("tflite: this graph was released")
         try:
-            interpreter = self._backend.create_interpreter(self.model)
+            interpreter = self._backend.create_interpreter(self.model, self._threads)
             for info in self.inputs:
                 # The arena is uninitialised memory; a compute before set_input runs on zeros instead.
                 interpreter.set_tensor(info.tensor_index, np.zeros(info.shape, info.dtype))
