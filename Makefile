@@ -6,9 +6,18 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= $(abspath ../shared/data)
 BUILD := build/wasm
 CLANG ?= clang-14
-# Debian's cargo/rustc have the wasm32-wasi std; a rustup toolchain on PATH may not.
+# A rustup toolchain with a WASI target is preferred when the user has one; otherwise
+# Debian's cargo/rustc, which ship the wasm32-wasi std (a rustup toolchain on PATH may not).
 CARGO ?= /usr/bin/cargo
 RUSTC ?= /usr/bin/rustc
+RUSTUP_WASI := $(shell rustup target list --installed 2>/dev/null | grep -xE 'wasm32-wasip1|wasm32-wasi' | head -n1)
+ifneq ($(RUSTUP_WASI),)
+CARGO_BUILD := cargo
+RUST_TARGET := $(RUSTUP_WASI)
+else
+CARGO_BUILD := RUSTC=$(RUSTC) $(CARGO)
+RUST_TARGET := wasm32-wasi
+endif
 APT_PACKAGES := clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 rustc cargo libstd-rust-dev-wasm32
 
 export WASINN_MODELS ?= $(SHARED_DATA)
@@ -52,9 +61,9 @@ $(BUILD)/%.wasm: tests/guests/%.c | toolchain
 
 $(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
 	@mkdir -p $(BUILD)
-	cd examples/road-segmentation && RUSTC=$(RUSTC) $(CARGO) build -q --offline --release \
-	  --target wasm32-wasi --target-dir ../../build/cargo
-	cp build/cargo/wasm32-wasi/release/road-segmentation.wasm $@
+	cd examples/road-segmentation && $(CARGO_BUILD) build -q --offline --release \
+	  --target $(RUST_TARGET) --target-dir ../../build/cargo
+	cp build/cargo/$(RUST_TARGET)/release/road-segmentation.wasm $@
 
 examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
