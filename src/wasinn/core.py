@@ -275,7 +275,10 @@ class Tensor:
                 f"{what}: {self.type.label} dims {format_dims(self.dims)} need {self.expected_nbytes} bytes, "
                 f"the guest passed {self.data.nbytes}"
             )
-        return self.data.view(self.type.dtype).reshape(self.dims)
+        try:
+            return self.data.view(self.type.dtype).reshape(self.dims)
+        except ValueError:  # e.g. a zero-element shape whose other dims overflow numpy's index
+            raise InvalidArgument(f"{what}: dims {format_dims(self.dims)} cannot shape the data") from None
 
     def describe(self) -> str:
         return f"{self.type.label}[{format_dims(self.dims)}]"

@@ -16,6 +16,7 @@ from typing import Any
 
 import wasmtime
 
+from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import EphemeralNN
 from wasinn.backends import get_backend
 from wasinn.core import (
@@ -312,13 +313,15 @@ class Instance:
             max_tensor_bytes=limits.max_tensor_bytes,
             deadline=self._time_left,
         )
-        self._abi = EphemeralNN(self.nn)
+        self._pending: BaseException | None = None  # raised by a host function of this instance
+        self._abi = EphemeralNN(self.nn, self._park)
         linker = wasmtime.Linker(runtime.engine)
         linker.define_wasi()
         # wasmtime's proc_exit refuses codes of 126 and above; guests may use any u8 code.
         linker.allow_shadowing = True
-        exit_type = wasmtime.FuncType([wasmtime.ValType.i32()], [])  # types belong to one engine
-        linker.define_func("wasi_snapshot_preview1", "proc_exit", exit_type, _proc_exit)
+        self._proc_exit = define_i32_func(
+            linker, "wasi_snapshot_preview1", "proc_exit", 1, _proc_exit, self._park, returns=False
+        )
         self._abi.define(linker)
         try:
             self.instance = linker.instantiate(self.store, module)
@@ -337,29 +340,38 @@ class Instance:
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
+    def _park(self, error: BaseException) -> None:
+        self._pending = error
+
     def call(self, name: str, *params: Any) -> Any:
         """Call an exported function, turning traps and exits into wasinn exceptions."""
         function = self.instance.exports(self.store).get(name)
         if not isinstance(function, wasmtime.Func):
             raise ModuleError(f"the module exports no function {name!r}")
+        self._pending = None
         try:
             return function(self.store, *params)
-        except LimitExceeded:
-            raise LimitExceeded(
-                f"time limit of {self.limits.time_limit_ms} ms exceeded during compute"
-            ) from None
-        except GuestExit:
-            raise
-        except wasmtime.ExitTrap as exit_:
-            raise GuestExit(exit_.code) from None
-        except wasmtime.Trap as trap:
-            if trap.trap_code is wasmtime.TrapCode.INTERRUPT:
-                raise LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded") from None
-            if trap.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
-                raise LimitExceeded(f"gas limit of {self.limits.gas} exceeded") from None
-            raise GuestTrap(describe_trap(trap)) from None
-        except wasmtime.WasmtimeError as err:
-            raise GuestTrap(first_line(err)) from None
+        except Exception as err:
+            pending, self._pending = self._pending, None
+            raise self._translate(pending or err) from None
+
+    def _translate(self, error: BaseException) -> BaseException:
+        """The wasinn exception for what stopped the guest."""
+        if isinstance(error, LimitExceeded):
+            return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded during compute")
+        if isinstance(error, GuestExit | GuestTrap):
+            return error
+        if isinstance(error, wasmtime.ExitTrap):
+            return GuestExit(error.code)
+        if isinstance(error, wasmtime.Trap):
+            if error.trap_code is wasmtime.TrapCode.INTERRUPT:
+                return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+            if error.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
+                return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
+            return GuestTrap(describe_trap(error))
+        if isinstance(error, wasmtime.WasmtimeError):
+            return GuestTrap(first_line(error))
+        return error
 
     def run(self) -> int:
         if "_start" not in self.instance.exports(self.store):
@@ -381,7 +393,7 @@ class Instance:
 
 
 def _proc_exit(code: int) -> None:
-    # Raised through wasmtime as a trap; wasmtime-py re-raises this exception to the caller.
+    # Raised through wasmtime as a trap; the instance re-raises it where the guest was entered.
     raise GuestExit(code & 0xFFFFFFFF)
 
 

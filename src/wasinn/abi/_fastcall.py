@@ -17,7 +17,6 @@ import wasmtime
 
 try:
     from wasmtime import _bindings as bindings
-    from wasmtime import _func
 
     _CALLBACK_TYPE: Any = bindings.wasmtime_func_unchecked_callback_t
     _DEFINE: Any = bindings.wasmtime_linker_define_func_unchecked
@@ -30,27 +29,37 @@ _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
 
 
 def define_i32_func(
-    linker: wasmtime.Linker, module: str, name: str, arity: int, func: Callable[..., int]
+    linker: wasmtime.Linker,
+    module: str,
+    name: str,
+    arity: int,
+    func: Callable[..., int | None],
+    park: Callable[[BaseException], None],
+    *,
+    returns: bool = True,
 ) -> Any:
-    """Define ``module.name`` taking ``arity`` i32s and returning one i32.
+    """Define ``module.name`` taking ``arity`` i32s and returning one i32 (or nothing).
 
+    An exception from ``func`` traps the guest after ``park(exception)`` hands it to the
+    instance that made the call, so that the instance re-raises its own exception; the
+    process-wide slot wasmtime-py uses would mix up exceptions of guests in other threads.
     Returns the native callback, which the caller must keep alive as long as the linker
     and any instance made from it.
     """
     i32 = wasmtime.ValType.i32()
-    func_type = wasmtime.FuncType([i32] * arity, [i32])
+    func_type = wasmtime.FuncType([i32] * arity, [i32] if returns else [])
     if _DEFINE is None:
         linker.define_func(module, name, func_type, func)
         return func
 
     def callback(_env: Any, _caller: Any, slots: Any, _count: int) -> int:
         try:
-            slots[0].i32 = func(*[slots[i].i32 for i in range(arity)])
+            result = func(*[slots[i].i32 for i in range(arity)])
+            if returns:
+                slots[0].i32 = result
             return 0
         except BaseException as err:
-            # As wasmtime-py's own trampoline: park the exception, trap, and let
-            # wasmtime-py raise the original exception where the guest was entered.
-            setattr(_func, "LAST_EXCEPTION", err)  # noqa: B010 (a private global, kept untyped)
+            park(err)
             trap = wasmtime.Trap("python exception")._consume()
             return ctypes.cast(trap, ctypes.c_void_p).value or 0
 

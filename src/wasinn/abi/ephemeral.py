@@ -21,6 +21,7 @@ from wasinn.abi._fastcall import define_i32_func
 from wasinn.core import (
     Errno,
     ExecutionTarget,
+    GraphEncoding,
     GuestTrap,
     InvalidArgument,
     NNError,
@@ -33,6 +34,7 @@ from wasinn.core import (
 MODULE = "wasi_ephemeral_nn"
 TENSOR_RECORD_SIZE = 20
 BUILDER_ENTRY_SIZE = 8
+MAX_BUILDERS = 64  # far above any backend's count; bounds the host work for one call
 U32 = 0xFFFFFFFF
 
 log = logging.getLogger("wasinn.nn")
@@ -120,8 +122,9 @@ def decode_name(raw: bytes) -> str:
 class EphemeralNN:
     """The ``wasi_ephemeral_nn`` import module of one instance."""
 
-    def __init__(self, host: NNHost) -> None:
+    def __init__(self, host: NNHost, park: Callable[[BaseException], None]) -> None:
         self.host = host
+        self._park = park
         self._memory: GuestMemory | None = None
         self._callbacks: list[object] = []  # native callbacks the linker points at
 
@@ -132,7 +135,9 @@ class EphemeralNN:
     def define(self, linker: wasmtime.Linker) -> None:
         for name, arity in SIGNATURES.items():
             implementation = getattr(self, "_" + name)
-            callback = define_i32_func(linker, MODULE, name, arity, self._errno_of(name, implementation))
+            callback = define_i32_func(
+                linker, MODULE, name, arity, self._errno_of(name, implementation), self._park
+            )
             self._callbacks.append(callback)
 
     def _errno_of(self, name: str, implementation: Callable[..., None]) -> Callable[..., int]:
@@ -174,6 +179,15 @@ class EphemeralNN:
         regions = list(zip(entries[0::2], entries[1::2], strict=True))
         for number, (ptr, length) in enumerate(regions):
             check_region(memory, ptr, length, f"builder {number}", lax=True)
+        if builder_count > MAX_BUILDERS:
+            GraphEncoding.from_guest(encoding)  # an unknown encoding still answers 2, as in WasmEdge
+            raise InvalidArgument(f"{builder_count} builders; no backend takes more than {MAX_BUILDERS}")
+        total = sum(length for _, length in regions)
+        if total > memory.nbytes:
+            # Overlapping builders would make the host copy the same guest bytes many times.
+            raise InvalidArgument(
+                f"builders total {total} bytes, more than guest memory ({memory.nbytes} bytes)"
+            )
         builders = [bytes(memory[ptr : ptr + length]) for ptr, length in regions]
         write_u32(memory, graph_out, self.host.load(builders, encoding, execution_target))
 

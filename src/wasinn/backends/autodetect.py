@@ -26,7 +26,7 @@ XML_HEAD = 64 * 1024  # enough to reach an IR's root element past any declaratio
 TRIED = "OpenVINO IR (XML <net> root), TFLite (TFL3 identifier), GGUF, TorchScript (zip), ONNX (ModelProto)"
 
 
-def _is_openvino_ir(blob: bytes) -> bool:
+def is_openvino_ir(blob: bytes) -> bool:
     """The XML's root element is ``<net>``; only the first start tag is parsed."""
     head = blob[:XML_HEAD].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"<"):
@@ -115,7 +115,7 @@ def _is_onnx(blob: bytes) -> bool:
 
 # In this order: the cheap, exact magic numbers first; ONNX, which has none, last.
 _DETECTORS: tuple[tuple[GraphEncoding, Callable[[bytes], bool]], ...] = (
-    (GraphEncoding.OPENVINO, _is_openvino_ir),
+    (GraphEncoding.OPENVINO, is_openvino_ir),
     (GraphEncoding.TENSORFLOWLITE, _is_tflite),
     (GraphEncoding.GGML, _is_gguf),
     (GraphEncoding.PYTORCH, _is_torchscript),

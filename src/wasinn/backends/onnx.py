@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,36 @@ def _provider_name(provider: str | tuple[str, dict[str, str]]) -> str:
     return provider if isinstance(provider, str) else provider[0]
 
 
+def refuse_external_data(model_bytes: bytes) -> None:
+    """A model must carry its own weights: external data would be read from host files."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(bytes(model_bytes))
+    except Exception as err:
+        raise InvalidArgument(f"onnx: cannot parse the model: {short_message(err)}") from None
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            raise InvalidArgument(
+                f"onnx: tensor {tensor.name!r} keeps its data in an external file; a guest's model "
+                "must carry its weights (onnx.save_model(..., save_as_external_data=False))"
+            )
+
+
+def _all_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
 class ONNXBackend(Backend):
     encoding = GraphEncoding.ONNX
     name = "onnx"
@@ -118,6 +148,7 @@ class ONNXBackend(Backend):
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> ONNXGraph:
         check_builder_count("onnx", builders, 1, "the .onnx model")
+        refuse_external_data(builders[0])
         providers = providers_for(target, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads if config and config.threads else intra_op_threads()

@@ -23,6 +23,7 @@ from wasinn.backends._common import (
     resolve_type,
     typed_array,
 )
+from wasinn.backends.autodetect import is_openvino_ir
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -58,7 +59,7 @@ Acceptance = tuple[TensorType, tuple[str, str] | None]
 def short_message(err: BaseException) -> str:
     """OpenVINO's messages carry C++ file names and blank lines; keep the informative line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith("Exception from src/")]
+    useful = [line for line in lines if not line.startswith(("Exception from src/", "Check '"))]
     return (useful or lines or [type(err).__name__])[0]
 
 
@@ -84,6 +85,10 @@ class OpenVINOBackend(Backend):
     ) -> OpenVINOGraph:
         check_builder_count("openvino", builders, 2, "IR xml, weights")
         xml, weights = builders
+        if not is_openvino_ir(xml):
+            # read_model also takes ONNX and other formats, some of which read files named
+            # in the model (external weights) relative to the host's working directory.
+            raise BackendError("openvino: cannot read the IR model: builder 0 is not XML whose root is <net>")
         device = DEVICES[target]
         available = self.core.available_devices
         if device not in ("AUTO", *available) and not any(d.startswith(device + ".") for d in available):
