@@ -621,13 +621,14 @@ def full_cycle(state: Session, data: bytes) -> None:
 
 
 LEAK_WARMUP = 100
-LEAK_CYCLES = 2000
+# Each cycle compiles the model (~30 ms): the issue's 10,000 under CI, fewer on a laptop.
+LEAK_CYCLES = 10_000 if os.environ.get("CI") else 2000
 RSS_BUDGET = 20 * 1024 * 1024
 
 
 @pytest.mark.slow
 def test_load_to_unload_cycles_keep_rss_flat(tiny_ir: tuple[Path, Path]) -> None:
-    """2,000 full cycles (each compiles the model) in one instance: RSS grows < 20 MB after warm-up."""
+    """Full cycles (each compiles the model) in one instance: RSS grows < 20 MB after warm-up."""
     state = Session(Kit("openvino", 0, [tiny_ir[0].read_bytes(), tiny_ir[1].read_bytes()]))
     inputs = np.random.default_rng(11).standard_normal((64, 1, 4)).astype(np.float32)
     try:
