@@ -57,3 +57,8 @@ def dims_mismatch(what: str, expected: str | Sequence[int], dims: Sequence[int])
 def typed_array(tensor: Tensor, kind: TensorType, what: str) -> npt.NDArray[np.generic]:
     """The tensor's data as ``kind``, shaped by its dims; the byte length must match exactly."""
     return Tensor(tensor.dims, kind, tensor.data).array(what)
+
+
+def error_lines(error: BaseException | str) -> list[str]:
+    """The non-blank lines of a framework's error, stripped; each backend picks the telling one."""
+    return [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -22,6 +22,7 @@ from wasinn.backends._common import (
     check_index,
     dims_mismatch,
     dtype_label,
+    error_lines,
     resolve_type,
     typed_array,
 )
@@ -67,7 +68,7 @@ ProviderList = list[str | tuple[str, dict[str, str]]]
 
 def short_message(err: BaseException) -> str:
     """ONNX Runtime prefixes ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ``; keep the first line."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = error_lines(err)
     first = lines[0] if lines else type(err).__name__
     return _ORT_PREFIX.sub("", first)
 

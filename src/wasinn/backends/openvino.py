@@ -20,6 +20,7 @@ from wasinn.backends._common import (
     check_builder_count,
     check_index,
     dims_mismatch,
+    error_lines,
     resolve_type,
     typed_array,
 )
@@ -58,7 +59,7 @@ Acceptance = tuple[TensorType, tuple[str, str] | None]
 
 def short_message(err: BaseException) -> str:
     """OpenVINO's messages carry C++ file names and blank lines; keep the informative line."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = error_lines(err)
     useful = [line for line in lines if not line.startswith(("Exception from src/", "Check '"))]
     return (useful or lines or [type(err).__name__])[0]
 

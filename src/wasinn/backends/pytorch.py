@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from wasinn.backends._common import check_builder_count, resolve_type, typed_array
+from wasinn.backends._common import check_builder_count, error_lines, resolve_type, typed_array
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -54,7 +54,7 @@ def short_message(err: BaseException) -> str:
     cause is the last line ("RuntimeError: mat1 and mat2 shapes cannot be multiplied …").
     Other torch errors put the cause first and C++ frames after it.
     """
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = error_lines(err)
     if not lines:
         return type(err).__name__
     if lines[0].startswith(_INTERPRETER_BANNER):

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from wasinn.backends._common import check_builder_count, check_index, dtype_label, resolve_type
+from wasinn.backends._common import check_builder_count, check_index, dtype_label, error_lines, resolve_type
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -53,7 +53,7 @@ INPUT_DTYPES = frozenset(np.dtype(d) for d in ("u1", "<f2", "<f4", "<i4"))
 def one_line(err: BaseException) -> str:
     """TFLite's messages span lines ("See instructions: …") or run sentences together."""
     text = re.sub(r"(?<=[^\s.;])(Node number \d+)", r"; \1", str(err))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = error_lines(text)
     useful = [line for line in lines if not line.startswith("See instructions")]
     return "; ".join(useful or lines) or type(err).__name__
 
