@@ -112,12 +112,28 @@ def test_host_caps_answer_with_errno(tiny_ir: tuple[Path, Path]) -> None:
     assert probe.call("load", array, count, 0, 0, 64) == Errno.RUNTIME_ERROR
     assert probe.call("init_execution_context", 0, 68) == Errno.SUCCESS
     assert probe.call("init_execution_context", 0, 68) == Errno.RUNTIME_ERROR
+    # The tiny model declares 16-byte tensors: refused at load under an 8-byte cap.
     probe = make_probe(Runtime(cache=False, limits=Limits(max_tensor_bytes=8)), pages=2)
     array, count = probe.builders([xml.read_bytes(), weights.read_bytes()])
+    assert probe.call("load", array, count, 0, 0, 64) == Errno.RUNTIME_ERROR
+
+
+def test_tensor_cap_applies_to_inputs_of_dynamic_models(tmp_path: Path) -> None:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from conftest import make_probe, require_module
+
+    require_module("openvino")
+    x = ops.parameter(ov.PartialShape([-1, 4]), ov.Type.f32, name="x")
+    ov.save_model(ov.Model([ops.relu(x)], [x], "dynamic"), tmp_path / "dynamic.xml")
+    blobs = [(tmp_path / "dynamic.xml").read_bytes(), (tmp_path / "dynamic.bin").read_bytes()]
+    probe = make_probe(Runtime(cache=False, limits=Limits(max_tensor_bytes=32)), pages=2)
+    array, count = probe.builders(blobs)
     assert probe.call("load", array, count, 0, 0, 64) == Errno.SUCCESS
     assert probe.call("init_execution_context", 0, 68) == Errno.SUCCESS
-    record = probe.tensor([1, 4], 1, b"\0" * 16)
-    assert probe.call("set_input", 0, 0, record) == Errno.RUNTIME_ERROR
+    assert probe.call("set_input", 0, 0, probe.tensor([2, 4], 1, b"\0" * 32)) == Errno.SUCCESS
+    assert probe.call("set_input", 0, 0, probe.tensor([3, 4], 1, b"\0" * 48)) == Errno.RUNTIME_ERROR
 
 
 def test_negative_limits_are_refused() -> None:
@@ -125,3 +141,20 @@ def test_negative_limits_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="must not be negative"):
         Limits(gas=-1)
+
+
+def test_a_model_declaring_huge_tensors_is_refused_before_allocating(tmp_path: Path) -> None:
+    """A 2 KB IR with a static [65536, 65536] f32 input would make OpenVINO allocate 16 GiB."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from conftest import make_probe, require_module
+
+    require_module("openvino")
+    x = ops.parameter([65536, 65536], ov.Type.f32, name="x")
+    ov.save_model(ov.Model([ops.relu(x)], [x], "huge"), tmp_path / "huge.xml")
+    blobs = [(tmp_path / "huge.xml").read_bytes(), (tmp_path / "huge.bin").read_bytes()]
+    probe = make_probe(Runtime(cache=False, limits=Limits(max_tensor_bytes=64 << 20)), pages=2)
+    array, count = probe.builders(blobs)
+    assert probe.call("load", array, count, 0, 0, 64) == Errno.RUNTIME_ERROR
+    assert probe.instance.nn.live_graphs == 0

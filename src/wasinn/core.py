@@ -319,6 +319,11 @@ class BackendContext:
 class BackendGraph:
     """A loaded model; shared by its contexts (and by instances, for preloaded models)."""
 
+    def largest_tensor_bytes(self) -> int | None:
+        """The byte size of the model's largest static input or output, when known before
+        anything is allocated; lets the host refuse a tiny model that declares huge tensors."""
+        return None
+
     def init_execution_context(self) -> BackendContext:
         raise NotImplementedError
 
@@ -580,6 +585,10 @@ class NNHost:
             raise BackendError(f"the model's {size} bytes exceed the limit of {self._max_model_bytes} bytes")
 
     def _add_graph(self, entry: GraphEntry) -> int:
+        declared, limit = entry.backend_graph.largest_tensor_bytes(), self._max_tensor_bytes
+        if limit is not None and declared is not None and declared > limit:
+            entry.backend_graph.close()
+            raise BackendError(f"the model declares a {declared}-byte tensor, over the {limit}-byte limit")
         try:
             return self._graphs.add(entry)
         except NNError:

@@ -8,6 +8,7 @@ variant whose pre-processing converts the layout, so the guest needs no transpos
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -125,6 +126,14 @@ class OpenVINOGraph(BackendGraph):
         self.input_dtypes = [np.dtype(port.get_element_type().to_dtype()) for port in self.inputs]
         self._variants: dict[LayoutKey, ov.CompiledModel] = {}
         self._lock = threading.Lock()
+
+    def largest_tensor_bytes(self) -> int | None:
+        sizes = [
+            math.prod(port.get_shape()) * np.dtype(port.get_element_type().to_dtype()).itemsize
+            for port in (*self.inputs, *self.outputs)
+            if port.get_partial_shape().is_static
+        ]
+        return max(sizes, default=None)
 
     def compiled(self, key: LayoutKey) -> ov.CompiledModel:
         """The model compiled for these input layouts; each variant compiles once."""
