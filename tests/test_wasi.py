@@ -175,3 +175,13 @@ def test_no_cache_flag_compiles_afresh(probe_wasm: Path, tmp_path: Path) -> None
         capture_output=True,
     )
     assert len(list((tmp_path / "modules").iterdir())) == 1
+
+
+def test_python_api_redirects_the_guest_streams_to_files(probe_wasm: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("fed from a file\n")
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    runtime = Runtime(stdin=tmp_path / "in.txt", stdout=out, stderr=err)
+    assert runtime.run(probe_wasm, ["stdin"]) == 0
+    assert out.read_text() == "fed from a file\n"
+    assert runtime.run(probe_wasm, ["nonsense"]) == 64
+    assert err.read_text() == "wasi-probe: unknown action nonsense\n"

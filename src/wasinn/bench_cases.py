@@ -8,8 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wasinn.bench import Case, Plan, Record, alternate
+from wasinn.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 ROAD_XML = "road-segmentation-adas-0001/road-segmentation-adas-0001.xml"
@@ -72,51 +72,21 @@ def require(module: str) -> Any:
 # -- running the guest in this process
 
 
-class Captured:
-    """What the guest wrote to file descriptors 1 and 2, filled in when the capture ends."""
-
-    stdout = ""
-    stderr = ""
-
-
-@contextmanager
-def captured_fds() -> Iterator[Captured]:
-    """Point file descriptors 1 and 2 at temporary files (the guest inherits them)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    captured = Captured()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        saved = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            out.seek(0)
-            err.seek(0)
-            captured.stdout = out.read().decode(errors="replace")
-            captured.stderr = err.read().decode(errors="replace")
-
-
 class GuestLoop:
     """``nn-run --repeat N --time`` run in this process through :class:`wasinn.Runtime`."""
 
     def __init__(self, dirs: Sequence[str], args: Sequence[str]) -> None:
-        from wasinn.runtime import Runtime
-
-        self.runtime = Runtime(dirs=dirs)
+        self.dirs = list(dirs)
         self.module = guest("nn-run")
         self.args = list(args)
 
     def times_ms(self, repeat: int, discard: int = 1) -> list[float]:
         """Per-round times, dropping the first ``discard`` (the model was just compiled)."""
-        with captured_fds() as captured:
-            code = self.runtime.run(self.module, [*self.args, "--repeat", str(repeat + discard), "--time"])
-        stdout, stderr = captured.stdout, captured.stderr
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            runtime = Runtime(dirs=self.dirs, stdout=out, stderr=err)
+            code = runtime.run(self.module, [*self.args, "--repeat", str(repeat + discard), "--time"])
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if code != 0:
             last = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
             raise Unavailable(f"guest failed (exit {code}): {last[0]}")

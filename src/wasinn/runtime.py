@@ -230,8 +230,10 @@ class Runtime:
     0
 
     Options mirror ``wasinn run``: ``dirs`` as ``--dir`` (``"GUEST:HOST"`` strings or
-    :class:`DirMapping`), ``env`` as ``--env``, ``preload`` as ``--nn-preload``. Preloaded
-    files are read here, so a missing one fails at construction with its name.
+    :class:`DirMapping`), ``env`` as ``--env``, ``preload`` as ``--nn-preload``, ``limits``
+    as the limit options, ``cache=False`` as ``--no-cache``. Preloaded files are read here,
+    so a missing one fails at construction with its name. ``stdin``/``stdout``/``stderr``
+    name files for the guest's streams (by default it shares this process's).
     """
 
     def __init__(
@@ -243,6 +245,9 @@ class Runtime:
         cache: bool = True,
         cache_dir: str | Path | None = None,
         limits: Limits = Limits(),
+        stdin: str | Path | None = None,
+        stdout: str | Path | None = None,
+        stderr: str | Path | None = None,
     ) -> None:
         self.dirs = [d if isinstance(d, DirMapping) else DirMapping.parse(d) for d in dirs]
         for mapping in self.dirs:
@@ -252,6 +257,8 @@ class Runtime:
             NamedModel.from_preload(p if isinstance(p, Preload) else Preload.parse(p)) for p in preload
         ]
         self.limits = limits
+        # Files for the guest's standard streams; None passes this process's own through.
+        self.stdio = (stdin, stdout, stderr)
         self.engine = shared_engine(fuel=limits.gas is not None)
         directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "modules"
         self.modules = ModuleCache(
@@ -300,9 +307,19 @@ class Instance:
         wasi.env = list(runtime.env.items())
         for mapping in runtime.dirs:
             wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
-        wasi.inherit_stdin()
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
+        stdin, stdout, stderr = runtime.stdio
+        if stdin is None:
+            wasi.inherit_stdin()
+        else:
+            wasi.stdin_file = str(stdin)
+        if stdout is None:
+            wasi.inherit_stdout()
+        else:
+            wasi.stdout_file = str(stdout)
+        if stderr is None:
+            wasi.inherit_stderr()
+        else:
+            wasi.stderr_file = str(stderr)
         self.store.set_wasi(wasi)
         self.nn = NNHost(
             get_backend,
