@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,15 +49,20 @@ def test_quick_bench_writes_valid_json(tmp_path: Path) -> None:
         if not (BUILD / f"{guest}.wasm").is_file():
             missing(f"{BUILD / guest}.wasm is not built; run `make examples`")
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    command = [sys.executable, "-m", "wasinn.bench", "--quick", "--json", str(out), "--plot", str(png)]
-    command += ["--case", "call-overhead", "--case", "startup/*"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    # The whole quick suite, as `wasinn bench --quick --json out.json` (a smoke test: no time
+    # is asserted). Under CI every case must run; locally a case may skip with its reason.
+    command = [sys.executable, "-m", "wasinn", "bench", "--quick", "--json", str(out), "--plot", str(png)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     records = json.loads(out.read_text())
-    assert [r["name"] for r in records] == ["call-overhead", "startup/cold", "startup/warm"]
+    names = [r["name"] for r in records]
+    assert {"call-overhead", "startup/cold", "startup/warm", "road-segmentation/openvino/steady"} <= set(
+        names
+    )
     for record in records:
         assert record.keys() >= FIELDS
         if record["skipped"] is not None:
+            assert not os.environ.get("CI"), f"{record['name']} skipped under CI: {record['skipped']}"
             assert isinstance(record["skipped"], str) and record["skipped"]
             continue
         for key in ("native_ms", "wasinn_ms", "ratio"):
