@@ -30,6 +30,14 @@ def shared_data_dir() -> Path:
     return Path(explicit) if explicit else REPO.parent / "shared" / "data"
 
 
+def shared_file(*parts: str) -> Path:
+    """A file under the shared data; skipped when missing, failed under CI."""
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        missing(f"shared data missing: {path} (set WASINN_SHARED_DATA)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

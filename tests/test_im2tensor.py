@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import shared_file
 from wasinn.tools import (
     Im2TensorError,
     TensorSpec,
@@ -26,20 +26,6 @@ from wasinn.tools import (
 from wasinn.tools.commands import im2tensor_command
 
 ROAD_DIR = "road-segmentation-adas-0001"
-
-
-def shared_data(*parts: str) -> Path:
-    """A file under shared/data (or $WASINN_SHARED_DATA); skipped when missing, failed in CI."""
-    root = Path(
-        os.environ.get("WASINN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-    path = root.joinpath(*parts)
-    if not path.exists():
-        reason = f"shared data missing: {path} (set WASINN_SHARED_DATA)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def random_pixels(height: int, width: int, seed: int = 0) -> npt.NDArray[np.uint8]:
@@ -175,7 +161,7 @@ def test_default_is_hwc_bgr_float32_with_pixel_values(tmp_path: Path) -> None:
 
 
 def test_the_real_road_picture_resizes_like_the_seed() -> None:
-    image = shared_data(ROAD_DIR, "empty_road_mapillary.jpg")
+    image = shared_file(ROAD_DIR, "empty_road_mapillary.jpg")
     tensor = im2tensor(image, "512x896x3xfp32")
     assert tensor.shape == (512, 896, 3)
     assert tensor.min() >= 0 and tensor.max() <= 255

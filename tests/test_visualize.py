@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import shared_file
 from wasinn.tools import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -35,20 +36,6 @@ PHOTO_COLOR = (200, 100, 50)
 PICTURE_SIZE = (16 + 3 * 160 + 2 * 16 + 16, 16 + 40 + 24 + 48 + 16)
 PANEL_LEFTS = (16, 16 + 160 + 16, 16 + 2 * (160 + 16))
 PANEL_TOP = 16 + 40
-
-
-def shared_data(*parts: str) -> Path:
-    """A file under shared/data (or $WASINN_SHARED_DATA); skipped when missing, failed in CI."""
-    root = Path(
-        os.environ.get("WASINN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-    path = root.joinpath(*parts)
-    if not path.exists():
-        reason = f"shared data missing: {path} (set WASINN_SHARED_DATA)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def known_labels() -> npt.NDArray[np.intp]:
@@ -249,9 +236,9 @@ def test_command_takes_dims_and_reports_mistakes_in_one_line(photo: Path, tmp_pa
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_native_openvino_segments_the_road_like_the_seed(tmp_path: Path) -> None:
-    image = shared_data(ROAD_DIR, "empty_road_mapillary.jpg")
-    model = shared_data(ROAD_DIR, "road-segmentation-adas-0001.xml")
-    reference = shared_data(ROAD_DIR, "reference_segmentation_result.png")
+    image = shared_file(ROAD_DIR, "empty_road_mapillary.jpg")
+    model = shared_file(ROAD_DIR, "road-segmentation-adas-0001.xml")
+    reference = shared_file(ROAD_DIR, "reference_segmentation_result.png")
     try:
         import openvino
     except ImportError:
