@@ -134,3 +134,13 @@ def run(
             raise
         fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)
+
+
+@main.command("backends")
+def backends_command() -> None:
+    """List the WASI-NN backends and whether their framework is installed here."""
+    from wasinn.backends import backends
+
+    for info in backends():
+        state = "installed" if info.installed else f"missing (pip install 'wasinn[{info.extra}]')"
+        click.echo(f"{info.encoding.value:>2} {info.name:<16} {state}")
