@@ -71,7 +71,6 @@ class GuestMemory:
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._store = store
         self._memory = memory
-        self._base = -1
         self._size = -1
         self._view = _NO_MEMORY
 
@@ -82,7 +81,7 @@ class GuestMemory:
         if size != self._size:
             base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
             self._view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
-            self._base, self._size = base, size
+            self._size = size
         return self._view
 
 
@@ -103,11 +102,6 @@ def check_region(memory: memoryview, ptr: int, length: int, what: str, *, lax: b
         raise InvalidArgument(
             f"{what} (pointer {ptr:#x}, {length} bytes) lies outside guest memory ({memory.nbytes} bytes)"
         )
-
-
-def read_u32(memory: memoryview, ptr: int) -> int:
-    value: int = _u32.unpack_from(memory, ptr)[0]
-    return value
 
 
 def write_u32(memory: memoryview, ptr: int, value: int) -> None:
