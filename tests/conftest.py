@@ -3,6 +3,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -54,6 +56,45 @@ def require_module(name: str) -> None:
 @pytest.fixture(scope="session")
 def openvino_available() -> None:
     require_module("openvino")
+
+
+def wasinn_cli(
+    *args: str,
+    cwd: Path | None = None,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m wasinn ARGS`` in a subprocess, as a person runs it: real exit code and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "wasinn", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def run_guest(
+    wasm: Path,
+    *args: str,
+    cwd: Path,
+    preload: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``wasinn run --dir .:. [--nn-preload …] WASM ARGS`` with ``cwd`` as the guest's directory."""
+    options = [f"--nn-preload={spec}" for spec in preload]
+    return wasinn_cli("run", "--dir", ".:.", *options, str(wasm), *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def nn_run(
+    cwd: Path, *args: str, preload: Sequence[str] = (), env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """The generic C guest (examples/c/nn-run.c) through ``wasinn run``."""
+    return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, preload=preload, env=env, timeout=timeout)
 
 
 def guest_wasm(name: str) -> Path:

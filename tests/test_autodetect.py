@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import subprocess
-import sys
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -22,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import guest_wasm, missing, require_module
+from conftest import missing, nn_run, require_module
 from wasinn.backends.autodetect import AutodetectBackend, detect_encoding
 from wasinn.core import (
     Backend,
@@ -237,17 +235,6 @@ def test_load_through_the_registry_runs_the_onnx_model(onnx_model: Path) -> None
 
 
 # ------------------------------------------------------------------ through the nn-run guest
-
-
-def nn_run(cwd: Path, *args: str, preload: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    options = [f"--nn-preload={spec}" for spec in preload]
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", *options, str(guest_wasm("nn-run")), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def stage(directory: Path, *files: Path) -> list[str]:

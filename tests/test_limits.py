@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import wasmtime
 
-from conftest import guest_wasm
+from conftest import guest_wasm, wasinn_cli
 from wasinn import Errno, LimitExceeded, Limits, Runtime
 
 SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
@@ -34,9 +33,7 @@ def write_wat(tmp_path: Path, name: str, source: str) -> Path:
 
 
 def wasinn_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", *args], capture_output=True, text=True, timeout=120, cwd=cwd
-    )
+    return wasinn_cli("run", *args, cwd=cwd, timeout=120)
 
 
 def test_memory_grow_past_the_page_limit_returns_minus_one(tmp_path: Path) -> None:

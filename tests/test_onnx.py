@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, require_module
+from conftest import Probe, make_probe, nn_run, require_module
 from wasinn import Errno, Runtime
 from wasinn.core import BackendError, ExecutionTarget, InvalidArgument, Tensor
 
@@ -189,17 +187,6 @@ def native(model: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------ the guest
-
-
-def nn_run(cwd: Path, *args: str, preload: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    options = [f"--nn-preload={spec}" for spec in preload]
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", *options, str(guest_wasm("nn-run")), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def stage(directory: Path, model: Path) -> str:

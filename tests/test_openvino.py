@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import guest_wasm, native_infer
+from conftest import guest_wasm, native_infer, nn_run, run_guest
 
 pytestmark = pytest.mark.usefixtures("openvino_available")
-
-
-def run_guest(
-    wasm: Path, *args: str, cwd: Path, preload: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    options = [f"--nn-preload={spec}" for spec in preload]
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", *options, str(wasm), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def stage(directory: Path, *files: Path) -> list[str]:
@@ -36,10 +21,6 @@ def stage(directory: Path, *files: Path) -> list[str]:
         shutil.copy(file, directory / file.name)
         names.append(file.name)
     return names
-
-
-def nn_run(cwd: Path, *args: str, preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, preload=preload)
 
 
 def test_tiny_model_matches_native(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import logging
 import os
 import struct
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, shared_data_dir
+from conftest import Probe, guest_wasm, make_probe, run_guest, shared_data_dir
 from wasinn import Errno, GuestExit, GuestTrap, Runtime
 from wasinn.backends import get_backend
 from wasinn.core import GraphEncoding
@@ -492,13 +491,7 @@ def test_nan_and_inf_inputs_compute_and_the_next_call_is_normal(session: Session
 
 
 def nn_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", str(guest_wasm("nn-run")), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, timeout=120)
 
 
 def wasinn_line(stderr: str) -> str:

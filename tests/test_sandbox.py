@@ -14,26 +14,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe
+from conftest import Probe, guest_wasm, make_probe, wasinn_cli
 from wasinn import Errno, Runtime
 
 SECRET = "host secret: the guest must never see this"
 
 
 def wasinn_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return wasinn_cli("run", *args, cwd=cwd, timeout=120)
 
 
 @pytest.fixture(scope="module")

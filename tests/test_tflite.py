@@ -11,7 +11,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, require_module
+from conftest import Probe, guest_wasm, make_probe, require_module, run_guest
 from wasinn import Errno, Runtime
 
 F16, F32, F64, U8, I32, I64 = 0, 1, 2, 3, 4, 5
@@ -219,17 +218,9 @@ def native(model: Path, inputs: Sequence[np.ndarray], xnnpack: bool = False) -> 
 def nn_run(
     cwd: Path, *args: str, preload: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    options = [f"--nn-preload={spec}" for spec in preload]
     # The backend's defaults are under test, whatever the person running the tests has set.
     base = {k: v for k, v in os.environ.items() if not k.startswith("WASINN_TFLITE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", *options, str(guest_wasm("nn-run")), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**base, **(env or {})},
-    )
+    return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, preload=preload, env={**base, **(env or {})})
 
 
 def stage(directory: Path, file: Path) -> str:

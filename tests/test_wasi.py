@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guest_wasm
+from conftest import guest_wasm, wasinn_cli
 from wasinn import ConfigError, GuestTrap, ModuleError, Runtime
 
 
 def wasinn(*args: str, cwd: Path | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wasinn", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return wasinn_cli(*args, cwd=cwd, stdin=stdin, timeout=120)
 
 
 @pytest.fixture(scope="module")
