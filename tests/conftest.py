@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from wasinn import Runtime
+from wasinn.backends import get_backend
+from wasinn.core import Backend, GraphEncoding
 from wasinn.runtime import Instance
 from wat_guests import compile_wat, probe_wat
 
@@ -21,7 +23,11 @@ IN_CI = bool(os.environ.get("CI"))
 
 
 def missing(reason: str) -> None:
-    """Skip locally; under CI a missing prerequisite is a failure (it must be installed)."""
+    """Skip locally; under CI a missing prerequisite is a failure (it must be installed).
+
+    Every environment skip goes through here (``require_module``, ``require_backend``,
+    ``guest_wasm``, ``shared_file``), except the GPU: see :func:`requires_gpu`.
+    """
     if IN_CI:
         pytest.fail(f"{reason} (required under CI)")
     pytest.skip(reason)
@@ -56,6 +62,29 @@ def require_module(name: str) -> None:
 @pytest.fixture(scope="session")
 def openvino_available() -> None:
     require_module("openvino")
+
+
+def require_backend(encoding: GraphEncoding, *modules: str) -> Backend:
+    """wasinn's backend for ``encoding`` once ``modules`` (its framework, and whatever the test
+    builds models with) are installed. A backend whose framework is there but that fails to
+    load is a test failure, never a skip."""
+    for module in modules:
+        require_module(module)
+    return get_backend(encoding)
+
+
+def requires_gpu(has_gpu: bool, what: str) -> None:
+    """The one environment skip that stays a skip under CI: CI machines never have a GPU, so
+    a test that needs ``what`` (a CUDA device, an OpenVINO GPU) can only run where one is."""
+    if not has_gpu:
+        pytest.skip(f"needs {what}, which this machine does not have (never present in CI)")
+
+
+def requires_no_gpu(has_gpu: bool, what: str) -> None:
+    """The other side of :func:`requires_gpu`: a test of the answer *without* ``what`` cannot
+    run where it is present (and in CI it never is)."""
+    if has_gpu:
+        pytest.skip(f"{what} is present here; this test checks the answer without it")
 
 
 def wasinn_cli(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, make_probe, nn_run, require_module
+from conftest import Probe, make_probe, nn_run, require_module, requires_gpu, requires_no_gpu
 from wasinn import Errno, Runtime
 from wasinn.core import BackendError, ExecutionTarget, InvalidArgument, Tensor
 
@@ -324,8 +324,10 @@ def test_gpu_without_a_gpu_provider_is_a_clear_error(mlp_onnx: Path, tmp_path: P
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available or "OpenVINOExecutionProvider" in available:
-        pytest.skip("this onnxruntime has a GPU provider")
+    requires_no_gpu(
+        "CUDAExecutionProvider" in available or "OpenVINOExecutionProvider" in available,
+        "a GPU execution provider in onnxruntime",
+    )
     model = stage(tmp_path, mlp_onnx)
     result = nn_run(tmp_path, "--encoding", "onnx", "--target", "gpu", "--model", model)
     assert result.returncode == Errno.INVALID_ARGUMENT
@@ -340,8 +342,7 @@ def test_gpu_provider_that_falls_back_to_cpu_is_refused(
 
     from wasinn.backends.onnx import ONNXBackend
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("CUDA is really available here")
+    requires_no_gpu("CUDAExecutionProvider" in ort.get_available_providers(), "onnxruntime's CUDA provider")
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
@@ -352,8 +353,7 @@ def test_gpu_provider_that_falls_back_to_cpu_is_refused(
 def test_gpu_target_uses_cuda_when_present(mlp_onnx: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDA execution provider in this onnxruntime")
+    requires_gpu("CUDAExecutionProvider" in ort.get_available_providers(), "onnxruntime's CUDA provider")
     from wasinn.backends.onnx import ONNXBackend
 
     graph = ONNXBackend().load([mlp_onnx.read_bytes()], ExecutionTarget.GPU)
@@ -632,8 +632,9 @@ def test_openvino_gpu_provider_that_is_not_there_is_refused(
 
     from wasinn.backends.onnx import ONNXBackend
 
-    if "OpenVINOExecutionProvider" in ort.get_available_providers():
-        pytest.skip("the OpenVINO execution provider is really available here")
+    requires_no_gpu(
+        "OpenVINOExecutionProvider" in ort.get_available_providers(), "onnxruntime's OpenVINO provider"
+    )
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import guest_wasm, native_infer, nn_run, run_guest
+from conftest import guest_wasm, native_infer, nn_run, requires_no_gpu, run_guest
 
 pytestmark = pytest.mark.usefixtures("openvino_available")
 
@@ -135,8 +135,9 @@ def test_gpu_target_without_a_gpu_is_a_clear_error_not_a_fallback(
 ) -> None:
     import openvino as ov
 
-    if any(device.startswith("GPU") for device in ov.Core().available_devices):
-        pytest.skip("this machine has an OpenVINO GPU device")
+    requires_no_gpu(
+        any(device.startswith("GPU") for device in ov.Core().available_devices), "an OpenVINO GPU device"
+    )
     xml, weights = stage(tmp_path, *tiny_ir)
     result = nn_run(tmp_path, "--target", "gpu", "--model", xml, "--model", weights)
     assert result.returncode == 5

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, make_probe, nn_run, require_module
+from conftest import Probe, make_probe, nn_run, require_module, requires_gpu, requires_no_gpu
 from wasinn import Errno, Runtime
 
 PYTORCH, CPU, GPU, TPU, AUTO = 3, 0, 1, 2, 3
@@ -246,8 +246,7 @@ def test_gpu_target_without_cuda_is_a_clear_error_not_a_fallback(
 ) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("torch sees CUDA here")
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     model = stage(tmp_path, models["cnn"])
     result = nn_run(tmp_path, "--encoding", "pytorch", "--target", "gpu", "--model", model)
     assert result.returncode == 1
@@ -257,8 +256,7 @@ def test_gpu_target_without_cuda_is_a_clear_error_not_a_fallback(
 def test_gpu_target_runs_on_cuda_when_torch_sees_it(models: dict[str, Path], tmp_path: Path) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        pytest.skip("torch does not see CUDA here")
+    requires_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     model = stage(tmp_path, models["cnn"])
     image = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
     save(tmp_path, "in.bin", image)
@@ -437,8 +435,7 @@ def test_load_targets_other_than_cpu_and_gpu(models: dict[str, Path], target: in
 def test_load_gpu_without_cuda(models: dict[str, Path]) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("torch sees CUDA here")
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     probe = probe_for()
     assert load(probe, [models["cnn"].read_bytes()], GPU) == Errno.INVALID_ARGUMENT
 
@@ -452,8 +449,8 @@ def test_gpu_is_never_silently_served_by_the_cpu(
     from wasinn.backends.pytorch import PyTorchBackend
     from wasinn.core import ExecutionTarget, InvalidArgument
 
-    if torch.cuda.is_available():
-        pytest.skip("real CUDA here; test_gpu_target_runs_on_cuda_when_torch_sees_it covers it")
+    # With real CUDA, test_gpu_target_runs_on_cuda_when_torch_sees_it covers the GPU path.
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(InvalidArgument, match="pytorch: cannot load the TorchScript archive"):
         PyTorchBackend().load([models["cnn"].read_bytes()], ExecutionTarget.GPU)
