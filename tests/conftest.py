@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wasinn import Runtime
+from wasinn import Errno, Runtime
 from wasinn.backends import get_backend
-from wasinn.core import Backend, GraphEncoding
+from wasinn.core import Backend, ExecutionContext, ExecutionTarget, Graph, GraphEncoding, NNSession
 from wasinn.runtime import Instance
 from wat_guests import compile_wat, probe_wat
 
@@ -119,6 +120,32 @@ def run_guest(
     return wasinn_cli("run", "--dir", ".:.", *options, str(wasm), *args, cwd=cwd, env=env, timeout=timeout)
 
 
+def wasinn_run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """``wasinn run ARGS`` in a subprocess; the caller maps directories itself."""
+    return wasinn_cli("run", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def stage(directory: Path, *files: Path) -> list[str]:
+    """Copy files into a guest's directory (WASI will not follow links out of it); their names."""
+    for file in files:
+        shutil.copy(file, directory / file.name)
+    return [file.name for file in files]
+
+
+def graph_for(encoding: GraphEncoding, *files: Path, target: ExecutionTarget = ExecutionTarget.CPU) -> Graph:
+    """A core graph of the model ``files`` (the builders, in order), with no wasm in between."""
+    return NNSession(get_backend).load([file.read_bytes() for file in files], encoding, target)
+
+
+def context_for(
+    encoding: GraphEncoding, *files: Path, target: ExecutionTarget = ExecutionTarget.CPU
+) -> ExecutionContext:
+    """A core execution context on a new graph of the model ``files``."""
+    return graph_for(encoding, *files, target=target).init_execution_context()
+
+
 def nn_run(
     cwd: Path, *args: str, preload: Sequence[str] = (), env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -185,6 +212,19 @@ class Probe:
     def string(self, text: str) -> tuple[int, int]:
         raw = text.encode()
         return self.put(raw), len(raw)
+
+    HANDLE = 64  # where load and init_execution_context write their handles (in bounds, below SCRATCH)
+
+    def load(self, encoding: int, blobs: Sequence[bytes], target: int = 0) -> int:
+        """``load`` of ``blobs`` (WasmEdge encoding and target codes); the graph lands at HANDLE."""
+        array, count = self.builders(blobs)
+        return self.call("load", array, count, encoding, target, self.HANDLE)
+
+    def context(self, encoding: int, model: Path) -> int:
+        """The handle of a new context on a graph of one model file; both calls must succeed."""
+        assert self.load(encoding, [model.read_bytes()]) == Errno.SUCCESS
+        assert self.call("init_execution_context", self.u32(self.HANDLE), self.HANDLE + 4) == Errno.SUCCESS
+        return self.u32(self.HANDLE + 4)
 
 
 def make_probe(runtime: Runtime, pages: int = 1) -> Probe:

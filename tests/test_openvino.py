@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import guest_wasm, native_infer, nn_run, requires_no_gpu, run_guest
+from conftest import guest_wasm, native_infer, nn_run, requires_no_gpu, run_guest, stage
 
 pytestmark = pytest.mark.usefixtures("openvino_available")
-
-
-def stage(directory: Path, *files: Path) -> list[str]:
-    """Copy files into the guest's directory (WASI will not follow links out of it)."""
-    names = []
-    for file in files:
-        shutil.copy(file, directory / file.name)
-        names.append(file.name)
-    return names
 
 
 def test_tiny_model_matches_native(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, require_backend, require_module, wasinn_cli
+from conftest import Probe, guest_wasm, make_probe, require_backend, require_module, wasinn_run
 from wasinn import Errno, Runtime
 from wasinn.core import GraphEncoding
 
 SECRET = "host secret: the guest must never see this"
-
-
-def wasinn_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return wasinn_cli("run", *args, cwd=cwd, timeout=120)
 
 
 @pytest.fixture(scope="module")
