@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wasinn import Runtime
+from wasinn import Errno, Runtime
+from wasinn.backends import get_backend
+from wasinn.core import Backend, ExecutionContext, ExecutionTarget, Graph, GraphEncoding, NNSession
 from wasinn.runtime import Instance
 from wat_guests import compile_wat, probe_wat
 
@@ -21,7 +24,11 @@ IN_CI = bool(os.environ.get("CI"))
 
 
 def missing(reason: str) -> None:
-    """Skip locally; under CI a missing prerequisite is a failure (it must be installed)."""
+    """Skip locally; under CI a missing prerequisite is a failure (it must be installed).
+
+    Every environment skip goes through here (``require_module``, ``require_backend``,
+    ``guest_wasm``, ``shared_file``), except the GPU: see :func:`requires_gpu`.
+    """
     if IN_CI:
         pytest.fail(f"{reason} (required under CI)")
     pytest.skip(reason)
@@ -58,6 +65,29 @@ def openvino_available() -> None:
     require_module("openvino")
 
 
+def require_backend(encoding: GraphEncoding, *modules: str) -> Backend:
+    """wasinn's backend for ``encoding`` once ``modules`` (its framework, and whatever the test
+    builds models with) are installed. A backend whose framework is there but that fails to
+    load is a test failure, never a skip."""
+    for module in modules:
+        require_module(module)
+    return get_backend(encoding)
+
+
+def requires_gpu(has_gpu: bool, what: str) -> None:
+    """The one environment skip that stays a skip under CI: CI machines never have a GPU, so
+    a test that needs ``what`` (a CUDA device, an OpenVINO GPU) can only run where one is."""
+    if not has_gpu:
+        pytest.skip(f"needs {what}, which this machine does not have (never present in CI)")
+
+
+def requires_no_gpu(has_gpu: bool, what: str) -> None:
+    """The other side of :func:`requires_gpu`: a test of the answer *without* ``what`` cannot
+    run where it is present (and in CI it never is)."""
+    if has_gpu:
+        pytest.skip(f"{what} is present here; this test checks the answer without it")
+
+
 def wasinn_cli(
     *args: str,
     cwd: Path | None = None,
@@ -88,6 +118,32 @@ def run_guest(
     """``wasinn run --dir .:. [--nn-preload …] WASM ARGS`` with ``cwd`` as the guest's directory."""
     options = [f"--nn-preload={spec}" for spec in preload]
     return wasinn_cli("run", "--dir", ".:.", *options, str(wasm), *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def wasinn_run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """``wasinn run ARGS`` in a subprocess; the caller maps directories itself."""
+    return wasinn_cli("run", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def stage(directory: Path, *files: Path) -> list[str]:
+    """Copy files into a guest's directory (WASI will not follow links out of it); their names."""
+    for file in files:
+        shutil.copy(file, directory / file.name)
+    return [file.name for file in files]
+
+
+def graph_for(encoding: GraphEncoding, *files: Path, target: ExecutionTarget = ExecutionTarget.CPU) -> Graph:
+    """A core graph of the model ``files`` (the builders, in order), with no wasm in between."""
+    return NNSession(get_backend).load([file.read_bytes() for file in files], encoding, target)
+
+
+def context_for(
+    encoding: GraphEncoding, *files: Path, target: ExecutionTarget = ExecutionTarget.CPU
+) -> ExecutionContext:
+    """A core execution context on a new graph of the model ``files``."""
+    return graph_for(encoding, *files, target=target).init_execution_context()
 
 
 def nn_run(
@@ -156,6 +212,19 @@ class Probe:
     def string(self, text: str) -> tuple[int, int]:
         raw = text.encode()
         return self.put(raw), len(raw)
+
+    HANDLE = 64  # where load and init_execution_context write their handles (in bounds, below SCRATCH)
+
+    def load(self, encoding: int, blobs: Sequence[bytes], target: int = 0) -> int:
+        """``load`` of ``blobs`` (WasmEdge encoding and target codes); the graph lands at HANDLE."""
+        array, count = self.builders(blobs)
+        return self.call("load", array, count, encoding, target, self.HANDLE)
+
+    def context(self, encoding: int, model: Path) -> int:
+        """The handle of a new context on a graph of one model file; both calls must succeed."""
+        assert self.load(encoding, [model.read_bytes()]) == Errno.SUCCESS
+        assert self.call("init_execution_context", self.u32(self.HANDLE), self.HANDLE + 4) == Errno.SUCCESS
+        return self.u32(self.HANDLE + 4)
 
 
 def make_probe(runtime: Runtime, pages: int = 1) -> Probe:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Probe, make_probe
+from conftest import Probe, make_probe, requires_no_gpu
 from wasinn import Errno, Runtime
 
 OPENVINO, ONNX, TENSORFLOW, TFLITE, AUTODETECT, GGML = 0, 1, 2, 4, 5, 6
@@ -419,8 +419,9 @@ def test_58_openvino_config_is_parsed_not_appended(
 def test_58_config_device_is_never_a_silent_fallback(tiny_ir: tuple[Path, Path]) -> None:
     import openvino as ov
 
-    if any(device.startswith("GPU") for device in ov.Core().available_devices):
-        pytest.skip("this machine has an OpenVINO GPU device")
+    requires_no_gpu(
+        any(device.startswith("GPU") for device in ov.Core().available_devices), "an OpenVINO GPU device"
+    )
     probe = preloaded_probe(tiny_ir, "ov:openvino:cpu")
     name, length = probe.string("ov")
     raw, raw_length = probe.string('{"device": "gpu"}')

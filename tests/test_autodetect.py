@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import missing, nn_run, require_module
+from conftest import missing, nn_run, require_module, stage
 from wasinn.backends.autodetect import AutodetectBackend, detect_encoding
 from wasinn.core import (
     Backend,
@@ -237,12 +236,6 @@ def test_load_through_the_registry_runs_the_onnx_model(onnx_model: Path) -> None
 
 
 # ------------------------------------------------------------------ through the nn-run guest
-
-
-def stage(directory: Path, *files: Path) -> list[str]:
-    for file in files:
-        shutil.copy(file, directory / file.name)
-    return [file.name for file in files]
 
 
 def run_both(tmp_path: Path, encoding: str, models: list[str], dims: str) -> tuple[bytes, bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_probe, native_infer
+from conftest import context_for, graph_for, make_probe, native_infer
 from wasinn import Errno, Runtime
 from wasinn.backends import get_backend
 from wasinn.core import (
@@ -42,9 +42,7 @@ def test_inputs_and_outputs_by_index_or_name_agree(two_input_ir: tuple[Path, Pat
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([[1, -1, 2], [0, 5, -7]], dtype=np.int32)
     expected = native_infer(xml, [a, b])
-    graph = NNSession(get_backend).load(
-        [xml.read_bytes(), weights.read_bytes()], GraphEncoding.OPENVINO, ExecutionTarget.CPU
-    )
+    graph = graph_for(GraphEncoding.OPENVINO, xml, weights)
     assert graph.input_names == ["a", "b"]
     assert len(graph.output_names) == 2
     by_index, by_name = graph.init_execution_context(), graph.init_execution_context()
@@ -64,9 +62,7 @@ def test_compute_with_io_returns_every_output_in_model_order(two_input_ir: tuple
     xml, weights = two_input_ir
     a = np.ones((2, 3), dtype=np.float32)
     b = np.full((2, 3), 4, dtype=np.int32)
-    graph = NNSession(get_backend).load(
-        [xml.read_bytes(), weights.read_bytes()], GraphEncoding.OPENVINO, ExecutionTarget.CPU
-    )
+    graph = graph_for(GraphEncoding.OPENVINO, xml, weights)
     outputs = graph.init_execution_context().compute_with_io(
         [("a", Tensor.from_array(a)), ("b", Tensor.from_array(b))]
     )
@@ -77,18 +73,14 @@ def test_compute_with_io_returns_every_output_in_model_order(two_input_ir: tuple
 
 def test_an_unknown_name_lists_the_model_names(two_input_ir: tuple[Path, Path]) -> None:
     xml, weights = two_input_ir
-    graph = NNSession(get_backend).load(
-        [xml.read_bytes(), weights.read_bytes()], GraphEncoding.OPENVINO, ExecutionTarget.CPU
-    )
+    context = context_for(GraphEncoding.OPENVINO, xml, weights)
     with pytest.raises(InvalidArgument, match=r"no input named 'c' \(inputs: a, b\)"):
-        graph.init_execution_context().set_input("c", Tensor.from_array(np.zeros((2, 3), np.float32)))
+        context.set_input("c", Tensor.from_array(np.zeros((2, 3), np.float32)))
 
 
 def test_lifecycle_guards_answer_the_table_errno(tiny_ir: tuple[Path, Path]) -> None:
     xml, weights = tiny_ir
-    graph = NNSession(get_backend).load(
-        [xml.read_bytes(), weights.read_bytes()], GraphEncoding.OPENVINO, ExecutionTarget.CPU
-    )
+    graph = graph_for(GraphEncoding.OPENVINO, xml, weights)
     context = graph.init_execution_context()
     with pytest.raises(NNError) as before:
         context.get_output(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import wasmtime
 
-from conftest import guest_wasm, wasinn_cli
+from conftest import guest_wasm, wasinn_run
 from wasinn import Errno, LimitExceeded, Limits, Runtime
 
 SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
@@ -30,10 +29,6 @@ def write_wat(tmp_path: Path, name: str, source: str) -> Path:
     path = tmp_path / f"{name}.wasm"
     path.write_bytes(wasmtime.wat2wasm(source))
     return path
-
-
-def wasinn_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return wasinn_cli("run", *args, cwd=cwd, timeout=120)
 
 
 def test_memory_grow_past_the_page_limit_returns_minus_one(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import missing, shared_data_dir
 from wasinn import models
 from wasinn.models import (
     CATALOGUE,
@@ -35,7 +36,6 @@ from wasinn.models import (
     user_cache_dir,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_ID = "tiny-test-model"
 
 
@@ -114,12 +114,9 @@ def tiny_model(file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> dict
 
 
 def _shared_model_dir(model_id: str) -> Path:
-    directory = SHARED_DATA / model_id
+    directory = shared_data_dir() / model_id
     if not directory.is_dir():
-        reason = f"{directory} is missing: the real model files come from the shared data set"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(f"{directory} is missing: the real model files come from the shared data set")
     return directory
 
 
@@ -323,7 +320,7 @@ def test_models_entries_win_over_the_cache(
 
 def test_find_model_with_the_shared_data_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     directory = _shared_model_dir("road-segmentation-adas-0001")
-    monkeypatch.setenv(models.MODELS_ENV, str(SHARED_DATA))
+    monkeypatch.setenv(models.MODELS_ENV, str(shared_data_dir()))
 
     assert find_model("road-segmentation-adas-0001") == directory
     assert find_file("empty_road_mapillary.jpg") == directory / "empty_road_mapillary.jpg"

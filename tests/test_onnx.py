@@ -6,7 +6,6 @@ with ``onnx.helper``; each guest result is compared exactly with a native Infere
 
 from __future__ import annotations
 
-import shutil
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, make_probe, nn_run, require_module
+from conftest import Probe, make_probe, nn_run, require_module, requires_gpu, requires_no_gpu, stage
 from wasinn import Errno, Runtime
 from wasinn.core import BackendError, ExecutionTarget, InvalidArgument, Tensor
 
@@ -189,12 +188,6 @@ def native(model: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
 # ------------------------------------------------------------------ the guest
 
 
-def stage(directory: Path, model: Path) -> str:
-    """Copy the model into the guest's directory (WASI will not follow links out of it)."""
-    shutil.copy(model, directory / model.name)
-    return model.name
-
-
 def write(directory: Path, name: str, array: np.ndarray) -> str:
     array.tofile(directory / name)
     return name
@@ -205,7 +198,7 @@ def read(directory: Path, name: str, like: np.ndarray) -> np.ndarray:
 
 
 def test_mlp_matches_native(mlp_onnx: Path, tmp_path: Path) -> None:
-    model = stage(tmp_path, mlp_onnx)
+    (model,) = stage(tmp_path, mlp_onnx)
     x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
     result = nn_run(
         tmp_path,
@@ -226,7 +219,7 @@ def test_mlp_matches_native(mlp_onnx: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("u8_code", ["u8", "2"], ids=["u8", "legacy-code-2"])
 def test_i64_and_u8_inputs_and_two_outputs(embed_onnx: Path, tmp_path: Path, u8_code: str) -> None:
-    model = stage(tmp_path, embed_onnx)
+    (model,) = stage(tmp_path, embed_onnx)
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 10, (2, 5)).astype(np.int64)
     pixels = rng.integers(0, 256, (2, 5)).astype(np.uint8)
@@ -254,7 +247,7 @@ def test_i64_and_u8_inputs_and_two_outputs(embed_onnx: Path, tmp_path: Path, u8_
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_symbolic_batch_f16_and_i32(batch_onnx: Path, tmp_path: Path, batch: int) -> None:
-    model = stage(tmp_path, batch_onnx)
+    (model,) = stage(tmp_path, batch_onnx)
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 3)).astype(np.float16)
     n = rng.integers(-1000, 1000, batch).astype(np.int32)
@@ -300,7 +293,7 @@ def test_preloaded_by_name_repeated(mlp_onnx: Path, tmp_path: Path) -> None:
 
 
 def test_auto_target_runs(mlp_onnx: Path, tmp_path: Path) -> None:
-    model = stage(tmp_path, mlp_onnx)
+    (model,) = stage(tmp_path, mlp_onnx)
     x = np.ones((1, 8), np.float32)
     result = nn_run(
         tmp_path,
@@ -324,9 +317,11 @@ def test_gpu_without_a_gpu_provider_is_a_clear_error(mlp_onnx: Path, tmp_path: P
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available or "OpenVINOExecutionProvider" in available:
-        pytest.skip("this onnxruntime has a GPU provider")
-    model = stage(tmp_path, mlp_onnx)
+    requires_no_gpu(
+        "CUDAExecutionProvider" in available or "OpenVINOExecutionProvider" in available,
+        "a GPU execution provider in onnxruntime",
+    )
+    (model,) = stage(tmp_path, mlp_onnx)
     result = nn_run(tmp_path, "--encoding", "onnx", "--target", "gpu", "--model", model)
     assert result.returncode == Errno.INVALID_ARGUMENT
     assert "onnx: target GPU needs the CUDA or OpenVINO execution provider" in result.stderr
@@ -340,8 +335,7 @@ def test_gpu_provider_that_falls_back_to_cpu_is_refused(
 
     from wasinn.backends.onnx import ONNXBackend
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("CUDA is really available here")
+    requires_no_gpu("CUDAExecutionProvider" in ort.get_available_providers(), "onnxruntime's CUDA provider")
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
@@ -352,8 +346,7 @@ def test_gpu_provider_that_falls_back_to_cpu_is_refused(
 def test_gpu_target_uses_cuda_when_present(mlp_onnx: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDA execution provider in this onnxruntime")
+    requires_gpu("CUDAExecutionProvider" in ort.get_available_providers(), "onnxruntime's CUDA provider")
     from wasinn.backends.onnx import ONNXBackend
 
     graph = ONNXBackend().load([mlp_onnx.read_bytes()], ExecutionTarget.GPU)
@@ -382,7 +375,7 @@ def test_gpu_target_uses_cuda_when_present(mlp_onnx: Path, tmp_path: Path) -> No
 def test_errors_reach_the_guest_as_errno_1_and_a_message(
     mlp_onnx: Path, tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
-    model = stage(tmp_path, mlp_onnx)
+    (model,) = stage(tmp_path, mlp_onnx)
     write(tmp_path, "x.bin", np.zeros(8, np.float32))
     if args[0] == "--output":
         args = ("--input", "0:f32:1x8:x.bin", *args)
@@ -405,17 +398,6 @@ def onnx_probe(pages: int = 4) -> Probe:
     return make_probe(Runtime(cache=False), pages=pages)
 
 
-def load(probe: Probe, blobs: Sequence[bytes], target: int = CPU) -> int:
-    array, count = probe.builders(blobs)
-    return probe.call("load", array, count, ONNX_ENCODING, target, OUT)
-
-
-def context_for(probe: Probe, model: Path) -> int:
-    assert load(probe, [model.read_bytes()]) == Errno.SUCCESS
-    assert probe.call("init_execution_context", probe.u32(OUT), OUT + 4) == Errno.SUCCESS
-    return probe.u32(OUT + 4)
-
-
 def f32_input(probe: Probe, dims: Sequence[int], count: int | None = None) -> int:
     values = count if count is not None else int(np.prod(dims))
     return probe.tensor(dims, F32, struct.pack(f"<{values}f", *range(values)))
@@ -435,16 +417,16 @@ def f32_input(probe: Probe, dims: Sequence[int], count: int | None = None) -> in
 def test_load_errors(mlp_onnx: Path, blobs: list[Any], target: int) -> None:
     probe = onnx_probe()
     real = [mlp_onnx.read_bytes() if blob == "model" else blob for blob in blobs]
-    assert load(probe, real, target) == Errno.INVALID_ARGUMENT
+    assert probe.load(ONNX_ENCODING, real, target) == Errno.INVALID_ARGUMENT
     assert probe.instance.nn.live_graphs == 0
 
 
 def test_load_twice_gives_handles_0_and_1(mlp_onnx: Path) -> None:
     probe = onnx_probe()
     blob = mlp_onnx.read_bytes()
-    assert load(probe, [blob]) == Errno.SUCCESS
+    assert probe.load(ONNX_ENCODING, [blob]) == Errno.SUCCESS
     first = probe.u32(OUT)
-    assert load(probe, [blob]) == Errno.SUCCESS
+    assert probe.load(ONNX_ENCODING, [blob]) == Errno.SUCCESS
     assert (first, probe.u32(OUT)) == (0, 1)
 
 
@@ -465,7 +447,7 @@ def test_load_twice_gives_handles_0_and_1(mlp_onnx: Path) -> None:
 )
 def test_set_input_errors(mlp_onnx: Path, index: int, dims: list[int], type_word: int, nbytes: int) -> None:
     probe = onnx_probe()
-    context = context_for(probe, mlp_onnx)
+    context = probe.context(ONNX_ENCODING, mlp_onnx)
     record = probe.tensor(dims, type_word, b"\0" * nbytes)
     expected = Errno.SUCCESS if type_word == 0x101 else Errno.INVALID_ARGUMENT
     assert probe.call("set_input", context, index, record) == expected
@@ -473,7 +455,7 @@ def test_set_input_errors(mlp_onnx: Path, index: int, dims: list[int], type_word
 
 def test_symbolic_dims_accept_any_size_but_not_another_rank(batch_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, batch_onnx)
+    context = probe.context(ONNX_ENCODING, batch_onnx)
     for batch in (1, 3, 64):
         record = probe.tensor([batch, 3], F16, b"\0" * (batch * 6))
         assert probe.call("set_input", context, 0, record) == Errno.SUCCESS
@@ -485,7 +467,7 @@ def test_symbolic_dims_accept_any_size_but_not_another_rank(batch_onnx: Path) ->
 
 def test_legacy_u8_code_2_needs_one_byte_per_element(embed_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, embed_onnx)
+    context = probe.context(ONNX_ENCODING, embed_onnx)
     assert probe.call("set_input", context, 1, probe.tensor([2, 5], F64, b"\1" * 10)) == Errno.SUCCESS
     assert probe.call("set_input", context, 1, probe.tensor([2, 5], F64, b"\1" * 80)) == 1
     assert probe.call("set_input", context, 0, probe.tensor([2, 5], I32, b"\1" * 40)) == 1
@@ -493,7 +475,7 @@ def test_legacy_u8_code_2_needs_one_byte_per_element(embed_onnx: Path) -> None:
 
 def test_compute_needs_every_input(embed_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, embed_onnx)
+    context = probe.context(ONNX_ENCODING, embed_onnx)
     assert probe.call("compute", context) == Errno.RUNTIME_ERROR
     assert probe.call("set_input", context, 1, probe.tensor([2, 5], U8, b"\1" * 10)) == 0
     assert probe.call("compute", context) == Errno.RUNTIME_ERROR  # input 0 still missing
@@ -503,7 +485,7 @@ def test_compute_needs_every_input(embed_onnx: Path) -> None:
 
 def test_get_output_before_compute_and_out_of_range(mlp_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, mlp_onnx)
+    context = probe.context(ONNX_ENCODING, mlp_onnx)
     buffer = probe.put(b"\0" * 16)
     assert probe.call("get_output", context, 0, buffer, 16, OUT + 8) == Errno.RUNTIME_ERROR
     assert probe.call("get_output", context, 1, buffer, 16, OUT + 8) == Errno.INVALID_ARGUMENT
@@ -519,7 +501,7 @@ def test_get_output_before_compute_and_out_of_range(mlp_onnx: Path) -> None:
 
 def test_inference_failure_is_errno_5_and_clears_old_outputs(broadcast_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, broadcast_onnx)
+    context = probe.context(ONNX_ENCODING, broadcast_onnx)
     buffer = probe.put(b"\0" * 64)
     assert probe.call("set_input", context, 0, f32_input(probe, [3])) == Errno.SUCCESS
     assert probe.call("set_input", context, 1, f32_input(probe, [3])) == Errno.SUCCESS
@@ -533,7 +515,7 @@ def test_inference_failure_is_errno_5_and_clears_old_outputs(broadcast_onnx: Pat
 
 def test_types_wasi_nn_cannot_carry(odd_types_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, odd_types_onnx)
+    context = probe.context(ONNX_ENCODING, odd_types_onnx)
     assert probe.call("set_input", context, 0, f32_input(probe, [2])) == Errno.SUCCESS
     # An f64 input: code 2 is legacy U8 for wasinn, so no guest can feed it ...
     assert probe.call("set_input", context, 1, probe.tensor([2], F64, b"\0" * 16)) == 1
@@ -555,7 +537,7 @@ def test_types_wasi_nn_cannot_carry(odd_types_onnx: Path) -> None:
 
 def test_contexts_are_independent_and_outlive_unload(mlp_onnx: Path) -> None:
     probe = onnx_probe()
-    first = context_for(probe, mlp_onnx)
+    first = probe.context(ONNX_ENCODING, mlp_onnx)
     assert probe.call("init_execution_context", probe.u32(OUT), OUT + 4) == Errno.SUCCESS
     second = probe.u32(OUT + 4)
     ones = probe.tensor([1, 8], F32, struct.pack("<8f", *[1.0] * 8))
@@ -574,7 +556,7 @@ def test_contexts_are_independent_and_outlive_unload(mlp_onnx: Path) -> None:
 
 def test_set_input_copies_guest_memory_once(mlp_onnx: Path) -> None:
     probe = onnx_probe()
-    context = context_for(probe, mlp_onnx)
+    context = probe.context(ONNX_ENCODING, mlp_onnx)
     record = f32_input(probe, [1, 8])
     assert probe.call("set_input", context, 0, record) == Errno.SUCCESS
     data_ptr = struct.unpack_from("<I", probe.read(record + 12, 4))[0]
@@ -632,8 +614,9 @@ def test_openvino_gpu_provider_that_is_not_there_is_refused(
 
     from wasinn.backends.onnx import ONNXBackend
 
-    if "OpenVINOExecutionProvider" in ort.get_available_providers():
-        pytest.skip("the OpenVINO execution provider is really available here")
+    requires_no_gpu(
+        "OpenVINOExecutionProvider" in ort.get_available_providers(), "onnxruntime's OpenVINO provider"
+    )
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
     )

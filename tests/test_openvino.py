@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import guest_wasm, native_infer, nn_run, run_guest
+from conftest import guest_wasm, native_infer, nn_run, requires_no_gpu, run_guest, stage
 
 pytestmark = pytest.mark.usefixtures("openvino_available")
-
-
-def stage(directory: Path, *files: Path) -> list[str]:
-    """Copy files into the guest's directory (WASI will not follow links out of it)."""
-    names = []
-    for file in files:
-        shutil.copy(file, directory / file.name)
-        names.append(file.name)
-    return names
 
 
 def test_tiny_model_matches_native(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
@@ -135,8 +125,9 @@ def test_gpu_target_without_a_gpu_is_a_clear_error_not_a_fallback(
 ) -> None:
     import openvino as ov
 
-    if any(device.startswith("GPU") for device in ov.Core().available_devices):
-        pytest.skip("this machine has an OpenVINO GPU device")
+    requires_no_gpu(
+        any(device.startswith("GPU") for device in ov.Core().available_devices), "an OpenVINO GPU device"
+    )
     xml, weights = stage(tmp_path, *tiny_ir)
     result = nn_run(tmp_path, "--target", "gpu", "--model", xml, "--model", weights)
     assert result.returncode == 5

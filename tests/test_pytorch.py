@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, make_probe, nn_run, require_module
+from conftest import Probe, make_probe, nn_run, require_module, requires_gpu, requires_no_gpu, stage
 from wasinn import Errno, Runtime
 
 PYTORCH, CPU, GPU, TPU, AUTO = 3, 0, 1, 2, 3
@@ -145,12 +145,6 @@ def native(path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
 # ------------------------------------------------------------------ nn-run
 
 
-def stage(directory: Path, model: Path, name: str = "model.pt") -> str:
-    """Copy the model into the guest's directory (WASI will not follow links out of it)."""
-    shutil.copy(model, directory / name)
-    return name
-
-
 def save(directory: Path, name: str, array: np.ndarray) -> None:
     np.ascontiguousarray(array, dtype=np.float32).tofile(directory / name)
 
@@ -165,7 +159,7 @@ def assert_same(got: np.ndarray, expected: np.ndarray) -> None:
 
 
 def test_tiny_cnn_matches_native(models: dict[str, Path], tmp_path: Path) -> None:
-    model = stage(tmp_path, models["cnn"])
+    (model,) = stage(tmp_path, models["cnn"])
     image = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     save(tmp_path, "in.bin", image)
     result = nn_run(
@@ -186,7 +180,7 @@ def test_tiny_cnn_matches_native(models: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_tuple_of_two_outputs_matches_native(models: dict[str, Path], tmp_path: Path) -> None:
-    model = stage(tmp_path, models["two"])
+    (model,) = stage(tmp_path, models["two"])
     rng = np.random.default_rng(2)
     a, b = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2))
     save(tmp_path, "a.bin", a)
@@ -206,7 +200,7 @@ def test_tuple_of_two_outputs_matches_native(models: dict[str, Path], tmp_path: 
 
 def test_inputs_set_out_of_order_and_a_list_return(models: dict[str, Path], tmp_path: Path) -> None:
     """Setting index 2 first grows the input list; 0 and 1 fill it before compute."""
-    model = stage(tmp_path, models["three"])
+    (model,) = stage(tmp_path, models["three"])
     a, b, c = (np.full((1, 4), v, np.float32) * np.arange(1, 5, dtype=np.float32) for v in (1.0, -0.5, 0.25))
     for name, array in (("a.bin", a), ("b.bin", b), ("c.bin", c)):
         save(tmp_path, name, array)
@@ -246,9 +240,8 @@ def test_gpu_target_without_cuda_is_a_clear_error_not_a_fallback(
 ) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("torch sees CUDA here")
-    model = stage(tmp_path, models["cnn"])
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
+    (model,) = stage(tmp_path, models["cnn"])
     result = nn_run(tmp_path, "--encoding", "pytorch", "--target", "gpu", "--model", model)
     assert result.returncode == 1
     assert "pytorch: target GPU needs CUDA, which torch does not see here" in result.stderr
@@ -257,9 +250,8 @@ def test_gpu_target_without_cuda_is_a_clear_error_not_a_fallback(
 def test_gpu_target_runs_on_cuda_when_torch_sees_it(models: dict[str, Path], tmp_path: Path) -> None:
     import torch
 
-    if not torch.cuda.is_available():
-        pytest.skip("torch does not see CUDA here")
-    model = stage(tmp_path, models["cnn"])
+    requires_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
+    (model,) = stage(tmp_path, models["cnn"])
     image = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
     save(tmp_path, "in.bin", image)
     result = nn_run(
@@ -275,7 +267,7 @@ def test_gpu_target_runs_on_cuda_when_torch_sees_it(models: dict[str, Path], tmp
 def test_shape_mismatch_in_the_model_is_runtime_error_with_torch_message(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = stage(tmp_path, models["cnn"])
+    (model,) = stage(tmp_path, models["cnn"])
     save(tmp_path, "in.bin", np.zeros((1, 3, 4, 4), np.float32))
     result = nn_run(tmp_path, "--encoding", "pytorch", "--model", model, "--input", "0:f32:1x3x4x4:in.bin")
     assert result.returncode == Errno.RUNTIME_ERROR
@@ -287,7 +279,7 @@ def test_shape_mismatch_in_the_model_is_runtime_error_with_torch_message(
 def test_wrong_input_type_reaches_the_guest_as_errno_and_a_message(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = stage(tmp_path, models["cnn"])
+    (model,) = stage(tmp_path, models["cnn"])
     (tmp_path / "in.bin").write_bytes(bytes(192))
     result = nn_run(tmp_path, "--encoding", "pytorch", "--model", model, "--input", "0:u8:1x3x8x8:in.bin")
     assert result.returncode == 1
@@ -313,7 +305,7 @@ def test_garbage_model_message_is_one_short_line(tmp_path: Path) -> None:
 
 def test_mobilenet_example_through_nn_run(models: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:
     """pytorch-mobilenet-image: one builder, PyTorch, CPU, F32 [1,3,224,224], 1000 f32 out."""
-    model = stage(tmp_path, models["mobilenet"], "mobilenet.pt")
+    (model,) = stage(tmp_path, models["mobilenet"])
     shutil.copy(shared_data / "mobilenet" / "image-1x3x224x224.rgb", tmp_path / "image.rgb")
     result = nn_run(
         tmp_path,
@@ -376,17 +368,6 @@ def probe_for(pages: int = 4, preload: Sequence[str] = ()) -> Probe:
     return make_probe(Runtime(cache=False, preload=list(preload)), pages=pages)
 
 
-def load(probe: Probe, blobs: Sequence[bytes], target: int = CPU) -> int:
-    array, count = probe.builders(blobs)
-    return probe.call("load", array, count, PYTORCH, target, OUT)
-
-
-def context_for(probe: Probe, model: Path) -> int:
-    assert load(probe, [model.read_bytes()]) == Errno.SUCCESS
-    assert probe.call("init_execution_context", probe.u32(OUT), OUT + 4) == Errno.SUCCESS
-    return probe.u32(OUT + 4)
-
-
 def f32_tensor(probe: Probe, array: np.ndarray, dims: Sequence[int] | None = None) -> int:
     data = np.ascontiguousarray(array, "<f4").tobytes()
     return probe.tensor(list(array.shape) if dims is None else dims, F32, data)
@@ -399,20 +380,20 @@ def f32_tensor(probe: Probe, array: np.ndarray, dims: Sequence[int] | None = Non
 )
 def test_13_load_errors(blobs: list[bytes]) -> None:
     probe = probe_for()
-    assert load(probe, blobs) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, blobs) == Errno.INVALID_ARGUMENT
     assert probe.instance.nn.live_graphs == 0
 
 
 def test_13_two_valid_archives_are_still_two_builders(models: dict[str, Path]) -> None:
     probe = probe_for()
     blob = models["cnn"].read_bytes()
-    assert load(probe, [blob, blob]) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [blob, blob]) == Errno.INVALID_ARGUMENT
 
 
 def test_load_refuses_a_guest_preload_path(models: dict[str, Path]) -> None:
     # WasmEdge would open that host path; a guest must not be able to name host files.
     probe = probe_for()
-    assert load(probe, [f"preload:{models['cnn']}".encode()]) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [f"preload:{models['cnn']}".encode()]) == Errno.INVALID_ARGUMENT
 
 
 def test_load_a_pickle_that_is_not_torchscript(tmp_path: Path) -> None:
@@ -420,27 +401,26 @@ def test_load_a_pickle_that_is_not_torchscript(tmp_path: Path) -> None:
 
     torch.save({"weight": torch.ones(2)}, tmp_path / "state.pt")
     probe = probe_for()
-    assert load(probe, [(tmp_path / "state.pt").read_bytes()]) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [(tmp_path / "state.pt").read_bytes()]) == Errno.INVALID_ARGUMENT
 
 
 def test_load_an_archive_without_forward(models: dict[str, Path]) -> None:
     probe = probe_for()
-    assert load(probe, [models["noforward"].read_bytes()]) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [models["noforward"].read_bytes()]) == Errno.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize("target", [TPU, AUTO])
 def test_load_targets_other_than_cpu_and_gpu(models: dict[str, Path], target: int) -> None:
     probe = probe_for()
-    assert load(probe, [models["cnn"].read_bytes()], target) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [models["cnn"].read_bytes()], target) == Errno.INVALID_ARGUMENT
 
 
 def test_load_gpu_without_cuda(models: dict[str, Path]) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("torch sees CUDA here")
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     probe = probe_for()
-    assert load(probe, [models["cnn"].read_bytes()], GPU) == Errno.INVALID_ARGUMENT
+    assert probe.load(PYTORCH, [models["cnn"].read_bytes()], GPU) == Errno.INVALID_ARGUMENT
 
 
 def test_gpu_is_never_silently_served_by_the_cpu(
@@ -452,8 +432,8 @@ def test_gpu_is_never_silently_served_by_the_cpu(
     from wasinn.backends.pytorch import PyTorchBackend
     from wasinn.core import ExecutionTarget, InvalidArgument
 
-    if torch.cuda.is_available():
-        pytest.skip("real CUDA here; test_gpu_target_runs_on_cuda_when_torch_sees_it covers it")
+    # With real CUDA, test_gpu_target_runs_on_cuda_when_torch_sees_it covers the GPU path.
+    requires_no_gpu(torch.cuda.is_available(), "CUDA (as torch sees it)")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(InvalidArgument, match="pytorch: cannot load the TorchScript archive"):
         PyTorchBackend().load([models["cnn"].read_bytes()], ExecutionTarget.GPU)
@@ -462,8 +442,8 @@ def test_gpu_is_never_silently_served_by_the_cpu(
 def test_init_execution_context_and_handles(models: dict[str, Path]) -> None:
     probe = probe_for()
     blob = models["cnn"].read_bytes()
-    assert load(probe, [blob]) == Errno.SUCCESS
-    assert load(probe, [blob]) == Errno.SUCCESS
+    assert probe.load(PYTORCH, [blob]) == Errno.SUCCESS
+    assert probe.load(PYTORCH, [blob]) == Errno.SUCCESS
     assert probe.u32(OUT) == 1
     assert probe.call("init_execution_context", 1, OUT + 4) == Errno.SUCCESS
     assert probe.call("init_execution_context", 1, OUT + 8) == Errno.SUCCESS
@@ -489,7 +469,7 @@ def test_set_input_errors(
     models: dict[str, Path], dims: list[int], type_word: int, data: bytes, index: int
 ) -> None:
     probe = probe_for()
-    context = context_for(probe, models["cnn"])
+    context = probe.context(PYTORCH, models["cnn"])
     assert (
         probe.call("set_input", context, index, probe.tensor(dims, type_word, data)) == Errno.INVALID_ARGUMENT
     )
@@ -498,27 +478,27 @@ def test_set_input_errors(
 def test_set_input_accepts_any_dims_with_the_right_length(models: dict[str, Path]) -> None:
     """The dims only shape the tensor (WasmEdge checks nothing); the model judges them at compute."""
     probe = probe_for()
-    context = context_for(probe, models["cnn"])
+    context = probe.context(PYTORCH, models["cnn"])
     assert probe.call("set_input", context, 0, probe.tensor([192], F32, bytes(768))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.RUNTIME_ERROR
 
 
 def test_31_compute_with_no_input(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["cnn"])
+    context = probe.context(PYTORCH, models["cnn"])
     assert probe.call("compute", context) == Errno.INVALID_ARGUMENT
 
 
 def test_31_compute_with_only_index_1_set(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     assert probe.call("set_input", context, 1, f32_tensor(probe, np.ones((2, 3)))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.INVALID_ARGUMENT
 
 
 def test_index_2_first_leaves_empty_slots_until_filled(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["three"])
+    context = probe.context(PYTORCH, models["three"])
     values = [np.full((1, 4), v, np.float32) for v in (1.0, 10.0, 100.0)]
     assert probe.call("set_input", context, 2, f32_tensor(probe, values[2])) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.INVALID_ARGUMENT  # slots 0 and 1 are empty
@@ -535,7 +515,7 @@ def test_index_2_first_leaves_empty_slots_until_filled(models: dict[str, Path]) 
 
 def test_more_inputs_than_forward_takes(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["cnn"])
+    context = probe.context(PYTORCH, models["cnn"])
     for index in (0, 1):
         record = f32_tensor(probe, np.zeros((1, 3, 8, 8)))
         assert probe.call("set_input", context, index, record) == Errno.SUCCESS
@@ -544,14 +524,14 @@ def test_more_inputs_than_forward_takes(models: dict[str, Path]) -> None:
 
 def test_fewer_inputs_than_forward_needs(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     assert probe.call("set_input", context, 0, f32_tensor(probe, np.ones((2, 3)))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.INVALID_ARGUMENT
 
 
 def test_a_tensor_for_a_float_argument(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["scaled"])
+    context = probe.context(PYTORCH, models["scaled"])
     assert probe.call("set_input", context, 0, f32_tensor(probe, np.ones((2,)))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.SUCCESS  # scale keeps its default
     buffer = probe.put(bytes(8))
@@ -564,7 +544,7 @@ def test_a_tensor_for_a_float_argument(models: dict[str, Path]) -> None:
 @pytest.mark.parametrize("name", ["dict", "tuple_int"])
 def test_outputs_that_are_not_tensors(models: dict[str, Path], name: str) -> None:
     probe = probe_for()
-    context = context_for(probe, models[name])
+    context = probe.context(PYTORCH, models[name])
     assert probe.call("set_input", context, 0, f32_tensor(probe, np.ones((2,)))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.INVALID_ARGUMENT
     assert probe.call("get_output", context, 0, probe.put(bytes(8)), 8, OUT + 8) == Errno.INVALID_ARGUMENT
@@ -572,7 +552,7 @@ def test_outputs_that_are_not_tensors(models: dict[str, Path], name: str) -> Non
 
 def test_runtime_error_in_the_model(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     assert probe.call("set_input", context, 0, f32_tensor(probe, np.ones((2, 3)))) == Errno.SUCCESS
     assert probe.call("set_input", context, 1, f32_tensor(probe, np.ones((4, 3)))) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.RUNTIME_ERROR
@@ -580,7 +560,7 @@ def test_runtime_error_in_the_model(models: dict[str, Path]) -> None:
 
 def computed(models: dict[str, Path]) -> tuple[Probe, int]:
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert probe.call("set_input", context, 0, f32_tensor(probe, a)) == Errno.SUCCESS
     assert probe.call("set_input", context, 1, f32_tensor(probe, a)) == Errno.SUCCESS
@@ -597,7 +577,7 @@ def test_37_output_index_out_of_range(models: dict[str, Path]) -> None:
 
 def test_get_output_before_compute(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     assert probe.call("get_output", context, 0, probe.put(bytes(64)), 64, OUT + 8) == Errno.INVALID_ARGUMENT
 
 
@@ -615,7 +595,7 @@ def test_38_40_too_small_buffer_and_size_probe(models: dict[str, Path]) -> None:
 
 def test_int64_output_is_handed_over_as_f32(models: dict[str, Path]) -> None:
     probe = probe_for()
-    context = context_for(probe, models["argmax"])
+    context = probe.context(PYTORCH, models["argmax"])
     scores = np.array([[0.1, 0.9, 0.0], [5.0, 1.0, 7.0]], np.float32)
     assert probe.call("set_input", context, 0, f32_tensor(probe, scores)) == Errno.SUCCESS
     assert probe.call("compute", context) == Errno.SUCCESS
@@ -640,7 +620,7 @@ def test_recompute_replaces_the_outputs(models: dict[str, Path]) -> None:
 def test_input_is_copied_not_aliased(models: dict[str, Path]) -> None:
     """Changing guest memory after set_input does not change what compute sees."""
     probe = probe_for()
-    context = context_for(probe, models["two"])
+    context = probe.context(PYTORCH, models["two"])
     a = probe.tensor([2, 3], F32, np.ones(6, "<f4").tobytes())
     data_ptr = struct.unpack_from("<I", probe.read(a + 12, 4))[0]
     assert probe.call("set_input", context, 0, a) == Errno.SUCCESS

@@ -11,7 +11,6 @@ sent by the guest must not make a framework read host files on its own (ONNX ext
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
@@ -19,14 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, wasinn_cli
+from conftest import Probe, guest_wasm, make_probe, require_backend, require_module, wasinn_run
 from wasinn import Errno, Runtime
+from wasinn.core import GraphEncoding
 
 SECRET = "host secret: the guest must never see this"
-
-
-def wasinn_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return wasinn_cli("run", *args, cwd=cwd, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -230,28 +226,23 @@ def read_through_model(builders: list[bytes], encoding: int, size: int) -> bytes
         probe.instance.close()
 
 
-def external_data_cases() -> list[object]:
-    """The encodings that accept ONNX bytes: OpenVINO (its ONNX frontend), ONNX, autodetect."""
-    from wasinn.abi._wasmedge import CODE_OF_ENCODING
-    from wasinn.backends import backends
-
-    registered = {CODE_OF_ENCODING[info.encoding]: info.installed for info in backends()}
-    onnx_ok = importlib.util.find_spec("onnx") is not None
-    cases = []
-    for encoding, name, module in (
-        (0, "openvino", "openvino"),
-        (1, "onnx", "onnxruntime"),
-        (5, "autodetect", ""),
-    ):
-        usable = (
-            onnx_ok and registered.get(encoding, False) and (not module or importlib.util.find_spec(module))
-        )
-        mark = pytest.mark.skipif(not usable, reason=f"needs onnx and the {name} backend")
-        cases.append(pytest.param(encoding, id=name, marks=mark))
-    return cases
+# The encodings that accept ONNX bytes: OpenVINO (its ONNX frontend), ONNX, autodetect; each
+# with the framework it needs (autodetect needs none of its own). onnx builds the models.
+EXTERNAL_DATA_CASES = [
+    pytest.param((0, GraphEncoding.OPENVINO, ("openvino",)), id="openvino"),
+    pytest.param((1, GraphEncoding.ONNX, ("onnxruntime",)), id="onnx"),
+    pytest.param((5, GraphEncoding.AUTODETECT, ()), id="autodetect"),
+]
 
 
-@pytest.mark.parametrize("encoding", external_data_cases())
+@pytest.fixture(params=EXTERNAL_DATA_CASES)
+def encoding(request: pytest.FixtureRequest) -> int:
+    """The WasmEdge code of an encoding that reads ONNX bytes, once its backend is installed."""
+    code, name, modules = request.param
+    require_backend(name, "onnx", *modules)
+    return int(code)
+
+
 def test_self_contained_onnx_model_output_comes_back(encoding: int) -> None:
     """The control for the two tests below: the same path, weights inside the model.
 
@@ -264,7 +255,6 @@ def test_self_contained_onnx_model_output_comes_back(encoding: int) -> None:
     assert read_through_model([model, b""] if encoding == 0 else [model], encoding, len(payload)) == expected
 
 
-@pytest.mark.parametrize("encoding", external_data_cases())
 def test_model_external_data_cannot_read_host_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: int
 ) -> None:
@@ -277,9 +267,9 @@ def test_model_external_data_cannot_read_host_files(
     assert leaked is None, f"the guest read {leaked!r} from the host"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx to build the model")
 @pytest.mark.usefixtures("openvino_available")
 def test_nn_run_external_data_stays_out_of_the_host_cwd(tmp_path: Path) -> None:
+    require_module("onnx")
     cwd, sandbox = tmp_path / "cwd", tmp_path / "sandbox"
     cwd.mkdir()
     sandbox.mkdir()

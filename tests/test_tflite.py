@@ -8,7 +8,6 @@ so no TensorFlow is needed. The real model is WasmEdge's birds example from shar
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, require_module, run_guest
+from conftest import Probe, guest_wasm, make_probe, require_module, run_guest, stage
 from wasinn import Errno, Runtime
 
 F16, F32, F64, U8, I32, I64 = 0, 1, 2, 3, 4, 5
@@ -223,14 +222,8 @@ def nn_run(
     return run_guest(guest_wasm("nn-run"), *args, cwd=cwd, preload=preload, env={**base, **(env or {})})
 
 
-def stage(directory: Path, file: Path) -> str:
-    """Copy a file into the guest's directory (WASI does not follow links out of it)."""
-    shutil.copy(file, directory / file.name)
-    return file.name
-
-
 def test_fully_connected_f32_matches_native(models: Models, tmp_path: Path) -> None:
-    model = stage(tmp_path, models.fc)
+    (model,) = stage(tmp_path, models.fc)
     x = np.array([[1.0, 2.0, -3.0, 0.25]], np.float32)
     x.tofile(tmp_path / "x.bin")
     result = nn_run(
@@ -253,7 +246,7 @@ def test_fully_connected_f32_matches_native(models: Models, tmp_path: Path) -> N
 
 
 def test_two_i32_inputs_and_two_outputs_match_native(models: Models, tmp_path: Path) -> None:
-    model = stage(tmp_path, models.two)
+    (model,) = stage(tmp_path, models.two)
     a = np.arange(6, dtype=np.int32).reshape(2, 3) - 2
     b = np.arange(6, dtype=np.int32).reshape(2, 3) * -3
     a.tofile(tmp_path / "a.bin")
@@ -272,7 +265,7 @@ def test_two_i32_inputs_and_two_outputs_match_native(models: Models, tmp_path: P
 
 
 def test_f16_input(models: Models, tmp_path: Path) -> None:
-    model = stage(tmp_path, models.half)
+    (model,) = stage(tmp_path, models.half)
     h = np.array([[1.5, -2.0, 0.25, 65504.0, 3.0]], np.float16)
     h.tofile(tmp_path / "h.bin")
     result = nn_run(
@@ -305,7 +298,7 @@ def test_preloaded_model_by_name_repeated(models: Models, tmp_path: Path) -> Non
 
 
 def test_set_input_error_reaches_the_guest_as_errno_and_a_message(models: Models, tmp_path: Path) -> None:
-    model = stage(tmp_path, models.fc)
+    (model,) = stage(tmp_path, models.fc)
     np.zeros(4, np.int32).tofile(tmp_path / "x.bin")
     result = nn_run(tmp_path, "--encoding", "tflite", "--model", model, "--input", "0:i32:1x4:x.bin")
     assert result.returncode == 1
@@ -317,7 +310,7 @@ def test_set_input_error_reaches_the_guest_as_errno_and_a_message(models: Models
 
 @pytest.mark.parametrize("target", ["gpu", "tpu", "auto"])
 def test_non_cpu_target_through_nn_run(models: Models, tmp_path: Path, target: str) -> None:
-    model = stage(tmp_path, models.fc)
+    (model,) = stage(tmp_path, models.fc)
     result = nn_run(tmp_path, "--encoding", "tflite", "--target", target, "--model", model)
     assert result.returncode == 1
     assert f"tflite: only the CPU target is supported, the guest asked for {target.upper()}" in result.stderr
@@ -333,17 +326,6 @@ def runtime_probe() -> Iterator[Probe]:
     probe.instance.close()
 
 
-def load(probe: Probe, blobs: Sequence[bytes], target: int = CPU) -> int:
-    array, count = probe.builders(blobs)
-    return probe.call("load", array, count, TFLITE, target, OUT)
-
-
-def loaded_context(probe: Probe, model: Path) -> int:
-    assert load(probe, [model.read_bytes()]) == Errno.SUCCESS
-    assert probe.call("init_execution_context", probe.u32(OUT), OUT + 4) == Errno.SUCCESS
-    return probe.u32(OUT + 4)
-
-
 def fetch(probe: Probe, context: int, index: int, size: int) -> bytes:
     buffer = probe.put(b"\xaa" * size)
     assert probe.call("get_output", context, index, buffer, size, OUT + 8) == Errno.SUCCESS
@@ -353,7 +335,7 @@ def fetch(probe: Probe, context: int, index: int, size: int) -> bytes:
 
 @pytest.mark.parametrize("target", [GPU, TPU, AUTO])
 def test_12_non_cpu_target(runtime_probe: Probe, models: Models, target: int) -> None:
-    assert load(runtime_probe, [models.fc.read_bytes()], target) == Errno.INVALID_ARGUMENT
+    assert runtime_probe.load(TFLITE, [models.fc.read_bytes()], target) == Errno.INVALID_ARGUMENT
 
 
 def test_12_target_is_checked_before_the_builder_count(models: Models) -> None:
@@ -368,7 +350,7 @@ def test_12_target_is_checked_before_the_builder_count(models: Models) -> None:
 
 @pytest.mark.parametrize("count", [0, 2])
 def test_12_builder_count(runtime_probe: Probe, models: Models, count: int) -> None:
-    assert load(runtime_probe, [models.fc.read_bytes()] * count) == Errno.INVALID_ARGUMENT
+    assert runtime_probe.load(TFLITE, [models.fc.read_bytes()] * count) == Errno.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize(
@@ -379,11 +361,11 @@ def test_12_builder_count(runtime_probe: Probe, models: Models, count: int) -> N
 def test_12_model_that_does_not_parse(runtime_probe: Probe, models: Models, blob: bytes | str) -> None:
     data = models.fc.read_bytes()[:200] if blob == "truncated" else blob
     assert isinstance(data, bytes)
-    assert load(runtime_probe, [data]) == Errno.INVALID_ARGUMENT
+    assert runtime_probe.load(TFLITE, [data]) == Errno.INVALID_ARGUMENT
 
 
 def test_model_with_an_unknown_custom_op_fails_at_load(runtime_probe: Probe, models: Models) -> None:
-    assert load(runtime_probe, [models.custom.read_bytes()]) == Errno.INVALID_ARGUMENT
+    assert runtime_probe.load(TFLITE, [models.custom.read_bytes()]) == Errno.INVALID_ARGUMENT
 
 
 def test_16_zero_length_builder_past_end_does_not_trap(runtime_probe: Probe) -> None:
@@ -435,7 +417,7 @@ def test_27_u8_image_model_set_input(
     models: Models, index: int, dims: list[int], type_word: int, length: int, errno: Errno
 ) -> None:
     probe = make_probe(Runtime(cache=False), pages=32)
-    context = loaded_context(probe, models.image)
+    context = probe.context(TFLITE, models.image)
     assert case_27(probe, context, index, dims, type_word, length) == errno
     if errno == Errno.SUCCESS:
         assert probe.call("compute", context) == Errno.SUCCESS
@@ -445,32 +427,32 @@ def test_27_u8_image_model_set_input(
 
 
 def test_legacy_code_2_is_not_u8_for_an_f32_model(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     # 16 bytes of F64 would be two elements; the model wants f32, so code 2 stays F64 and fails.
     tensor = runtime_probe.tensor([1, 4], F64, b"\0" * 16)
     assert runtime_probe.call("set_input", context, 0, tensor) == Errno.INVALID_ARGUMENT
 
 
 def test_input_type_wasi_nn_cannot_express(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.int8)
+    context = runtime_probe.context(TFLITE, models.int8)
     for type_word in (U8, F16, F32, I32):
         tensor = runtime_probe.tensor([4], type_word, b"\1\2\3\4")
         assert runtime_probe.call("set_input", context, 0, tensor) == Errno.INVALID_ARGUMENT
 
 
 def test_compute_before_set_input_runs_on_zeros(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call("compute", context) == Errno.SUCCESS
     np.testing.assert_array_equal(np.frombuffer(fetch(runtime_probe, context, 0, 12), "<f4"), FC_BIAS)
 
 
 def test_get_output_before_compute_is_zeros(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert fetch(runtime_probe, context, 0, 12) == b"\0" * 12
 
 
 def test_set_input_twice_overwrites_the_slot(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     for values in ((9.0, 9.0, 9.0, 9.0), (1.0, 0.0, 0.0, 0.0)):
         tensor = runtime_probe.tensor([1, 4], F32, struct.pack("<4f", *values))
         assert runtime_probe.call("set_input", context, 0, tensor) == Errno.SUCCESS
@@ -480,7 +462,7 @@ def test_set_input_twice_overwrites_the_slot(runtime_probe: Probe, models: Model
 
 
 def test_contexts_are_independent(runtime_probe: Probe, models: Models) -> None:
-    first = loaded_context(runtime_probe, models.fc)
+    first = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call("init_execution_context", runtime_probe.u32(OUT), OUT + 4) == Errno.SUCCESS
     second = runtime_probe.u32(OUT + 4)
     tensor = runtime_probe.tensor([1, 4], F32, struct.pack("<4f", 1.0, 1.0, 1.0, 1.0))
@@ -493,7 +475,7 @@ def test_contexts_are_independent(runtime_probe: Probe, models: Models) -> None:
 
 
 def test_invoke_failure_is_busy_and_the_context_recovers(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.gather)
+    context = runtime_probe.context(TFLITE, models.gather)
     out_of_range = runtime_probe.tensor([2], I32, struct.pack("<2i", 7, 1))
     assert runtime_probe.call("set_input", context, 0, out_of_range) == Errno.SUCCESS
     assert runtime_probe.call("compute", context) == Errno.BUSY
@@ -509,7 +491,7 @@ def test_interpreter_creation_failure_is_busy(
     from wasinn import GraphEncoding
     from wasinn.backends import get_backend
 
-    assert load(runtime_probe, [models.fc.read_bytes()]) == Errno.SUCCESS
+    assert runtime_probe.load(TFLITE, [models.fc.read_bytes()]) == Errno.SUCCESS
 
     def no_memory(model: bytes) -> Any:
         raise MemoryError("arena allocation failed")
@@ -524,7 +506,7 @@ def test_failed_input_copy_is_busy(
 ) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
 
     def refuse(self: Any, tensor_index: int, value: np.ndarray) -> None:
         raise ValueError("Cannot set tensor")
@@ -535,14 +517,14 @@ def test_failed_input_copy_is_busy(
 
 
 def test_37_output_index_out_of_range(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call("compute", context) == Errno.SUCCESS
     buffer = runtime_probe.put(b"\0" * 16)
     assert runtime_probe.call("get_output", context, 1, buffer, 16, OUT + 8) == Errno.INVALID_ARGUMENT
 
 
 def test_38_to_40_output_size_protocol(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call("compute", context) == Errno.SUCCESS
     buffer = runtime_probe.put(b"\xaa" * 12)
     assert runtime_probe.call("get_output", context, 0, buffer, 11, OUT + 8) == Errno.TOO_LARGE
@@ -554,18 +536,18 @@ def test_38_to_40_output_size_protocol(runtime_probe: Probe, models: Models) -> 
 
 @pytest.mark.parametrize("call", ["compute_single", "fini_single"])
 def test_43_streaming_on_tflite(runtime_probe: Probe, models: Models, call: str) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call(call, context) == Errno.INVALID_ARGUMENT
 
 
 def test_43_get_output_single_on_tflite(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     buffer = runtime_probe.put(b"\0" * 16)
     assert runtime_probe.call("get_output_single", context, 0, buffer, 16, OUT + 8) == Errno.INVALID_ARGUMENT
 
 
 def test_49_unload_keeps_outputs_and_refuses_compute(runtime_probe: Probe, models: Models) -> None:
-    context = loaded_context(runtime_probe, models.fc)
+    context = runtime_probe.context(TFLITE, models.fc)
     assert runtime_probe.call("compute", context) == Errno.SUCCESS
     assert runtime_probe.call("unload", runtime_probe.u32(OUT)) == Errno.SUCCESS
     np.testing.assert_array_equal(np.frombuffer(fetch(runtime_probe, context, 0, 12), "<f4"), FC_BIAS)
@@ -605,7 +587,7 @@ def bird_rgb(shared_data: Path) -> np.ndarray:
 def run_birds(
     folder: Path, model: Path, rgb: np.ndarray, type_code: str, env: dict[str, str] | None = None
 ) -> tuple[np.ndarray, str]:
-    name = stage(folder, model)
+    (name,) = stage(folder, model)
     rgb.tofile(folder / "bird.rgb")
     result = nn_run(
         folder,
@@ -647,7 +629,7 @@ def test_birds_with_xnnpack_matches_native_xnnpack(birds: Path, bird_rgb: np.nda
 
 def test_27_on_the_birds_model(birds: Path) -> None:
     probe = make_probe(Runtime(cache=False), pages=128)
-    context = loaded_context(probe, birds)
+    context = probe.context(TFLITE, birds)
     for (index, dims, type_word, length, errno), case in zip(CASE_27, CASE_27_IDS, strict=True):
         assert case_27(probe, context, index, dims, type_word, length) == errno, case
     assert probe.call("compute", context) == Errno.SUCCESS

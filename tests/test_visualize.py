@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import shared_file
+from conftest import require_module, shared_file
 from wasinn.tools import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -239,12 +238,8 @@ def test_native_openvino_segments_the_road_like_the_seed(tmp_path: Path) -> None
     image = shared_file(ROAD_DIR, "empty_road_mapillary.jpg")
     model = shared_file(ROAD_DIR, "road-segmentation-adas-0001.xml")
     reference = shared_file(ROAD_DIR, "reference_segmentation_result.png")
-    try:
-        import openvino
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("openvino is not installed: pip install 'wasinn[openvino]'")
+    require_module("openvino")
+    import openvino
 
     compiled = openvino.Core().compile_model(str(model), "CPU")
     # The model takes NCHW; the seed's guest hands the same bytes over in HWC, which the

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.bench import Case, Plan, Record, alternate
+from wasinn.bench_types import Case, Plan, Record, alternate
 from wasinn.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]

@@ -49,8 +49,17 @@ def define_i32_func(
     i32 = wasmtime.ValType.i32()
     func_type = wasmtime.FuncType([i32] * arity, [i32] if returns else [])
     if _DEFINE is None:
-        linker.define_func(module, name, func_type, func)
-        return func
+
+        def parked(*params: int) -> int | None:
+            # wasmtime-py also keeps the exception, but in one slot for every thread.
+            try:
+                return func(*params)
+            except BaseException as err:
+                park(err)
+                raise
+
+        linker.define_func(module, name, func_type, parked)
+        return parked
 
     def callback(_env: Any, _caller: Any, slots: Any, _count: int) -> int:
         try:
