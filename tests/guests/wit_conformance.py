@@ -6,11 +6,13 @@ current directory. Errors are reported as {"error": [code, data]}, never raised,
 WIT `err` is checked by the test. Only standard library modules: there is no numpy here.
 """
 
+import array
 import json
 import sys
 
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.imports import chunks
 from wit_world.imports import wasi_nn_errors_0_2_0_rc_2024_06_25 as errors_0625
 from wit_world.imports import wasi_nn_errors_0_2_0_rc_2024_10_28 as errors
 from wit_world.imports import wasi_nn_graph_0_2_0_rc_2024_06_25 as graph_0625
@@ -50,8 +52,6 @@ def outputs(results):
 
 
 def f32_tensor(dims, values, module=tensor):
-    import array
-
     return module.Tensor(dims, module.TensorType.FP32, array.array("f", values).tobytes())
 
 
@@ -169,8 +169,6 @@ def big(args):
 
 def chunked(args):
     """wasinn:nn/chunks: a tensor built from pieces, and a model loaded from tensors."""
-    from wit_world.imports import chunks
-
     total = int(args[0])
     piece = bytes(range(256)) * 4096  # 1 MiB
     t = tensor.Tensor([total], tensor.TensorType.U8, piece[: min(total, len(piece))])

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from wasmtime.component import Linker, LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
 
 from wasinn.core import (
+    BackendError,
     Errno,
     ExecutionContext,
     ExecutionTarget,
@@ -278,7 +279,12 @@ class WitNN:
         encoding = _ENCODINGS[case]
         if not self._has_backend(encoding):
             raise InvalidEncoding(f"no backend for the {case} encoding in this wasinn")
-        graph = self.session.load(builders, encoding, _TARGETS[target])
+        try:
+            graph = self.session.load(builders, encoding, _TARGETS[target])
+        except InvalidArgument as err:
+            # wasmtime reports every backend failure in load as runtime-error (§3.2, §11 case 9-10);
+            # the legacy ABI keeps WasmEdge's invalid_argument for the same mistakes.
+            raise BackendError(str(err)) from None
         return self._add(self.graphs, graph, GRAPH)
 
     def _load_by_name(self, store: Any, name: str) -> Variant:
