@@ -70,7 +70,11 @@ def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
     double = helper.make_graph(
-        [helper.make_node("Mul", [SINGLE_INPUT, "two"], ["y"])], "double", [f32(SINGLE_INPUT)], [f32("y")], [two]
+        [helper.make_node("Mul", [SINGLE_INPUT, "two"], ["y"])],
+        "double",
+        [f32(SINGLE_INPUT)],
+        [f32("y")],
+        [two],
     )
     return {"pair": save(pair, "pair"), "double": save(double, "double")}
 
@@ -200,7 +204,9 @@ def test_load_by_bytes_and_encoding_errors(conformance_wasm: Path, guest_dir: Pa
     two_parts = scenario(conformance_wasm, guest_dir, "load", "onnx", "cpu", "pair.onnx", "pair.onnx")
     assert "builder" in assert_error(two_parts, "runtime-error")
     (guest_dir / "corrupt.onnx").write_bytes(b"this is not a model" * 10)
-    assert_error(scenario(conformance_wasm, guest_dir, "load", "onnx", "cpu", "corrupt.onnx"), "runtime-error")
+    assert_error(
+        scenario(conformance_wasm, guest_dir, "load", "onnx", "cpu", "corrupt.onnx"), "runtime-error"
+    )
     tpu = scenario(conformance_wasm, guest_dir, "load", "onnx", "tpu", "pair.onnx")
     assert "TPU" in assert_error(tpu, "runtime-error", "unsupported-operation")
 
@@ -269,7 +275,13 @@ def test_pytorch_binds_inputs_in_list_order(conformance_wasm: Path, guest_dir: P
     torch.jit.save(torch.jit.script(Difference()), str(guest_dir / "difference.pt"))
     preload = [f"difference:pytorch:cpu:{guest_dir / 'difference.pt'}"]
     seen = scenario(
-        conformance_wasm, guest_dir, "compute", "difference", "zz:1x4:10,20,30,40", "aa:1x4:1,2,3,4", preload=preload
+        conformance_wasm,
+        guest_dir,
+        "compute",
+        "difference",
+        "zz:1x4:10,20,30,40",
+        "aa:1x4:1,2,3,4",
+        preload=preload,
     )
     ((name, dims, kind, data),) = seen["ok"]
     assert (name, dims, kind) == ("0", [1, 4], "FP32")
@@ -279,7 +291,9 @@ def test_pytorch_binds_inputs_in_list_order(conformance_wasm: Path, guest_dir: P
 # ------------------------------------------------------------------ ownership (18, 30, 40)
 
 
-def test_moved_inputs_and_dropped_outputs_leave_no_host_state(conformance_wasm: Path, guest_dir: Path) -> None:
+def test_moved_inputs_and_dropped_outputs_leave_no_host_state(
+    conformance_wasm: Path, guest_dir: Path
+) -> None:
     """Cases 18 and 30: 50 computes; every input is taken by the host, every output dropped
     by the guest runs the destructor: nothing is left in the tables."""
     ran = Scenario(conformance_wasm, guest_dir, "repeat", "double", SINGLE_INPUT, "50")
@@ -357,20 +371,22 @@ def call_export(instance: ComponentInstance, name: str) -> Any:
     ("export", "message"),
     [("stale", "unknown handle index"), ("wrong-type", "used with the wrong type")],
 )
-def test_stale_and_wrong_type_handles_trap_before_the_host(stale_component: Path, export: str, message: str) -> None:
+def test_stale_and_wrong_type_handles_trap_before_the_host(
+    stale_component: Path, export: str, message: str
+) -> None:
     """Case 31, through a hand-written component: the canonical ABI traps; no host code runs
     (a host lookup would have raised KeyError instead)."""
     runtime = Runtime(cache=False)
     with instantiate_component(runtime, stale_component, []) as instance:
         assert call_export(instance, "fresh") == 4  # U8 is case 4 in WIT
-    with instantiate_component(runtime, stale_component, []) as instance:
-        with pytest.raises(wasmtime.WasmtimeError, match=message):
-            call_export(instance, export)
+    with (
+        instantiate_component(runtime, stale_component, []) as instance,
+        pytest.raises(wasmtime.WasmtimeError, match=message),
+    ):
+        call_export(instance, export)
 
 
-def test_a_method_that_keeps_its_borrow_traps(
-    stale_component: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_method_that_keeps_its_borrow_traps(stale_component: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Case 36: wasmtime-py traps when a host method never releases ``self``."""
     monkeypatch.setattr(wit.WitNN, "_tensor_ty", lambda self, store, self_: "U8")
     with (
@@ -419,7 +435,9 @@ def test_the_06_25_error_constructor_echoes(conformance_wasm: Path, guest_dir: P
 # ------------------------------------------------------------------ sizes (39) and the fast path
 
 
-def test_one_call_past_the_hostcall_limit_traps_with_a_clear_message(conformance_wasm: Path, guest_dir: Path) -> None:
+def test_one_call_past_the_hostcall_limit_traps_with_a_clear_message(
+    conformance_wasm: Path, guest_dir: Path
+) -> None:
     """Case 39: 2,796,201 bytes pass in one call; one more traps, naming the limit."""
     assert scenario(conformance_wasm, guest_dir, "big", "2796201") == 2_796_201
     with pytest.raises(GuestTrap, match="2,796,201 bytes"):

@@ -156,4 +156,3 @@ class ComponentInstance:
 
 def instantiate_component(runtime: Runtime, path: Path, args: Sequence[str]) -> ComponentInstance:
     return ComponentInstance(runtime, component_cache(runtime).load(path), [str(path), *args])
-

@@ -36,7 +36,11 @@ def world_wit(versions: Sequence[str]) -> str:
     imports = [f"  import wasi:nn/{name}@{version};" for version in versions for name in NN_INTERFACES]
     if NN_VERSIONS[0] in versions:
         imports.append("  import wasinn:nn/chunks@0.1.0;")
-    return "package wasinn:app;\n\nworld command {\n  export wasi:cli/run@0.2.0;\n" + "\n".join(imports) + "\n}\n"
+    return (
+        "package wasinn:app;\n\nworld command {\n  export wasi:cli/run@0.2.0;\n"
+        + "\n".join(imports)
+        + "\n}\n"
+    )
 
 
 def _stage_wit(directory: Path, versions: Sequence[str]) -> None:
@@ -57,7 +61,9 @@ def _sources(paths: Sequence[Path]) -> list[Path]:
             if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".wit", ".toml"}:
                 found.append(path)
                 if len(found) > MAX_SOURCE_FILES:
-                    raise ConfigError(f"more than {MAX_SOURCE_FILES} source files under {root}; build from a smaller directory")
+                    raise ConfigError(
+                        f"more than {MAX_SOURCE_FILES} source files under {root}; build from a smaller one"
+                    )
     return found
 
 
@@ -144,7 +150,12 @@ def _copy(source: Path, target: Path) -> None:
 @click.argument("app", metavar="APP.py", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, metavar="APP.wasm", help="Where to write the component.")
 @click.option(
-    "-p", "--path", "paths", multiple=True, metavar="DIR", help="One more directory to import Python modules from."
+    "-p",
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="DIR",
+    help="One more directory to import Python modules from.",
 )
 @click.option(
     "--nn-version",
@@ -154,7 +165,9 @@ def _copy(source: Path, target: Path) -> None:
     help="wasi:nn version(s) to import (default 0.2.0-rc-2024-10-28, which wasinn_guest uses).",
 )
 @click.option("--no-cache", is_flag=True, help="Build even when the same sources were built before.")
-def build_command(app: str, output: str, paths: tuple[str, ...], versions: tuple[str, ...], no_cache: bool) -> None:
+def build_command(
+    app: str, output: str, paths: tuple[str, ...], versions: tuple[str, ...], no_cache: bool
+) -> None:
     """Build APP.py (which defines the wasi:cli Run class) into a wasi:nn component."""
     from wasinn.cli import fail
 

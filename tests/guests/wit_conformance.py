@@ -100,7 +100,9 @@ def compute(args):
     inputs = []
     for spec in specs:
         name, dims, values = spec.split(":")
-        inputs.append((name, f32_tensor([int(d) for d in dims.split("x")], [float(v) for v in values.split(",")])))
+        inputs.append(
+            (name, f32_tensor([int(d) for d in dims.split("x")], [float(v) for v in values.split(",")]))
+        )
     return attempt(lambda: outputs(ctx.compute(inputs)))
 
 
@@ -189,9 +191,12 @@ def chunked(args):
                 chunks.append(part, blob[1000:])
             parts.append(part)
         result["load"] = attempt(
-            lambda: chunks.load_parts(parts, graph.GraphEncoding[encoding.upper()], graph.ExecutionTarget.CPU)
-            .__exit__(None, None, None)
-            or "loaded"
+            lambda: (
+                chunks.load_parts(
+                    parts, graph.GraphEncoding[encoding.upper()], graph.ExecutionTarget.CPU
+                ).__exit__(None, None, None)
+                or "loaded"
+            )
         )
     return result
 
@@ -233,8 +238,10 @@ def error_constructor(args):
 SCENARIOS = {
     name: function
     for name, function in globals().items()
-    if callable(function) and name not in {"read", "failure", "attempt", "describe", "outputs", "f32_tensor"}
-    and not name.startswith("_") and function.__module__ == __name__
+    if callable(function)
+    and name not in {"read", "failure", "attempt", "describe", "outputs", "f32_tensor"}
+    and not name.startswith("_")
+    and function.__module__ == __name__
 }
 
 

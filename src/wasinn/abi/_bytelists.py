@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types
 
@@ -35,10 +36,10 @@ def layout_matches() -> bool:
     return ctypes.sizeof(_VAL) == _STRIDE and payload is not None and payload.offset == _PAYLOAD
 
 
-def _elements(data: Any, count: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    base = ctypes.addressof(data.contents)
-    raw = (ctypes.c_ubyte * (count * _STRIDE)).from_address(base)
-    return np.frombuffer(raw, dtype=np.uint8).reshape(count, _STRIDE)
+def _elements(data: Any, count: int) -> npt.NDArray[np.uint8]:
+    """The ``count`` values at ``data`` as rows of 32 bytes (no copy)."""
+    raw = (ctypes.c_ubyte * (count * _STRIDE)).from_address(ctypes.addressof(data.contents))
+    return np.frombuffer(memoryview(raw).cast("B"), dtype=np.uint8).reshape(count, _STRIDE)
 
 
 def _from_c(self: _types.ListType, c: Any) -> Any:

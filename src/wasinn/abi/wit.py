@@ -288,7 +288,9 @@ class WitNN:
         return self._add(self.graphs, graph, GRAPH)
 
     def _load_by_name(self, store: Any, name: str) -> Variant:
-        return self._tagged("load-by-name", lambda: self._add(self.graphs, self.session.load_by_name(name), GRAPH))
+        return self._tagged(
+            "load-by-name", lambda: self._add(self.graphs, self.session.load_by_name(name), GRAPH)
+        )
 
     def _init_execution_context(self, store: Any, self_: ResourceAny) -> Variant:
         graph = self.graphs[self._rep(store, self_)]
@@ -349,7 +351,9 @@ class WitNN:
             tensor = host.outputs.get(name)
             if tensor is None:
                 known = ", ".join(host.outputs) or "none"
-                raise InvalidArgument(f"get-output: the model has no output named {name!r} (outputs: {known})")
+                raise InvalidArgument(
+                    f"get-output: the model has no output named {name!r} (outputs: {known})"
+                )
             return self._add(self.tensors, HostTensor(tensor.dims, tensor.case, tensor.data), TENSOR)
 
         return self._tagged("get-output", get_output)
