@@ -20,8 +20,8 @@ from wasmtime import component
 
 from wasinn.abi import _bytelists
 from wasinn.abi.wit import WitNN
-from wasinn.backends import backends, get_backend
-from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError, NNSession
+from wasinn.backends import backends
+from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from wasinn.runtime import ModuleCache, first_line
 
 if TYPE_CHECKING:
@@ -76,18 +76,10 @@ class ComponentInstance:
     """One instantiated component: its store, WASI p2 state and ``wasi:nn`` resources."""
 
     def __init__(self, runtime: Runtime, compiled: component.Component, argv: Sequence[str]) -> None:
-        self.limits = limits = runtime.limits
+        self.limits = runtime.limits
         self.store, self._deadline = runtime.new_store()
         self.store.set_wasi(runtime.wasi_config(argv))
-        self.nn = NNSession(
-            get_backend,
-            runtime.registry,
-            max_graphs=limits.max_graphs,
-            max_contexts=limits.max_contexts,
-            max_model_bytes=limits.max_model_bytes,
-            max_tensor_bytes=limits.max_tensor_bytes,
-            deadline=self._time_left,
-        )
+        self.nn = runtime.new_session(self._time_left)
         _bytelists.install()
         installed = _installed_backends()
         self.wit = WitNN(self.nn, installed.__contains__)

@@ -8,7 +8,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,11 +24,12 @@ from wasinn.core import (
     GuestExit,
     GuestTrap,
     LimitExceeded,
+    ModelRegistry,
     ModuleError,
-    NamedModel,
-    NNHost,
+    NNSession,
     Preload,
 )
+from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
 
 if TYPE_CHECKING:
@@ -63,49 +64,6 @@ class Limits:
         for name, value in vars(self).items():
             if value is not None and value < 0:
                 raise ConfigError(f"limit {name} must not be negative, got {value}")
-
-
-@dataclass(frozen=True)
-class DirMapping:
-    """A host directory visible to the guest, as WasmEdge's ``--dir GUEST:HOST[:readonly]``."""
-
-    guest: str
-    host: Path
-    readonly: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> DirMapping:
-        fields = text.split(":")
-        readonly = len(fields) > 1 and fields[-1] == "readonly"
-        if readonly:
-            fields = fields[:-1]
-        if len(fields) == 1:
-            guest = host = fields[0]  # a bare PATH maps to itself
-        elif len(fields) == 2:
-            guest, host = fields
-        else:
-            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
-        if not guest or not host:
-            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
-        return cls(guest, Path(host), readonly)
-
-    def check(self) -> None:
-        if not self.host.is_dir():
-            problem = "does not exist" if not self.host.exists() else "is not a directory"
-            raise ConfigError(f"--dir {self.guest}:{self.host}: the host path {problem}")
-
-
-def parse_env(items: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
-    """Environment variables for the guest, from a mapping or ``NAME=VALUE`` strings."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    env = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"bad --env {item!r}: expected NAME=VALUE")
-        env[name] = value
-    return env
 
 
 class ModuleCache:
@@ -259,9 +217,9 @@ class Runtime:
         for mapping in self.dirs:
             mapping.check()
         self.env = parse_env(env)
-        self.named_models = [
-            NamedModel.from_preload(p if isinstance(p, Preload) else Preload.parse(p)) for p in preload
-        ]
+        self.preloads = [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
+        # Read now, loaded once on first use and shared by every instance of this runtime.
+        self.registry = ModelRegistry(self.preloads, get_backend)
         self.limits = limits
         # Files for the guest's standard streams; None passes this process's own through.
         self.stdio = (stdin, stdout, stderr)
@@ -291,6 +249,16 @@ class Runtime:
         with epoch_ticker(self.engine), self._instantiate_any(module, args) as instance:
             return instance.run()
 
+    def close(self) -> None:
+        """Release the preloaded models; instances made by this runtime must be closed first."""
+        self.registry.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _instantiate_any(self, module: str | Path, args: Sequence[str]) -> Instance | ComponentInstance:
         from wasinn.component import instantiate_component, is_component  # it builds on this module
 
@@ -313,6 +281,19 @@ class Runtime:
         if limits.memory_pages is not None:
             store.set_limits(memory_size=limits.memory_pages * WASM_PAGE)
         return store, deadline
+
+    def new_session(self, deadline: Callable[[], float | None]) -> NNSession:
+        """The WASI-NN state of one guest: this runtime's models and limits."""
+        limits = self.limits
+        return NNSession(
+            get_backend,
+            self.registry,
+            max_graphs=limits.max_graphs,
+            max_contexts=limits.max_contexts,
+            max_model_bytes=limits.max_model_bytes,
+            max_tensor_bytes=limits.max_tensor_bytes,
+            deadline=deadline,
+        )
 
     def wasi_config(self, argv: Sequence[str]) -> wasmtime.WasiConfig:
         """WASI for one guest (preview 1 for modules, preview 2 for components)."""
@@ -341,18 +322,10 @@ class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
 
     def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
-        self.limits = limits = runtime.limits
+        self.limits = runtime.limits
         self.store, self._deadline = runtime.new_store()
         self.store.set_wasi(runtime.wasi_config(argv))
-        self.nn = NNHost(
-            get_backend,
-            runtime.named_models,
-            max_graphs=limits.max_graphs,
-            max_contexts=limits.max_contexts,
-            max_model_bytes=limits.max_model_bytes,
-            max_tensor_bytes=limits.max_tensor_bytes,
-            deadline=self._time_left,
-        )
+        self.nn = runtime.new_session(self._time_left)
         self._pending: BaseException | None = None  # raised by a host function of this instance
         self._abi = EphemeralNN(self.nn, self._park)
         linker = wasmtime.Linker(runtime.engine)
@@ -423,7 +396,7 @@ class Instance:
         return 0
 
     def close(self) -> None:
-        self.nn.close()
+        self._abi.close()
 
     def __enter__(self) -> Instance:
         return self
