@@ -19,12 +19,12 @@ import pytest
 import wasmtime
 from wasmtime import component
 
-from conftest import REPO, require_module
+from conftest import REPO, python_guest, require_module, wasinn_cli
 from wasinn import Runtime
 from wasinn.abi import _bytelists, _wasmedge, wit
 from wasinn.component import ComponentCache, ComponentInstance, instantiate_component, is_component
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, GuestTrap, ModuleError, TensorType
-from wasinn.guest_build import NN_VERSIONS, build
+from wasinn.guest_build import NN_VERSIONS
 
 GUESTS = REPO / "tests" / "guests"
 SINGLE_INPUT = "x"
@@ -35,10 +35,7 @@ SINGLE_INPUT = "x"
 
 @pytest.fixture(scope="session")
 def conformance_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_module("componentize_py")
-    target = tmp_path_factory.mktemp("guest") / "wit_conformance.wasm"
-    build(GUESTS / "wit_conformance.py", target, versions=NN_VERSIONS)
-    return target
+    return python_guest(GUESTS / "wit_conformance.py", tmp_path_factory.mktemp("guest"), versions=NN_VERSIONS)
 
 
 @pytest.fixture(scope="session")
@@ -517,3 +514,29 @@ def test_missing_componentize_is_reported(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(guest_build.metadata, "version", absent)
     with pytest.raises(ConfigError, match="componentize-py"):
         guest_build.build_key(Path("app.py"), [], NN_VERSIONS[:1])
+
+
+# ------------------------------------------------------------------ wasinn run
+
+
+def test_wasinn_run_gives_a_component_its_dirs_env_and_models(
+    conformance_wasm: Path, guest_dir: Path
+) -> None:
+    """The CLI tells a component from a module by its header and runs it as a wasi:cli command."""
+    ran = wasinn_cli(
+        "run", "--dir", ".:.", "--env", "GREETING=hello", str(conformance_wasm), "environment", "GREETING",
+        "pair.onnx", cwd=guest_dir,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {"env": "hello", "size": (guest_dir / "pair.onnx").stat().st_size}
+    named = wasinn_cli(
+        "run",
+        f"--nn-preload=pair:onnx:cpu:{guest_dir / 'pair.onnx'}",
+        str(conformance_wasm),
+        "by-name",
+        "pair",
+    )
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout) == {"ok": "loaded"}
+    trapped = wasinn_cli("run", str(conformance_wasm), "big", "3000000")
+    assert trapped.returncode == 134 and "2,796,201 bytes" in trapped.stderr

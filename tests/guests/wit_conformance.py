@@ -8,6 +8,7 @@ WIT `err` is checked by the test. Only standard library modules: there is no num
 
 import array
 import json
+import os
 import sys
 
 from componentize_py_types import Err
@@ -228,6 +229,11 @@ def old_api(args):
         except Err as err:
             result["bad-input"] = failure(err)
     return result
+
+
+def environment(args):
+    """What `wasinn run --env/--dir` gave the guest: a variable and a file's size."""
+    return {"env": os.environ.get(args[0]), "size": len(read(args[1]))}
 
 
 def error_constructor(args):
