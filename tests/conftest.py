@@ -299,3 +299,13 @@ def native_infer(xml: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     compiled = ov.Core().compile_model(str(xml), "CPU")
     result = compiled.create_infer_request().infer(list(inputs))
     return [np.array(result[output]) for output in compiled.outputs]
+
+
+def python_guest(source: Path, directory: Path, *, versions: Sequence[str] = ()) -> Path:
+    """``wasinn build`` of a Python guest into ``directory`` (cached by content across runs)."""
+    require_module("componentize_py")
+    from wasinn.guest_build import NN_VERSIONS, build
+
+    target = directory / source.with_suffix(".wasm").name
+    build(source, target, versions=versions or NN_VERSIONS[:1])
+    return target

@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
         "models": "wasinn.models:models_command",
         "demo": "wasinn.demo:demo_command",
         "bench": "wasinn.bench:bench_command",
+        "build": "wasinn.guest_build:build_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

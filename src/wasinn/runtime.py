@@ -8,11 +8,11 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
@@ -31,6 +31,9 @@ from wasinn.core import (
 )
 from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
+
+if TYPE_CHECKING:
+    from wasinn.component import ComponentInstance
 
 # Bump when the engine configuration below changes: it is part of the cache key.
 ENGINE_FINGERPRINT = "cranelift-epoch-v2"
@@ -71,7 +74,7 @@ class ModuleCache:
         self._directory = directory
         self._fingerprint = fingerprint  # what else about the engine changes compiled code
 
-    def load(self, path: Path) -> wasmtime.Module:
+    def load(self, path: Path) -> Any:
         try:
             wasm = path.read_bytes()
         except OSError as err:
@@ -81,14 +84,17 @@ class ModuleCache:
         cached = self._directory / f"{self._key(wasm)}.cwasm"
         if cached.is_file():
             try:
-                return wasmtime.Module.deserialize_file(self._engine, str(cached))
+                return self._deserialize(cached)
             except wasmtime.WasmtimeError:
                 pass  # stale or damaged: compile again and overwrite
         module = self._compile(path, wasm)
         self._store(cached, module)
         return module
 
-    def _compile(self, path: Path, wasm: bytes) -> wasmtime.Module:
+    def _deserialize(self, cached: Path) -> Any:
+        return wasmtime.Module.deserialize_file(self._engine, str(cached))
+
+    def _compile(self, path: Path, wasm: bytes) -> Any:
         try:
             return wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as err:
@@ -101,7 +107,7 @@ class ModuleCache:
         return digest.hexdigest()
 
     @staticmethod
-    def _store(target: Path, module: wasmtime.Module) -> None:
+    def _store(target: Path, module: Any) -> None:
         # A cache that cannot be written only costs speed, never the run.
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -238,9 +244,9 @@ class Runtime:
         :class:`~wasinn.core.ModuleError` when the module cannot be loaded.
         """
         if self.limits.time_limit_ms is None:
-            with self.instantiate(module, args) as instance:
+            with self._instantiate_any(module, args) as instance:
                 return instance.run()
-        with epoch_ticker(self.engine), self.instantiate(module, args) as instance:
+        with epoch_ticker(self.engine), self._instantiate_any(module, args) as instance:
             return instance.run()
 
     def close(self) -> None:
@@ -253,29 +259,50 @@ class Runtime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _instantiate_any(self, module: str | Path, args: Sequence[str]) -> Instance | ComponentInstance:
+        from wasinn.component import instantiate_component, is_component  # it builds on this module
 
-class Instance:
-    """One instantiated guest: its store, WASI state and WASI-NN handles."""
+        if is_component(module):
+            return instantiate_component(self, Path(module), args)
+        return self.instantiate(module, args)
 
-    def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
-        self.limits = limits = runtime.limits
-        self.store = wasmtime.Store(runtime.engine)
-        self._deadline: float | None = None
+    def new_store(self) -> tuple[wasmtime.Store, float | None]:
+        """A store with this runtime's limits applied, and its deadline (``time.monotonic``)."""
+        limits = self.limits
+        store = wasmtime.Store(self.engine)
+        deadline = None
         if limits.time_limit_ms is not None:
-            self._deadline = time.monotonic() + limits.time_limit_ms / 1000
-            self.store.set_epoch_deadline(max(1, math.ceil(limits.time_limit_ms / 1000 / EPOCH_TICK_SECONDS)))
+            deadline = time.monotonic() + limits.time_limit_ms / 1000
+            store.set_epoch_deadline(max(1, math.ceil(limits.time_limit_ms / 1000 / EPOCH_TICK_SECONDS)))
         else:
-            self.store.set_epoch_deadline(NO_DEADLINE)
+            store.set_epoch_deadline(NO_DEADLINE)
         if limits.gas is not None:
-            self.store.set_fuel(limits.gas)
+            store.set_fuel(limits.gas)
         if limits.memory_pages is not None:
-            self.store.set_limits(memory_size=limits.memory_pages * WASM_PAGE)
+            store.set_limits(memory_size=limits.memory_pages * WASM_PAGE)
+        return store, deadline
+
+    def new_session(self, deadline: Callable[[], float | None]) -> NNSession:
+        """The WASI-NN state of one guest: this runtime's models and limits."""
+        limits = self.limits
+        return NNSession(
+            get_backend,
+            self.registry,
+            max_graphs=limits.max_graphs,
+            max_contexts=limits.max_contexts,
+            max_model_bytes=limits.max_model_bytes,
+            max_tensor_bytes=limits.max_tensor_bytes,
+            deadline=deadline,
+        )
+
+    def wasi_config(self, argv: Sequence[str]) -> wasmtime.WasiConfig:
+        """WASI for one guest (preview 1 for modules, preview 2 for components)."""
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(argv)
-        wasi.env = list(runtime.env.items())
-        for mapping in runtime.dirs:
+        wasi.env = list(self.env.items())
+        for mapping in self.dirs:
             wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
-        stdin, stdout, stderr = runtime.stdio
+        stdin, stdout, stderr = self.stdio
         if stdin is None:
             wasi.inherit_stdin()
         else:
@@ -288,16 +315,17 @@ class Instance:
             wasi.inherit_stderr()
         else:
             wasi.stderr_file = str(stderr)
-        self.store.set_wasi(wasi)
-        self.nn = NNSession(
-            get_backend,
-            runtime.registry,
-            max_graphs=limits.max_graphs,
-            max_contexts=limits.max_contexts,
-            max_model_bytes=limits.max_model_bytes,
-            max_tensor_bytes=limits.max_tensor_bytes,
-            deadline=self._time_left,
-        )
+        return wasi
+
+
+class Instance:
+    """One instantiated guest: its store, WASI state and WASI-NN handles."""
+
+    def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
+        self.limits = runtime.limits
+        self.store, self._deadline = runtime.new_store()
+        self.store.set_wasi(runtime.wasi_config(argv))
+        self.nn = runtime.new_session(self._time_left)
         self._pending: BaseException | None = None  # raised by a host function of this instance
         self._abi = EphemeralNN(self.nn, self._park)
         linker = wasmtime.Linker(runtime.engine)
