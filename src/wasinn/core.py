@@ -11,9 +11,11 @@ import enum
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -491,6 +493,11 @@ class Preload:
         """Read every path now, so a missing file is reported at start-up, naming it."""
         blobs = []
         for path in self.paths:
+            if self.encoding is GraphEncoding.TENSORFLOW and os.path.isdir(path):
+                from wasinn.archive import pack_directory  # a SavedModel: the directory as one blob
+
+                blobs.append(pack_directory(Path(path)))
+                continue
             try:
                 with open(path, "rb") as file:
                     blobs.append(file.read())
