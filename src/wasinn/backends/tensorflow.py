@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banner is no
 
 import tensorflow as tf  # noqa: E402
 
+tf.get_logger().setLevel("ERROR")  # the v1 loader's deprecation notices are not the guest's business
+
 from wasinn.archive import is_archive, unpack_directory  # noqa: E402
 from wasinn.backends._common import check_builder_count, check_index, dtype_label, error_lines  # noqa: E402
 from wasinn.core import (  # noqa: E402
@@ -142,6 +144,10 @@ class TFSession:
         fetch_tensors = tuple(endpoint.tensor() for endpoint in fetches)
         if len(set(feed_tensors)) != len(feed_tensors):
             raise Busy("tensorflow: two inputs feed the same tensor")
+        for tensor, (_, array) in zip(feed_tensors, feeds, strict=True):
+            # session.run would silently convert; the C API WasmEdge uses refuses the mismatch.
+            if array.dtype != tensor.dtype.as_numpy_dtype:
+                raise Busy(f"tensorflow: {tensor.name} is {tensor.dtype.name}, the guest fed {array.dtype} data")
         key = (feed_tensors, fetch_tensors)
         try:
             run = self._callables.get(key)
