@@ -8,6 +8,9 @@
  *   saved DIR INPUT.f32 N           a SavedModel: x f32[1,N] in, y out; writes saved.bin
  *   birds MODEL.tflite IMAGE        TFLite classifier; writes birds.bin
  *   image TYPE W H IMAGE OUT        load_image to OUT (raw pixels)
+ *   bench MODEL.pb INPUT.f32 OUTPUT --repeat N --time
+ *                                   N rounds of append_input("input", f32 NHWC from the file's
+ *                                   [1,H,W,3] with H=W) + run + get_output; prints time_ns per round
  *   conformance                     the spec's error-path cases over the files the test made;
  *                                   prints NAME=VALUE lines
  *
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TF(name) __attribute__((import_module("wasmedge_tensorflow"), import_name(#name)))
 #define TFL(name) __attribute__((import_module("wasmedge_tensorflowlite"), import_name(#name)))
@@ -183,6 +187,36 @@ static int image(u32 type, u32 w, u32 h, const char *path, const char *out_path)
     unsigned char *out = malloc(out_len);
     check(load_image(P(data), len, w, h, type, P(out), out_len), "load_image");
     write_file(out_path, out, out_len);
+    return 0;
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int bench(const char *model_path, const char *input_path, const char *output, int repeat) {
+    u32 model_len, input_len, session, id, len = 0, written;
+    unsigned char *model = read_file(model_path, &model_len);
+    float *input = (float *)read_file(input_path, &input_len);
+    u32 side = 1;
+    while (side * side * 3 * 4 < input_len) side++;
+    uint64_t dims[4] = {1, side, side, 3};
+    check(tf_create_session(P(model), model_len, P(&session)), "create_session");
+    check(tf_append_output(session, S(output)), "append_output");
+    check(tf_get_output_tensor(session, S(output), P(&id)), "get_output_tensor");
+    static unsigned char out[1 << 20];
+    for (int round = 0; round < repeat; round++) {
+        int64_t start = now_ns();
+        check(tf_append_input(session, S("input"), P(dims), 4, 1, P(input), input_len), "append_input");
+        check(tf_run_session(session), "run_session");
+        check(tf_get_tensor_len(session, id, P(&len)), "get_tensor_len");
+        if (len > sizeof out) return 71;
+        check(tf_get_tensor_data(session, id, P(out), len, P(&written)), "get_tensor_data");
+        printf("time_ns %lld\n", (long long)(now_ns() - start));
+    }
+    tf_delete_session(session);
     return 0;
 }
 
@@ -443,6 +477,8 @@ int main(int argc, char **argv) {
     if (!strcmp(action, "birds") && argc == 4) return birds(argv[2], argv[3]);
     if (!strcmp(action, "image") && argc == 7)
         return image((u32)atoi(argv[2]), (u32)atoi(argv[3]), (u32)atoi(argv[4]), argv[5], argv[6]);
+    if (!strcmp(action, "bench") && argc == 8 && !strcmp(argv[5], "--repeat") && !strcmp(argv[7], "--time"))
+        return bench(argv[2], argv[3], argv[4], atoi(argv[6]));
     if (!strcmp(action, "conformance") && argc == 3) {
         if (!strcmp(argv[2], "tf")) tf_cases();
         else if (!strcmp(argv[2], "tflite")) tflite_cases();
