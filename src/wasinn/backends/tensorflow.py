@@ -308,6 +308,9 @@ class TensorFlowBackend(Backend):
             inputs, outputs = _signature_names(meta_graph)
         else:
             session = TFSession.from_graph_def(model)
+            if not session.graph.get_operations():
+                session.close()  # e.g. bytes that parse as a GraphDef of unknown fields only
+                raise InvalidArgument(f"tensorflow: the {len(model)} model bytes hold no graph operations")
             inputs, outputs = _default_names(session.graph)
         if len(builders) == 2:
             inputs, outputs = _explicit_names(bytes(builders[1]))
