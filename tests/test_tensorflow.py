@@ -12,18 +12,20 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import wasmtime
 
-from conftest import REPO, guest_wasm, require_module, run_guest, shared_file
+from conftest import REPO, guest_wasm, require_module, shared_file
 from wasinn import Runtime
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.wasmedge_image import WasmEdgeImage
 from wasinn.abi.wasmedge_tensorflow import WasmEdgeTensorflow, WasmEdgeTensorflowLite
-from wasinn.core import InvalidArgument
+from wasinn.core import GuestTrap, InvalidArgument
 from wat_guests import compile_wat
 
 BIRDS = ("birds-v1", "lite-model_aiy_vision_classifier_birds_V1_3.tflite")
@@ -50,8 +52,32 @@ def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def guest(directory: Path, *args: str, preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return run_guest(guest_wasm("wasmedge-tf"), *args, cwd=directory, preload=preload)
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(wasm: Path, directory: Path, *args: str, preload: Sequence[str] = ()) -> Run:
+    """``wasinn run --dir .:DIRECTORY`` in this process, which has imported TensorFlow once
+    already: a subprocess per run would import it again (5–10 s each)."""
+    out, err = directory / ".guest-stdout", directory / ".guest-stderr"
+    runtime = Runtime(dirs=[f".:{directory}"], preload=list(preload), stdout=out, stderr=err)
+    trap = ""
+    try:
+        code = runtime.run(wasm, list(args))
+    except GuestTrap as error:
+        code, trap = -1, str(error)
+    return Run(code, out.read_text(), err.read_text() + trap)
+
+
+def guest(directory: Path, *args: str) -> Run:
+    return in_process(guest_wasm("wasmedge-tf"), directory, *args)
+
+
+def nn_run(directory: Path, *args: str, preload: Sequence[str] = ()) -> Run:
+    return in_process(guest_wasm("nn-run"), directory, *args, preload=preload)
 
 
 def results(directory: Path, group: str) -> dict[str, str]:
@@ -373,11 +399,10 @@ def test_birds_tflite_matches_native(tf_dir: Path) -> None:
 def test_frozen_graph_same_through_wasi_nn(tf_dir: Path) -> None:
     if not (tf_dir / "out.bin").exists():
         test_mobilenet_sequence_matches_native(tf_dir)
-    done = run_guest(
-        guest_wasm("nn-run"),
+    done = nn_run(
+        tf_dir,
         "--encoding", "tensorflow", "--model", "mobilenet_tiny.pb",
         "--input", "0:f32:1x224x224x3:image.bin", "--output", "0:nn.bin",
-        cwd=tf_dir,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tf_dir / "nn.bin").read_bytes() == (tf_dir / "out.bin").read_bytes()
@@ -392,31 +417,28 @@ def test_saved_model_same_through_host_module_and_preload(tf_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     host_module = (tf_dir / "saved.bin").read_bytes()
     assert host_module == tf_models.run_saved(tf_dir / "saved_model", x).tobytes()
-    done = run_guest(
-        guest_wasm("nn-run"),
+    done = nn_run(
+        tf_dir,
         "--name", "affine", "--input", "0:f32:1x4:x.f32", "--output", "0:nn-saved.bin",
-        cwd=tf_dir, preload=["affine:tensorflow:cpu:saved_model"],
+        preload=[f"affine:tensorflow:cpu:{tf_dir / 'saved_model'}"],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tf_dir / "nn-saved.bin").read_bytes() == host_module
 
 
-def test_wasi_nn_tensorflow_errors(tf_dir: Path) -> None:
+def test_wasi_nn_tensorflow_errors(tf_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tf_dir / "garbage.pb").write_bytes(b"\xff\xff\xff")
-    nn_run = guest_wasm("nn-run")
-    garbage = run_guest(nn_run, "--encoding", "tensorflow", "--model", "garbage.pb", cwd=tf_dir)
+    garbage = nn_run(tf_dir, "--encoding", "tensorflow", "--model", "garbage.pb")
     assert garbage.returncode == 1
-    gpu = run_guest(
-        nn_run, "--encoding", "tensorflow", "--target", "gpu", "--model", "mtcnn_tiny.pb", cwd=tf_dir
-    )
+    gpu = nn_run(tf_dir, "--encoding", "tensorflow", "--target", "gpu", "--model", "mtcnn_tiny.pb")
     assert gpu.returncode == 1
     (tf_dir / "x.i32").write_bytes(np.zeros(1, np.int32).tobytes())
     # mtcnn_tiny's inputs are its placeholders in graph order: input, min_size, thresholds, factor.
-    wrong_type = run_guest(
-        nn_run, "--encoding", "tensorflow", "--model", "mtcnn_tiny.pb", "--input", "1:i32::x.i32", cwd=tf_dir
+    wrong_type = nn_run(
+        tf_dir, "--encoding", "tensorflow", "--model", "mtcnn_tiny.pb", "--input", "1:i32::x.i32"
     )
     assert wrong_type.returncode == 1
-    assert "min_size" in wrong_type.stderr
+    assert "min_size" in caplog.text
 
 
 # --------------------------------------------------------------------------- paths
