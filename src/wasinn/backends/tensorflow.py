@@ -63,22 +63,23 @@ def numpy_dtype(code: int) -> np.dtype[Any]:
 THREADS_ENV = "WASINN_TF_THREADS"
 
 
-def session_config() -> Any:
-    """TF's default session options (as WasmEdge's), or ``WASINN_TF_THREADS`` intra- and
-    inter-op threads; ``None`` means TF's defaults."""
+def session_config(threads: int | None = None) -> Any:
+    """TF's default session options (as WasmEdge's), or ``threads`` (else ``WASINN_TF_THREADS``)
+    intra- and inter-op threads; ``None`` means TF's defaults."""
     raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
+    if threads is None and not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidArgument(f"{THREADS_ENV}={raw!r} is not a positive integer")
-    threads = int(raw)
+    if threads is None:
+        if not raw.isdigit() or int(raw) < 1:
+            raise InvalidArgument(f"{THREADS_ENV}={raw!r} is not a positive integer")
+        threads = int(raw)
     return tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads
     )
 
 
-def new_session(graph: Any) -> Any:
-    return tf.compat.v1.Session(graph=graph, config=session_config())
+def new_session(graph: Any, threads: int | None = None) -> Any:
+    return tf.compat.v1.Session(graph=graph, config=session_config(threads))
 
 
 def first_error_line(err: BaseException) -> str:
@@ -113,7 +114,7 @@ class TFSession:
         self._endpoints: dict[str, Endpoint] = {}  # guests name the same tensors every round
 
     @classmethod
-    def from_graph_def(cls, model: bytes) -> TFSession:
+    def from_graph_def(cls, model: bytes, threads: int | None = None) -> TFSession:
         graph_def = tf.compat.v1.GraphDef()
         try:
             graph_def.ParseFromString(model)
@@ -125,7 +126,7 @@ class TFSession:
         try:
             with graph.as_default():
                 tf.graph_util.import_graph_def(graph_def, name="")  # "" keeps op names unprefixed
-            session = new_session(graph)
+            session = new_session(graph, threads)
         except Exception as err:
             raise InvalidArgument(
                 f"tensorflow: cannot import the GraphDef: {first_error_line(err)}"
@@ -133,10 +134,12 @@ class TFSession:
         return cls(graph, session)
 
     @classmethod
-    def from_saved_model(cls, path: str | Path, tags: Sequence[str]) -> tuple[TFSession, Any]:
+    def from_saved_model(
+        cls, path: str | Path, tags: Sequence[str], threads: int | None = None
+    ) -> tuple[TFSession, Any]:
         """The session and the loaded MetaGraphDef (for its signatures)."""
         graph = tf.Graph()
-        session = new_session(graph)
+        session = new_session(graph, threads)
         try:
             with graph.as_default():
                 meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
@@ -287,7 +290,7 @@ class TensorFlowBackend(Backend):
 
     encoding = GraphEncoding.TENSORFLOW
     name = "tensorflow"
-    config_keys = frozenset({"device"})
+    config_keys = frozenset({"device", "threads"})
 
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
@@ -301,13 +304,14 @@ class TensorFlowBackend(Backend):
                 "tensorflow", builders, 1, "a frozen GraphDef or a SavedModel, then optional names"
             )
         model = bytes(builders[0])
+        threads = config.threads if config is not None else None
         if is_archive(model):
             with tempfile.TemporaryDirectory(prefix="wasinn-savedmodel-") as directory:
                 unpack_directory(model, Path(directory))
-                session, meta_graph = TFSession.from_saved_model(directory, SERVE_TAGS)
+                session, meta_graph = TFSession.from_saved_model(directory, SERVE_TAGS, threads)
             inputs, outputs = _signature_names(meta_graph)
         else:
-            session = TFSession.from_graph_def(model)
+            session = TFSession.from_graph_def(model, threads)
             if not session.graph.get_operations():
                 session.close()  # e.g. bytes that parse as a GraphDef of unknown fields only
                 raise InvalidArgument(f"tensorflow: the {len(model)} model bytes hold no graph operations")
@@ -336,6 +340,14 @@ class TensorFlowGraph(BackendGraph):
             raise InvalidArgument("tensorflow: this graph was released")
         return TensorFlowContext(self)
 
+    @property
+    def input_names(self) -> Sequence[str]:
+        return [slot.name for slot in self.inputs]
+
+    @property
+    def output_names(self) -> Sequence[str]:
+        return [slot.name for slot in self.outputs]
+
     def close(self) -> None:
         self.session.close()
 
@@ -346,7 +358,7 @@ class TensorFlowContext(BackendContext):
         self._feeds: dict[int, npt.NDArray[Any]] = {}
         self._results: list[npt.NDArray[Any]] | None = None
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         inputs = self._graph.inputs
         check_index("tensorflow", "input", index, len(inputs))
         slot = inputs[index]
@@ -362,7 +374,7 @@ class TensorFlowContext(BackendContext):
             raise InvalidArgument(f"{what}: the guest sent dims {format_dims(tensor.dims)}")
         self._feeds[index] = np.array(tensor.array(what))  # guest memory lives for this call only
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         missing = [self._graph.inputs[i].name for i in range(len(self._graph.inputs)) if i not in self._feeds]
         if missing:
             raise InvalidArgument(f"tensorflow: compute before set_input of {', '.join(missing)}")
@@ -370,12 +382,11 @@ class TensorFlowContext(BackendContext):
         self._results = None
         self._results = self._graph.session.run(feeds, [slot.endpoint for slot in self._graph.outputs])
 
-    def get_output(self, index: int) -> npt.NDArray[Any]:
+    def _get_output(self, index: int) -> npt.NDArray[Any]:
         check_index("tensorflow", "output", index, len(self._graph.outputs))
-        if self._results is None:
-            raise InvalidArgument("tensorflow: get_output before a successful compute")
+        assert self._results is not None  # the base class calls this only after a compute
         return self._results[index]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._feeds.clear()
         self._results = None
