@@ -8,6 +8,7 @@ spec's errno values and with native TensorFlow / LiteRT on the same bytes.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -424,6 +425,44 @@ def test_saved_model_same_through_host_module_and_preload(tf_dir: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tf_dir / "nn-saved.bin").read_bytes() == host_module
+
+
+def test_wasi_nn_names_builder_and_threads_config(tf_dir: Path) -> None:
+    import tf_models
+
+    names = {"inputs": ["factor", "min_size:0", "thresholds", "input"], "outputs": ["prob", "box:0"]}
+    (tf_dir / "names.json").write_text(json.dumps(names))
+    feeds = {
+        "factor": np.float32(0.25),
+        "min_size": np.float32(12),
+        "thresholds": np.array([0.1, 0.2, 0.3], np.float32),
+        "input": np.random.RandomState(4).uniform(0, 255, (3, 5, 3)).astype(np.float32),
+    }
+    for name, value in feeds.items():
+        np.asarray(value).tofile(tf_dir / f"{name}.f32")
+    done = nn_run(
+        tf_dir,
+        "--encoding", "tensorflow", "--model", "mtcnn_tiny.pb", "--model", "names.json",
+        "--input", "0:f32::factor.f32", "--input", "1:f32::min_size.f32", "--input", "2:f32:3:thresholds.f32",
+        "--input", "3:f32:3x5x3:input.f32", "--output", "0:prob.bin", "--output", "1:box.bin",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    native = tf_models.run_graph(
+        (tf_dir / "mtcnn_tiny.pb").read_bytes(), {f"{k}:0": v for k, v in feeds.items()}, ["prob:0", "box:0"]
+    )
+    assert (tf_dir / "prob.bin").read_bytes() == native[0].tobytes()
+    assert (tf_dir / "box.bin").read_bytes() == native[1].tobytes()
+    (tf_dir / "x.f32").write_bytes(np.ones((1, 4), np.float32).tobytes())
+    done = nn_run(
+        tf_dir,
+        "--name", "affine", "--config", '{"threads": 1}',
+        "--input", "0:f32:1x4:x.f32", "--output", "0:one.bin",
+        preload=[f"affine:tensorflow:cpu:{tf_dir / 'saved_model'}"],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tf_dir / "one.bin").read_bytes() == tf_models.run_saved(
+        tf_dir / "saved_model", np.ones((1, 4), np.float32)
+    ).tobytes()
 
 
 def test_wasi_nn_tensorflow_errors(tf_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
