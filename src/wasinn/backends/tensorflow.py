@@ -261,9 +261,10 @@ def _default_names(graph: Any) -> tuple[list[str], list[str]]:
 def _signature_names(meta_graph: Any) -> tuple[list[str], list[str]]:
     """The serving signature's tensors, ordered by their signature keys."""
     signatures = meta_graph.signature_def
-    if not signatures:
+    usable = sorted(key for key in signatures if not key.startswith("__"))  # not __saved_model_init_op
+    if not usable:
         raise InvalidArgument("tensorflow: the SavedModel has no signature")
-    key = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else sorted(signatures)[0]
+    key = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in usable else usable[0]
     signature = signatures[key]
     inputs = [signature.inputs[name].name for name in sorted(signature.inputs)]
     outputs = [signature.outputs[name].name for name in sorted(signature.outputs)]
@@ -274,6 +275,8 @@ def _explicit_names(raw: bytes) -> tuple[list[str], list[str]]:
     try:
         names = json.loads(raw.decode("utf-8"))
         inputs, outputs = names["inputs"], names["outputs"]
+        if not isinstance(inputs, list) or not isinstance(outputs, list):
+            raise TypeError("inputs and outputs must be lists")
         if not all(isinstance(n, str) for n in [*inputs, *outputs]):
             raise TypeError("names must be strings")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
