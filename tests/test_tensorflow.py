@@ -307,6 +307,20 @@ def test_image_channel_rules(tf_dir: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TGA", "PPM", "PNG", "TIFF"])
+def test_lossless_formats_decode_exactly(fmt: str) -> None:
+    require_module("PIL")
+    from PIL import Image
+
+    from wasinn import stb_image
+
+    # Four colours: exact in every format, GIF's palette included.
+    pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [9, 99, 199]]], np.uint8).repeat(3, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    assert np.array_equal(stb_image.load(buffer.getvalue(), 2, 6, floats=False, bgr=False), pixels)
+
+
 def test_resize_follows_stb_filters() -> None:
     from wasinn import stb_image
 
