@@ -463,7 +463,8 @@ def tensorflow_host_module(plan: Plan) -> list[Record]:
             tf.graph_util.import_graph_def(graph_def, name="")
         # One thread on both sides: on a loaded 2-core machine, waits between pool threads
         # dominate a multi-threaded run's time and bury the host's per-call cost.
-        threads = os.environ.setdefault("WASINN_TF_THREADS", "1")
+        previous = os.environ.get("WASINN_TF_THREADS")
+        threads = os.environ["WASINN_TF_THREADS"] = previous or "1"  # read by every host session
         session = tf.compat.v1.Session(graph=graph, config=tensorflow_backend().session_config())
         out = np.empty((1, 10), dtype=np.float32)
 
@@ -471,11 +472,15 @@ def tensorflow_host_module(plan: Plan) -> list[Record]:
             np.copyto(out, session.run(f"{output}:0", {"input:0": data}))
 
         loop = TensorFlowGuestLoop([f"{tmp}:{tmp}"], ["bench", f"{tmp}/model.pb", f"{tmp}/in.f32", output])
-        native_loop(step, 3)
-        record = inference_record(
-            "tensorflow/host-module", plan.backend_blocks, plan.backend_reps, step, loop
-        )
-        session.close()
+        try:
+            native_loop(step, 3)
+            record = inference_record(
+                "tensorflow/host-module", plan.backend_blocks, plan.backend_reps, step, loop
+            )
+        finally:
+            session.close()
+            if previous is None:
+                del os.environ["WASINN_TF_THREADS"]
     record.notes = {
         "model": "frozen GraphDef: conv 3→32→32 on 96x96, mean, matmul 10",
         "native": "tf.compat.v1.Session.run on the same GraphDef",
