@@ -419,6 +419,77 @@ def onnx_stand_in(plan: Plan) -> list[Record]:
     return [record]
 
 
+def tensorflow_frozen_graph(directory: Path) -> tuple[bytes, str]:
+    """A conv net frozen into a GraphDef: input f32[1,96,96,3] → 2 convs → mean → 10 logits."""
+    tf = require("tensorflow")
+    rng = np.random.default_rng(0)
+    graph = tf.Graph()
+    with graph.as_default():
+        pixels = tf.compat.v1.placeholder(tf.float32, [1, 96, 96, 3], name="input")
+        hidden = pixels
+        for channels in ((3, 32), (32, 32)):
+            kernel = tf.constant(rng.standard_normal((3, 3, *channels), dtype=np.float32) * 0.1)
+            hidden = tf.nn.relu(tf.nn.conv2d(hidden, kernel, 1, "SAME"))
+        pooled = tf.reduce_mean(hidden, axis=[1, 2])
+        weights = tf.constant(rng.standard_normal((32, 10), dtype=np.float32))
+        tf.identity(tf.matmul(pooled, weights), name="logits")
+    return graph.as_graph_def().SerializeToString(), "logits"
+
+
+class TensorFlowGuestLoop(GuestLoop):
+    """The wasmedge_tensorflow host module driven by tests/guests/wasmedge-tf.c's bench action."""
+
+    def __init__(self, dirs: Sequence[str], args: Sequence[str]) -> None:
+        super().__init__(dirs, args)
+        self.module = guest("wasmedge-tf")
+
+
+def tensorflow_backend() -> Any:
+    return require("wasinn.backends.tensorflow")
+
+
+def tensorflow_host_module(plan: Plan) -> list[Record]:
+    backend_module("tensorflow")
+    tf = require("tensorflow")
+    with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
+        model, output = tensorflow_frozen_graph(Path(tmp))
+        Path(tmp, "model.pb").write_bytes(model)
+        data = np.random.default_rng(1).random((1, 96, 96, 3), dtype=np.float32)
+        data.tofile(Path(tmp, "in.f32"))
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(model)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")
+        # One thread on both sides: on a loaded 2-core machine, waits between pool threads
+        # dominate a multi-threaded run's time and bury the host's per-call cost.
+        previous = os.environ.get("WASINN_TF_THREADS")
+        threads = os.environ["WASINN_TF_THREADS"] = previous or "1"  # read by every host session
+        session = tf.compat.v1.Session(graph=graph, config=tensorflow_backend().session_config())
+        out = np.empty((1, 10), dtype=np.float32)
+
+        def step() -> None:
+            np.copyto(out, session.run(f"{output}:0", {"input:0": data}))
+
+        loop = TensorFlowGuestLoop([f"{tmp}:{tmp}"], ["bench", f"{tmp}/model.pb", f"{tmp}/in.f32", output])
+        try:
+            native_loop(step, 3)
+            record = inference_record(
+                "tensorflow/host-module", plan.backend_blocks, plan.backend_reps, step, loop
+            )
+        finally:
+            session.close()
+            if previous is None:
+                del os.environ["WASINN_TF_THREADS"]
+    record.notes = {
+        "model": "frozen GraphDef: conv 3→32→32 on 96x96, mean, matmul 10",
+        "native": "tf.compat.v1.Session.run on the same GraphDef",
+        "threads": threads,
+        "wasinn": "wasmedge_tensorflow append_input + run_session + get_tensor_len/data",
+    }
+    return [record.judge("ratio <= 1.05", (record.ratio or 0) <= 1.05)]
+
+
 def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
     def run(plan: Plan) -> list[Record]:
         try:
@@ -437,4 +508,5 @@ CASES: list[Case] = [
     skipping(("tflite/birds",), tflite_birds),
     skipping(("pytorch/stand-in",), pytorch_stand_in),
     skipping(("onnx/stand-in",), onnx_stand_in),
+    skipping(("tensorflow/host-module",), tensorflow_host_module),
 ]

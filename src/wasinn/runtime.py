@@ -18,6 +18,7 @@ import wasmtime
 
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import EphemeralNN
+from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.backends import get_backend
 from wasinn.core import (
     ConfigError,
@@ -336,6 +337,9 @@ class Instance:
             linker, "wasi_snapshot_preview1", "proc_exit", 1, _proc_exit, self._park, returns=False
         )
         self._abi.define(linker)
+        self._plugins = plugin_modules(module, self._park, [(d.guest, d.host) for d in runtime.dirs])
+        for plugin in self._plugins:
+            plugin.define(linker)
         try:
             self.instance = linker.instantiate(self.store, module)
         except wasmtime.WasmtimeError as err:
@@ -349,6 +353,8 @@ class Instance:
             None,
         )
         self._abi.attach(self.store, self.memory)
+        for plugin in self._plugins:
+            plugin.attach(self.store, self.memory)
 
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
@@ -397,6 +403,8 @@ class Instance:
 
     def close(self) -> None:
         self._abi.close()
+        for plugin in self._plugins:
+            plugin.close()
 
     def __enter__(self) -> Instance:
         return self

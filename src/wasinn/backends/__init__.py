@@ -18,6 +18,7 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.OPENVINO: ("wasinn.backends.openvino:OpenVINOBackend", "openvino", "openvino"),
     GraphEncoding.ONNX: ("wasinn.backends.onnx:ONNXBackend", "onnxruntime", "onnx"),
     GraphEncoding.PYTORCH: ("wasinn.backends.pytorch:PyTorchBackend", "torch", "pytorch"),
+    GraphEncoding.TENSORFLOW: ("wasinn.backends.tensorflow:TensorFlowBackend", "tensorflow", "tensorflow"),
     GraphEncoding.TENSORFLOWLITE: ("wasinn.backends.tflite:TFLiteBackend", "ai_edge_litert", "tflite"),
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
 }

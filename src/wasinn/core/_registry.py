@@ -7,9 +7,11 @@ one guest must not, so the registry owns each loaded graph and lends it to the i
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wasinn.core._backend import Backend, BackendGraph, ModelConfig
 from wasinn.core._errors import ConfigError, NotFound
@@ -37,6 +39,11 @@ class Preload:
         """Read every path now, so a missing file is reported at start-up, naming it."""
         blobs = []
         for path in self.paths:
+            if self.encoding is GraphEncoding.TENSORFLOW and os.path.isdir(path):
+                from wasinn.archive import pack_directory  # a SavedModel: the directory as one blob
+
+                blobs.append(pack_directory(Path(path)))
+                continue
             try:
                 with open(path, "rb") as file:
                     blobs.append(file.read())
