@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+import wasmtime
 from click.testing import CliRunner
 
 from conftest import wasinn_cli
-from wasinn import BackendInfo, __version__, backends
+from wasinn import BackendInfo, Runtime, __version__, backends
 from wasinn.abi._wasmedge import CODE_OF_ENCODING
 from wasinn.cli import DEBUG_ENV, main
 from wasinn.cli_errors import FAILED, INTERNAL_ERROR, USAGE_ERROR
@@ -93,3 +94,23 @@ def test_bare_wasinn_shows_the_help() -> None:
     result = wasinn_cli()
     assert result.returncode == USAGE_ERROR
     assert "Commands:" in result.stdout + result.stderr
+
+
+def test_run_internal_error_is_one_line_or_the_traceback_with_v(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = tmp_path / "empty.wasm"
+    module.write_bytes(wasmtime.wat2wasm('(module (func (export "_start")))'))
+
+    def broken(*_: object) -> int:
+        raise RuntimeError("the runtime broke")
+
+    monkeypatch.setattr(Runtime, "run", broken)
+    quiet = CliRunner().invoke(main, ["run", str(module)])
+    assert quiet.exit_code == INTERNAL_ERROR
+    assert quiet.stderr == (
+        "wasinn: error: internal error: RuntimeError: the runtime broke (run with -v for the traceback)\n"
+    )
+    loud = CliRunner().invoke(main, ["run", "-v", str(module)])
+    assert loud.exit_code == INTERNAL_ERROR
+    assert loud.stderr.startswith("Traceback") and "RuntimeError: the runtime broke" in loud.stderr

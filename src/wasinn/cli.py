@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -174,7 +175,8 @@ def run(
         fail("interrupted", INTERRUPTED)
     except Exception as err:  # a wasinn bug: say so in one line, the traceback only with -v
         if verbose:
-            raise
+            traceback.print_exc()
+            sys.exit(INTERNAL_ERROR)
         fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)
 
