@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, REPO, missing
+from conftest import REPO, guest_wasm
 from wasinn.bench import Case, Record, Stats, alternate, select
 
 FIELDS = {"name", "native_ms", "wasinn_ms", "ratio", "runs", "unit", "skipped", "target", "target_met"}
@@ -46,8 +46,7 @@ def test_select_by_glob() -> None:
 @pytest.mark.slow
 def test_quick_bench_writes_valid_json(tmp_path: Path) -> None:
     for guest in ("nn-run", "wasi-probe"):
-        if not (BUILD / f"{guest}.wasm").is_file():
-            missing(f"{BUILD / guest}.wasm is not built; run `make examples`")
+        guest_wasm(guest)
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     # The whole quick suite, as `wasinn bench --quick --json out.json` (a smoke test: no time
     # is asserted). Under CI every case must run; locally a case may skip with its reason.

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import require_module, shared_file
+from wasinn.cli import main
 from wasinn.tools import (
     Im2TensorError,
     TensorSpec,
@@ -397,8 +398,8 @@ def test_command_reports_mistakes_in_one_line_with_exit_code_2(
     image = save_png(random_pixels(8, 8), tmp_path / "p.png")
     options = {"--image": str(image), "--dims": "4x4x3xfp32", "--tensor": str(tmp_path / "t.tensor")}
     options.update({option: value.format(tmp=tmp_path) for option, value in change.items()})
-    result = CliRunner().invoke(im2tensor_command, [word for pair in options.items() for word in pair])
+    result = CliRunner().invoke(main, ["im2tensor", *(word for pair in options.items() for word in pair)])
     assert result.exit_code == 2
-    last_line = result.output.strip().splitlines()[-1]
-    assert last_line.startswith("Error:") and message in last_line
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("wasinn: error: ") and message in line
     assert "Traceback" not in result.output

@@ -368,7 +368,7 @@ def test_cli_path(tiny_model: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
     assert (result.exit_code, result.output) == (0, f"{found}\n")
 
     unknown = runner.invoke(models_command, ["path", "no-such-model"])
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 2  # the person's mistake
     assert "unknown model" in unknown.output
 
 

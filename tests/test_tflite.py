@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, require_module, run_guest, stage
+from conftest import Probe, guest_wasm, make_probe, require_module, run_guest, shared_file, stage
 from wasinn import Errno, Runtime
 
 F16, F32, F64, U8, I32, I64 = 0, 1, 2, 3, 4, 5
@@ -566,11 +566,8 @@ def test_61_preloaded_tflite_target(models: Models, target: str, errno: Errno) -
 
 
 @pytest.fixture(scope="module")
-def birds(shared_data: Path) -> Path:
-    path = shared_data / "birds-v1" / BIRDS_MODEL
-    if not path.is_file():
-        pytest.fail(f"{path} is missing from the shared data")
-    return path
+def birds() -> Path:
+    return shared_file("birds-v1", BIRDS_MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import require_module, shared_file
+from wasinn.cli import main
 from wasinn.tools import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -222,10 +223,10 @@ def test_command_takes_dims_and_reports_mistakes_in_one_line(photo: Path, tmp_pa
     ok = CliRunner().invoke(visualize_command, [*base, "--dims", f"1x4x{HEIGHT}x{WIDTH}xf32"])
     assert ok.exit_code == 0, ok.output
     for extra, message in [([], "cannot tell the shape"), (["--dims", "1x4x9x9xf32"], "bytes, but")]:
-        result = CliRunner().invoke(visualize_command, [*base, *extra])
+        result = CliRunner().invoke(main, ["visualize", *base, *extra])
         assert result.exit_code == 2
-        assert result.output.startswith("Error:") and message in result.output
-        assert result.output.count("\n") == 1
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("wasinn: error: ") and message in line
 
 
 # --------------------------------------------------------------------------- the real model

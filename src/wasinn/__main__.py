@@ -1,3 +1,3 @@
 from wasinn.cli import main
 
-main()
+main(prog_name="wasinn")

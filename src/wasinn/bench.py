@@ -25,6 +25,7 @@ import click
 
 from wasinn.bench_cases import CASES
 from wasinn.bench_types import FULL, QUICK, Case, Plan, Record, Stats, alternate
+from wasinn.cli_errors import CommandUsageError
 
 
 def select(cases: Sequence[Case], patterns: Sequence[str]) -> list[tuple[Case, list[str]]]:
@@ -158,7 +159,7 @@ def bench_command(
                 click.echo(name)
         return
     if patterns and not select(CASES, patterns):
-        raise click.UsageError(f"no case matches {', '.join(patterns)} (see --list)")
+        raise CommandUsageError(f"no case matches {', '.join(patterns)} (see --list)")
     records = run_cases(QUICK if quick else FULL, patterns, lambda m: click.echo(m, err=True))
     print_table(records)
     if json_path is not None:

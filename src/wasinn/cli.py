@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-USAGE_ERROR = 2  # a bad option, a missing or invalid module: the person's mistake
-INTERNAL_ERROR = 70  # EX_SOFTWARE
-TRAP_EXIT = 134
-LIMIT_EXIT = 124  # as coreutils' timeout  # what wasmtime's CLI returns for a trapping guest (128 + SIGABRT)
+from wasinn.cli_errors import (
+    INTERNAL_ERROR,
+    INTERRUPTED,
+    LIMIT_EXIT,
+    TRAP_EXIT,
+    USAGE_ERROR,
+    error_line,
+    usage_line,
+)
+
+DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 
 
 def configure_logging(verbose: bool) -> None:
@@ -26,7 +36,7 @@ def configure_logging(verbose: bool) -> None:
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
-    click.echo(f"wasinn: error: {message}", err=True)
+    click.echo(error_line(message), err=True)
     sys.exit(code)
 
 
@@ -52,6 +62,40 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's ``main``, with every failure one ``wasinn: error:`` line and a documented code."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as bare:  # ``wasinn`` alone: the help is the answer
+            bare.show()
+            sys.exit(bare.exit_code)
+        except click.UsageError as usage:
+            click.echo(usage_line(usage), err=True)
+            sys.exit(USAGE_ERROR)
+        except click.FileError as unreadable:
+            fail(unreadable.format_message(), USAGE_ERROR)
+        except click.ClickException as failure:
+            fail(failure.format_message(), failure.exit_code)
+        except click.Abort:
+            fail("interrupted", INTERRUPTED)
+        except Exception as err:  # a wasinn bug: one line, the traceback only on request
+            if os.environ.get(DEBUG_ENV):
+                raise
+            fail(
+                f"internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for the traceback)",
+                INTERNAL_ERROR,
+            )
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,10 +173,11 @@ def run(
     except WasinnError as err:
         fail(str(err))
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", INTERRUPTED)
     except Exception as err:  # a wasinn bug: say so in one line, the traceback only with -v
         if verbose:
-            raise
+            traceback.print_exc()
+            sys.exit(INTERNAL_ERROR)
         fail(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)", INTERNAL_ERROR)
     sys.exit(code)
 

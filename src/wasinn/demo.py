@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from wasinn.cli_errors import CommandError, CommandUsageError
+
 MODEL_ID = "road-segmentation-adas-0001"
 IMAGE = "empty_road_mapillary.jpg"
 GUEST = "road-segmentation.wasm"
@@ -30,9 +32,7 @@ def find_guest(name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise click.ClickException(
-        f"the example guest {name} is not built; run `make examples` (or set {GUESTS_ENV})"
-    )
+    raise CommandError(f"the example guest {name} is not built; run `make examples` (or set {GUESTS_ENV})")
 
 
 def find_sample(model_dir: Path, name: str) -> Path:
@@ -41,22 +41,18 @@ def find_sample(model_dir: Path, name: str) -> Path:
     beside = model_dir / name
     found = beside if beside.is_file() else find_file(name)
     if found is None:
-        raise click.ClickException(f"sample image {name} not found next to the model or on the search path")
+        raise CommandError(f"sample image {name} not found next to the model or on the search path")
     return found
 
 
 def road_segmentation(out: Path, *, image: Path | None = None, download: bool = True) -> Path:
     """Run the whole example into ``out``; returns the picture's path."""
-    from wasinn.core import ModelError
     from wasinn.models import ensure_model
     from wasinn.runtime import Runtime
     from wasinn.tools import im2tensor, visualize, write_tensor
 
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        model_dir = ensure_model(MODEL_ID, download_missing=download)
-    except ModelError as err:
-        raise click.ClickException(str(err)) from None
+    model_dir = ensure_model(MODEL_ID, download_missing=download)
     photo = image or find_sample(model_dir, IMAGE)
     guest = find_guest(GUEST)
     step = _Steps()
@@ -69,7 +65,7 @@ def road_segmentation(out: Path, *, image: Path | None = None, download: bool = 
     runtime = Runtime(dirs=[f".:{out}", f"/model:{model_dir}"])
     code = runtime.run(guest, [f"/model/{MODEL_ID}.xml", f"/model/{MODEL_ID}.bin", "input.tensor"])
     if code != 0:
-        raise click.ClickException(f"the guest {guest.name} exited with code {code}")
+        raise CommandError(f"the guest {guest.name} exited with code {code}")
     step.done(f"wasinn run {guest.name} -> {OUTPUT_TENSOR}")
 
     picture = out / "road-segmentation.png"
@@ -106,6 +102,14 @@ class _Steps:
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading a missing model.")
 def demo_command(example: str, out: Path, image: Path | None, no_download: bool) -> None:
     """Run an example end to end: road-segmentation turns a photo into a segmentation picture."""
+    from wasinn.core import WasinnError
+    from wasinn.tools import ToolError
+
     click.echo(f"wasinn demo {example}", err=True)
-    picture = road_segmentation(out, image=image, download=not no_download)
+    try:
+        picture = road_segmentation(out, image=image, download=not no_download)
+    except ToolError as err:  # a photo that cannot be read
+        raise CommandUsageError(str(err)) from None
+    except WasinnError as err:  # no model (and no download), a trapping guest
+        raise CommandError(str(err)) from None
     click.echo(f"picture written to {picture}")

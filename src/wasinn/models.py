@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from wasinn.cli_errors import CommandError, CommandUsageError
 from wasinn.core import ModelError
 from wasinn.paths import CACHE_ENV as CACHE_ENV
 from wasinn.paths import user_cache_dir
@@ -332,6 +333,13 @@ def _megabytes(spec: ModelSpec) -> str:
     return f"{sum(model_file.size for model_file in spec.files) / 1e6:.1f} MB"
 
 
+def _command_error(error: ModelError) -> CommandError:
+    """An unknown model id is a usage error; a failed download or checksum, a failure."""
+    return (
+        CommandUsageError(str(error)) if isinstance(error, ModelNotFoundError) else CommandError(str(error))
+    )
+
+
 @click.group("models", help="List, locate and download the known models.")
 def models_command() -> None:
     pass
@@ -356,9 +364,9 @@ def path_command(model_id: str) -> None:
     try:
         found = find_model(model_id)
     except ModelError as error:
-        raise click.ClickException(str(error)) from error
+        raise _command_error(error) from error
     if found is None:
-        raise click.ClickException(_not_found_message(model_id))
+        raise CommandError(_not_found_message(model_id))
     click.echo(str(found))
 
 
@@ -374,5 +382,5 @@ def download_command(model_id: str, dest: Path | None) -> None:
     try:
         directory = download(model_id, dest=dest)
     except ModelError as error:
-        raise click.ClickException(str(error)) from error
+        raise _command_error(error) from error
     click.echo(str(directory))

@@ -35,7 +35,6 @@ TENSOR_TYPE_CODES: dict[int, TensorType] = {
     5: TensorType.I64,
 }
 CODE_OF_ENCODING = {encoding: code for code, encoding in ENCODING_CODES.items()}
-CODE_OF_TENSOR_TYPE = {kind: code for code, kind in TENSOR_TYPE_CODES.items()}
 
 
 def encoding_from_code(code: int) -> GraphEncoding:

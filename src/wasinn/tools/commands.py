@@ -2,7 +2,7 @@
 
 Options mirror the seed's ``im2tensor --image IMG --dims 512x896x3xfp32 --tensor OUT``;
 choices come from the tables in :mod:`wasinn.tools.im2tensor`. A bad input ends the command
-with exit code 2 and one ``Error: ...`` line, never a traceback.
+with exit code 2 and one ``wasinn: error: ...`` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from wasinn.cli_errors import CommandUsageError
 from wasinn.tools.im2tensor import (
     COLOR_ORDERS,
     LAYOUTS,
@@ -24,12 +25,6 @@ from wasinn.tools.im2tensor import (
     write_tensor,
 )
 from wasinn.tools.visualize import visualize
-
-
-class ToolUsageError(click.ClickException):
-    """A person's mistake (a missing file, malformed dims): one line, exit code 2."""
-
-    exit_code = 2
 
 
 def _float_list(_context: click.Context, parameter: click.Parameter, value: str | None) -> list[float] | None:
@@ -88,7 +83,7 @@ def im2tensor_command(
         tensor = im2tensor(image_path, spec, layout=layout, color=color, mean=mean, std=std, resize=resize)
         size = write_tensor(tensor, tensor_path)
     except ToolError as exc:
-        raise ToolUsageError(str(exc)) from exc
+        raise CommandUsageError(str(exc)) from exc
     shape = "x".join(map(str, tensor.shape))
     click.echo(f"wrote {tensor_path}: {shape} {spec.dtype} ({layout}, {color}), {size} bytes")
 
@@ -119,5 +114,5 @@ def visualize_command(image_path: Path, tensor_path: Path, output_path: Path, di
     try:
         picture = visualize(image_path, tensor_path, dims=dims, output_path=output_path)
     except ToolError as exc:
-        raise ToolUsageError(str(exc)) from exc
+        raise CommandUsageError(str(exc)) from exc
     click.echo(f"wrote {output_path}: {picture.width}x{picture.height} picture")
