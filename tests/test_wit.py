@@ -454,9 +454,9 @@ def test_chunks_carry_tensors_and_models_past_the_limit(conformance_wasm: Path, 
 
 @pytest.fixture
 def stock_byte_lists() -> Iterator[None]:
-    _bytelists.uninstall()
+    _bytelists.enable(False)
     yield
-    _bytelists.install()
+    _bytelists.enable(True)
 
 
 def test_the_stock_byte_list_converter_gives_the_same_bytes(
