@@ -538,5 +538,8 @@ def test_wasinn_run_gives_a_component_its_dirs_env_and_models(
     )
     assert named.returncode == 0, named.stderr
     assert json.loads(named.stdout) == {"ok": "loaded"}
+    for status, code in (("0", 0), ("3", 1)):  # wasi:cli 0.2.0's exit carries only ok or err
+        exited = wasinn_cli("run", str(conformance_wasm), "exit", status)
+        assert exited.returncode == code, exited.stderr
     trapped = wasinn_cli("run", str(conformance_wasm), "big", "3000000")
     assert trapped.returncode == 134 and "2,796,201 bytes" in trapped.stderr

@@ -105,10 +105,11 @@ class ComponentInstance:
         try:
             outcome = function(self.store)
             function.post_return(self.store)
-        except GuestExit as exit_:
-            return exit_.code
         except Exception as err:
-            raise self._translate(err) from None
+            stopped = self._translate(err)
+            if isinstance(stopped, GuestExit):
+                return stopped.code
+            raise stopped from None
         return 0 if getattr(outcome, "tag", "ok") == "ok" else 1
 
     def _translate(self, error: BaseException) -> BaseException:

@@ -236,6 +236,12 @@ def environment(args):
     return {"env": os.environ.get(args[0]), "size": len(read(args[1]))}
 
 
+def exit(args):
+    """wasi:cli/exit: 0.2.0 carries only ok or err, so any non-zero status arrives as 1."""
+    sys.stdout.flush()
+    os._exit(int(args[0]))
+
+
 def error_constructor(args):
     with errors_0625.Error(errors_0625.ErrorCode.TIMEOUT, "made by the guest") as error:
         return [error.code().name, error.data()]
