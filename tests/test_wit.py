@@ -543,3 +543,23 @@ def test_wasinn_run_gives_a_component_its_dirs_env_and_models(
         assert exited.returncode == code, exited.stderr
     trapped = wasinn_cli("run", str(conformance_wasm), "big", "3000000")
     assert trapped.returncode == 134 and "2,796,201 bytes" in trapped.stderr
+
+
+def test_closed_instances_release_their_host_functions(stale_component: Path) -> None:
+    """wasmtime-py keeps host functions in a global table until their store is freed; an
+    instance reachable from them (a bound method in its session) would never be freed."""
+    import gc
+
+    from wasmtime.component import _linker
+
+    runtime = Runtime(cache=False)
+
+    def live_after(count: int) -> int:
+        for _ in range(count):
+            with instantiate_component(runtime, stale_component, []) as instance:
+                call_export(instance, "fresh")
+        gc.collect()
+        return len(_linker.FUNCTIONS.handles)
+
+    baseline = live_after(2)
+    assert live_after(20) <= baseline

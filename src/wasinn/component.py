@@ -77,9 +77,11 @@ class ComponentInstance:
 
     def __init__(self, runtime: Runtime, compiled: component.Component, argv: Sequence[str]) -> None:
         self.limits = runtime.limits
-        self.store, self._deadline = runtime.new_store()
+        self.store, deadline = runtime.new_store()
         self.store.set_wasi(runtime.wasi_config(argv))
-        self.nn = runtime.new_session(self._time_left)
+        # The host functions live in wasmtime-py's global table until the store is freed, so
+        # nothing they reach may hold this object (or its store) alive: no bound method here.
+        self.nn = runtime.new_session(lambda: None if deadline is None else deadline - time.monotonic())
         _bytelists.install()
         installed = _installed_backends()
         self.wit = WitNN(self.nn, installed.__contains__)
@@ -91,9 +93,6 @@ class ComponentInstance:
             self.instance = linker.instantiate(self.store, compiled)
         except wasmtime.WasmtimeError as err:
             raise ModuleError(f"{argv[0]}: cannot link: {first_line(err)}") from None
-
-    def _time_left(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
 
     def run(self) -> int:
         """Call the component's ``wasi:cli/run`` export; its exit code."""
