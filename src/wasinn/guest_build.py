@@ -133,6 +133,8 @@ def build(
     unknown = [version for version in versions if version not in NN_VERSIONS]
     if unknown or not versions:
         raise ConfigError(f"unknown wasi:nn version(s) {unknown}; known: {', '.join(NN_VERSIONS)}")
+    if not (GUEST_PYTHON / "wasinn_guest" / "__init__.py").is_file():
+        raise ConfigError(f"the wasinn_guest package is not at {GUEST_PYTHON}; build from a wasinn checkout")
     search = [app_path.parent, *(Path(p).resolve() for p in paths), GUEST_PYTHON]
     target = Path(output)
     directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "guests"
