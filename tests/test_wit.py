@@ -563,3 +563,11 @@ def test_closed_instances_release_their_host_functions(stale_component: Path) ->
 
     baseline = live_after(2)
     assert live_after(20) <= baseline
+
+
+def test_limits_stop_a_component(conformance_wasm: Path) -> None:
+    """--gas-limit and --time-limit stop a component as they stop a module (exit 124)."""
+    gas = wasinn_cli("run", "--gas-limit", "100000", str(conformance_wasm), "enums")
+    assert gas.returncode == 124 and "gas limit of 100000 exceeded" in gas.stderr
+    slow = wasinn_cli("run", "--time-limit", "100", str(conformance_wasm), "chunked", "200000000")
+    assert slow.returncode == 124 and "time limit of 100 ms exceeded" in slow.stderr

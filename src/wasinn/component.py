@@ -120,11 +120,12 @@ class ComponentInstance:
         status = _EXIT_STATUS.search(text)
         if status:
             return GuestExit(int(status.group(1)))
-        if isinstance(error, wasmtime.Trap):
-            if error.trap_code is wasmtime.TrapCode.INTERRUPT:
-                return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
-            if error.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
-                return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
+        # A component call reports traps as plain WasmtimeErrors: recognise them by their text.
+        trap_code = error.trap_code if isinstance(error, wasmtime.Trap) else None
+        if trap_code is wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text:
+            return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+        if trap_code is wasmtime.TrapCode.OUT_OF_FUEL or "all fuel consumed" in text:
+            return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
         if "fuel allocated for hostcalls has been exhausted" in text:
             return GuestTrap(
                 f"guest trapped: one call passed the host more than {HOSTCALL_BYTE_LIMIT:,} bytes, "
