@@ -22,7 +22,13 @@ from wasmtime import component
 from conftest import REPO, python_guest, require_module, wasinn_cli
 from wasinn import Runtime
 from wasinn.abi import _bytelists, _wasmedge, wit
-from wasinn.component import ComponentCache, ComponentInstance, instantiate_component, is_component
+from wasinn.component import (
+    ComponentCache,
+    ComponentInstance,
+    component_cache,
+    instantiate_component,
+    is_component,
+)
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, GuestTrap, ModuleError, TensorType
 from wasinn.guest_build import NN_VERSIONS
 
@@ -158,8 +164,9 @@ def test_legacy_and_wit_numbering_reach_different_backends() -> None:
 
 def test_a_linker_without_the_guests_version_names_the_missing_instance(conformance_wasm: Path) -> None:
     """Case 2: only WASI defined; instantiation fails naming a wasi:nn instance and version."""
-    engine = Runtime(cache=False).engine
-    compiled = ComponentCache(engine, None).load(conformance_wasm)
+    runtime = Runtime()
+    engine = runtime.engine
+    compiled = component_cache(runtime).load(conformance_wasm)  # compiled once, then cached
     linker = component.Linker(engine)
     linker.add_wasip2()
     store = wasmtime.Store(engine)
