@@ -129,6 +129,7 @@ def floats(hex_data: str) -> list[float]:
 
 
 def assert_error(outcome: dict[str, Any], *codes: str) -> str:
+    """Case 29: every error result is checked through error.code() and error.data()."""
     assert "error" in outcome, outcome
     code, data = outcome["error"]
     assert code in codes
@@ -237,14 +238,15 @@ def test_graph_and_context_lifetimes(conformance_wasm: Path, guest_dir: Path) ->
 def test_compute_returns_every_output_by_model_name(
     conformance_wasm: Path, guest_dir: Path, onnx_models: dict[str, Path]
 ) -> None:
-    """Cases 17, 20 and 23: inputs bind by name (or a decimal index); all outputs come back
-    under the model's names, equal to onnxruntime's."""
+    """Cases 12, 17, 20, 23 and 37: inputs bind by name (or a decimal index); all outputs come back
+    under the model's names (a bare list, §9.2), equal to onnxruntime's, whether the graph was
+    loaded by name or by bytes."""
     a, b = np.array([[1, 2, 3, 4]], np.float32), np.array([[0.5, -1, 2, 10]], np.float32)
     expected = native(onnx_models["pair"], {"a": a, "b": b})
     by_name = [f"a:1x4:{csv(a)}", f"b:1x4:{csv(b)}"]
     by_index = [f"1:1x4:{csv(b)}", f"0:1x4:{csv(a)}"]  # decimal names are indices (§7)
-    for inputs in (by_name, by_index):
-        seen = scenario(conformance_wasm, guest_dir, "compute", "pair", *inputs)["ok"]
+    for source, inputs in (("pair", by_name), ("pair", by_index), ("pair.onnx", by_name)):
+        seen = scenario(conformance_wasm, guest_dir, "compute", source, *inputs)["ok"]
         assert [name for name, *_ in seen] == ["sum", "prod"]
         for name, dims, kind, data in seen:
             assert dims == [1, 4] and kind == "FP32"
@@ -450,7 +452,8 @@ def test_one_call_past_the_hostcall_limit_traps_with_a_clear_message(
 
 def test_chunks_carry_tensors_and_models_past_the_limit(conformance_wasm: Path, guest_dir: Path) -> None:
     """wasinn:nn/chunks: a 6 MB tensor built in pieces comes back whole (host→guest is not
-    capped); a model loaded from chunked tensors works."""
+    capped; case 38: the grown bytearray is returned as bytes); a model loaded from chunked
+    tensors works."""
     seen = scenario(conformance_wasm, guest_dir, "chunked", str(6_000_000), "onnx", "pair.onnx")
     piece = bytes(range(256)) * 4096
     whole = (piece * 6)[:6_000_000]

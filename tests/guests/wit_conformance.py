@@ -96,7 +96,10 @@ def by_name(args):
 def compute(args):
     """compute NAME:d0xd1:v0,v1,... [...] against model args[0] (a preload name or a file)."""
     source, *specs = args
-    g = graph.load_by_name(source)
+    if source.endswith(".onnx"):  # by bytes; otherwise by name
+        g = graph.load([read(source)], graph.GraphEncoding.ONNX, graph.ExecutionTarget.CPU)
+    else:
+        g = graph.load_by_name(source)
     ctx = g.init_execution_context()
     inputs = []
     for spec in specs:
