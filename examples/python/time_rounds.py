@@ -7,7 +7,8 @@ The component twin of `nn-run --name NAME --input ... --repeat N --time` (exampl
         --name tiny --input 0:f32:1x4:in.bin --repeat 100 --time
 
 A round is what one nn-run round does: build the input tensor, compute, read every output's
-bytes. `time_ns N` is printed per round (WASI monotonic clock).
+bytes (the last round's are dropped when the next begins). `time_ns N` is printed per round
+(WASI monotonic clock).
 """
 
 import time
@@ -45,10 +46,11 @@ def main(args: list[str]) -> int:
             outputs = context.compute(
                 [(name, nn.Tensor(dims, kind, data)) for name, dims, kind, data in inputs]
             )
+            sizes = [len(output.data) for output in outputs]  # read like nn-run's get_output
             elapsed = time.monotonic_ns() - start
             if "--time" in options:
                 print(f"time_ns {elapsed}")
-    print(f"outputs: {', '.join(f'{out.name} {out.ty}{out.dims}' for out in outputs)}")
+    print(f"outputs: {', '.join(f'{out.name} {out.ty}{out.dims}' for out in outputs)}, {sum(sizes)} bytes")
     return 0
 
 
