@@ -23,7 +23,7 @@ def test_version_and_help_list_every_command() -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["--version"]).output == f"wasinn, version {__version__}\n"
     help_text = runner.invoke(main, ["--help"]).output
-    for command in ("run", "im2tensor", "visualize", "demo", "models", "bench", "backends"):
+    for command in ("run", "im2tensor", "visualize", "demo", "models", "bench", "backends", "build"):
         assert f"  {command} " in help_text
 
 

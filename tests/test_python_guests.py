@@ -121,3 +121,27 @@ def test_road_segmentation_python_equals_rust(built: Path, tmp_path: Path, openv
     assert python.returncode == 0, python.stderr
     assert "bytes_written: 7340032" in python.stdout
     assert (tmp_path / ROAD_OUTPUT).read_bytes() == expected
+
+
+def test_the_build_key_follows_importable_sources_only(tmp_path: Path) -> None:
+    require_module("componentize_py")
+    from wasinn.guest_build import NN_VERSIONS, build_key
+
+    app = tmp_path / "app.py"
+    app.write_text("import helper\n")
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    (tmp_path / "data").mkdir()  # not a package: never imported, never hashed
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "__init__.py").write_text("")
+
+    def key() -> str:
+        return build_key(app, [tmp_path], NN_VERSIONS[:1])
+
+    first = key()
+    (tmp_path / "data" / "scratch.py").write_text("ignored = True\n")
+    assert key() == first
+    (tmp_path / "package" / "module.py").write_text("Y = 2\n")
+    second = key()
+    assert second != first
+    (tmp_path / "helper.py").write_text("X = 2\n")
+    assert key() != second

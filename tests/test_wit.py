@@ -22,7 +22,13 @@ from wasmtime import component
 from conftest import REPO, python_guest, require_module, wasinn_cli
 from wasinn import Runtime
 from wasinn.abi import _bytelists, _wasmedge, wit
-from wasinn.component import ComponentCache, ComponentInstance, instantiate_component, is_component
+from wasinn.component import (
+    ComponentCache,
+    ComponentInstance,
+    component_cache,
+    instantiate_component,
+    is_component,
+)
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, GuestTrap, ModuleError, TensorType
 from wasinn.guest_build import NN_VERSIONS
 
@@ -123,6 +129,7 @@ def floats(hex_data: str) -> list[float]:
 
 
 def assert_error(outcome: dict[str, Any], *codes: str) -> str:
+    """Case 29: every error result is checked through error.code() and error.data()."""
     assert "error" in outcome, outcome
     code, data = outcome["error"]
     assert code in codes
@@ -158,8 +165,9 @@ def test_legacy_and_wit_numbering_reach_different_backends() -> None:
 
 def test_a_linker_without_the_guests_version_names_the_missing_instance(conformance_wasm: Path) -> None:
     """Case 2: only WASI defined; instantiation fails naming a wasi:nn instance and version."""
-    engine = Runtime(cache=False).engine
-    compiled = ComponentCache(engine, None).load(conformance_wasm)
+    runtime = Runtime()
+    engine = runtime.engine
+    compiled = component_cache(runtime).load(conformance_wasm)  # compiled once, then cached
     linker = component.Linker(engine)
     linker.add_wasip2()
     store = wasmtime.Store(engine)
@@ -230,14 +238,15 @@ def test_graph_and_context_lifetimes(conformance_wasm: Path, guest_dir: Path) ->
 def test_compute_returns_every_output_by_model_name(
     conformance_wasm: Path, guest_dir: Path, onnx_models: dict[str, Path]
 ) -> None:
-    """Cases 17, 20 and 23: inputs bind by name (or a decimal index); all outputs come back
-    under the model's names, equal to onnxruntime's."""
+    """Cases 12, 17, 20, 23 and 37: inputs bind by name (or a decimal index); all outputs come back
+    under the model's names (a bare list, §9.2), equal to onnxruntime's, whether the graph was
+    loaded by name or by bytes."""
     a, b = np.array([[1, 2, 3, 4]], np.float32), np.array([[0.5, -1, 2, 10]], np.float32)
     expected = native(onnx_models["pair"], {"a": a, "b": b})
     by_name = [f"a:1x4:{csv(a)}", f"b:1x4:{csv(b)}"]
     by_index = [f"1:1x4:{csv(b)}", f"0:1x4:{csv(a)}"]  # decimal names are indices (§7)
-    for inputs in (by_name, by_index):
-        seen = scenario(conformance_wasm, guest_dir, "compute", "pair", *inputs)["ok"]
+    for source, inputs in (("pair", by_name), ("pair", by_index), ("pair.onnx", by_name)):
+        seen = scenario(conformance_wasm, guest_dir, "compute", source, *inputs)["ok"]
         assert [name for name, *_ in seen] == ["sum", "prod"]
         for name, dims, kind, data in seen:
             assert dims == [1, 4] and kind == "FP32"
@@ -443,7 +452,8 @@ def test_one_call_past_the_hostcall_limit_traps_with_a_clear_message(
 
 def test_chunks_carry_tensors_and_models_past_the_limit(conformance_wasm: Path, guest_dir: Path) -> None:
     """wasinn:nn/chunks: a 6 MB tensor built in pieces comes back whole (host→guest is not
-    capped); a model loaded from chunked tensors works."""
+    capped; case 38: the grown bytearray is returned as bytes); a model loaded from chunked
+    tensors works."""
     seen = scenario(conformance_wasm, guest_dir, "chunked", str(6_000_000), "onnx", "pair.onnx")
     piece = bytes(range(256)) * 4096
     whole = (piece * 6)[:6_000_000]
@@ -454,9 +464,9 @@ def test_chunks_carry_tensors_and_models_past_the_limit(conformance_wasm: Path, 
 
 @pytest.fixture
 def stock_byte_lists() -> Iterator[None]:
-    _bytelists.uninstall()
+    _bytelists.enable(False)
     yield
-    _bytelists.install()
+    _bytelists.enable(True)
 
 
 def test_the_stock_byte_list_converter_gives_the_same_bytes(
@@ -538,5 +548,36 @@ def test_wasinn_run_gives_a_component_its_dirs_env_and_models(
     )
     assert named.returncode == 0, named.stderr
     assert json.loads(named.stdout) == {"ok": "loaded"}
+    for status, code in (("0", 0), ("3", 1)):  # wasi:cli 0.2.0's exit carries only ok or err
+        exited = wasinn_cli("run", str(conformance_wasm), "exit", status)
+        assert exited.returncode == code, exited.stderr
     trapped = wasinn_cli("run", str(conformance_wasm), "big", "3000000")
     assert trapped.returncode == 134 and "2,796,201 bytes" in trapped.stderr
+
+
+def test_closed_instances_release_their_host_functions(stale_component: Path) -> None:
+    """wasmtime-py keeps host functions in a global table until their store is freed; an
+    instance reachable from them (a bound method in its session) would never be freed."""
+    import gc
+
+    from wasmtime.component import _linker
+
+    runtime = Runtime(cache=False)
+
+    def live_after(count: int) -> int:
+        for _ in range(count):
+            with instantiate_component(runtime, stale_component, []) as instance:
+                call_export(instance, "fresh")
+        gc.collect()
+        return len(_linker.FUNCTIONS.handles)
+
+    baseline = live_after(2)
+    assert live_after(20) <= baseline
+
+
+def test_limits_stop_a_component(conformance_wasm: Path) -> None:
+    """--gas-limit and --time-limit stop a component as they stop a module (exit 124)."""
+    gas = wasinn_cli("run", "--gas-limit", "100000", str(conformance_wasm), "enums")
+    assert gas.returncode == 124 and "gas limit of 100000 exceeded" in gas.stderr
+    slow = wasinn_cli("run", "--time-limit", "100", str(conformance_wasm), "chunked", "200000000")
+    assert slow.returncode == 124 and "time limit of 100 ms exceeded" in slow.stderr

@@ -75,16 +75,23 @@ def require(module: str) -> Any:
 class GuestLoop:
     """``nn-run --repeat N --time`` run in this process through :class:`wasinn.Runtime`."""
 
-    def __init__(self, dirs: Sequence[str], args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        dirs: Sequence[str],
+        args: Sequence[str],
+        module: Path | None = None,
+        preload: Sequence[str] = (),
+    ) -> None:
         self.dirs = list(dirs)
-        self.module = guest("nn-run")
+        self.module = module or guest("nn-run")
         self.args = list(args)
+        self.preload = list(preload)
 
     def times_ms(self, repeat: int, discard: int = 1) -> list[float]:
         """Per-round times, dropping the first ``discard`` (the model was just compiled)."""
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            runtime = Runtime(dirs=self.dirs, stdout=out, stderr=err)
+            runtime = Runtime(dirs=self.dirs, preload=self.preload, stdout=out, stderr=err)
             code = runtime.run(self.module, [*self.args, "--repeat", str(repeat + discard), "--time"])
             stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if code != 0:
@@ -490,6 +497,12 @@ def tensorflow_host_module(plan: Plan) -> list[Record]:
     return [record.judge("ratio <= 1.05", (record.ratio or 0) <= 1.05)]
 
 
+def component_round_trip(plan: Plan) -> list[Record]:
+    from wasinn.bench_component import component_round_trip as measure  # it builds on this module
+
+    return measure(plan)
+
+
 def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
     def run(plan: Plan) -> list[Record]:
         try:
@@ -509,4 +522,5 @@ CASES: list[Case] = [
     skipping(("pytorch/stand-in",), pytorch_stand_in),
     skipping(("onnx/stand-in",), onnx_stand_in),
     skipping(("tensorflow/host-module",), tensorflow_host_module),
+    skipping(("component/round-trip",), component_round_trip),
 ]

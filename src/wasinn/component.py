@@ -77,9 +77,11 @@ class ComponentInstance:
 
     def __init__(self, runtime: Runtime, compiled: component.Component, argv: Sequence[str]) -> None:
         self.limits = runtime.limits
-        self.store, self._deadline = runtime.new_store()
+        self.store, deadline = runtime.new_store()
         self.store.set_wasi(runtime.wasi_config(argv))
-        self.nn = runtime.new_session(self._time_left)
+        # The host functions live in wasmtime-py's global table until the store is freed, so
+        # nothing they reach may hold this object (or its store) alive: no bound method here.
+        self.nn = runtime.new_session(lambda: None if deadline is None else deadline - time.monotonic())
         _bytelists.install()
         installed = _installed_backends()
         self.wit = WitNN(self.nn, installed.__contains__)
@@ -92,9 +94,6 @@ class ComponentInstance:
         except wasmtime.WasmtimeError as err:
             raise ModuleError(f"{argv[0]}: cannot link: {first_line(err)}") from None
 
-    def _time_left(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
-
     def run(self) -> int:
         """Call the component's ``wasi:cli/run`` export; its exit code."""
         outer = self.instance.get_export_index(self.store, RUN_INTERFACE)
@@ -105,10 +104,11 @@ class ComponentInstance:
         try:
             outcome = function(self.store)
             function.post_return(self.store)
-        except GuestExit as exit_:
-            return exit_.code
         except Exception as err:
-            raise self._translate(err) from None
+            stopped = self._translate(err)
+            if isinstance(stopped, GuestExit):
+                return stopped.code
+            raise stopped from None
         return 0 if getattr(outcome, "tag", "ok") == "ok" else 1
 
     def _translate(self, error: BaseException) -> BaseException:
@@ -120,11 +120,12 @@ class ComponentInstance:
         status = _EXIT_STATUS.search(text)
         if status:
             return GuestExit(int(status.group(1)))
-        if isinstance(error, wasmtime.Trap):
-            if error.trap_code is wasmtime.TrapCode.INTERRUPT:
-                return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
-            if error.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
-                return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
+        # A component call reports traps as plain WasmtimeErrors: recognise them by their text.
+        trap_code = error.trap_code if isinstance(error, wasmtime.Trap) else None
+        if trap_code is wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text:
+            return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+        if trap_code is wasmtime.TrapCode.OUT_OF_FUEL or "all fuel consumed" in text:
+            return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
         if "fuel allocated for hostcalls has been exhausted" in text:
             return GuestTrap(
                 f"guest trapped: one call passed the host more than {HOSTCALL_BYTE_LIMIT:,} bytes, "

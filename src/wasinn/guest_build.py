@@ -55,23 +55,42 @@ def _stage_wit(directory: Path, versions: Sequence[str]) -> None:
 
 
 def _sources(paths: Sequence[Path]) -> list[Path]:
+    """The importable sources under ``paths``: top-level modules and packages (recursively),
+    not every file below (an app in a busy directory such as /tmp must not hash all of it)."""
     found: list[Path] = []
+
+    def visit(directory: Path, package: bool) -> None:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.suffix in {".py", ".wit", ".toml"} and entry.is_file():
+                found.append(entry)
+            elif (
+                entry.is_dir()
+                and entry.name != "__pycache__"
+                and (package or (entry / "__init__.py").is_file())
+            ):
+                visit(entry, True)
+            if len(found) > MAX_SOURCE_FILES:
+                raise ConfigError(f"more than {MAX_SOURCE_FILES} source files under {directory}")
+
     for root in paths:
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".wit", ".toml"}:
-                found.append(path)
-                if len(found) > MAX_SOURCE_FILES:
-                    raise ConfigError(
-                        f"more than {MAX_SOURCE_FILES} source files under {root}; build from a smaller one"
-                    )
+        visit(root, False)
     return found
 
 
 def build_key(app: Path, paths: Sequence[Path], versions: Sequence[str]) -> str:
     digest = hashlib.sha256()
     digest.update(f"{_componentize_version()}\0{app.stem}\0{','.join(versions)}\0".encode())
-    for source in [*_sources(paths), *sorted(WIT_DIR.rglob("*.wit"))]:
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    sources = [(root, path) for root in paths for path in _sources([root])]
+    sources += [(WIT_DIR, path) for path in sorted(WIT_DIR.rglob("*.wit"))]
+    for root, source in sources:
+        try:
+            digest.update(f"{source.relative_to(root)}\0".encode() + source.read_bytes() + b"\0")
+        except OSError:
+            continue  # vanished while we looked: not part of this build
     return digest.hexdigest()
 
 
@@ -114,6 +133,8 @@ def build(
     unknown = [version for version in versions if version not in NN_VERSIONS]
     if unknown or not versions:
         raise ConfigError(f"unknown wasi:nn version(s) {unknown}; known: {', '.join(NN_VERSIONS)}")
+    if not (GUEST_PYTHON / "wasinn_guest" / "__init__.py").is_file():
+        raise ConfigError(f"the wasinn_guest package is not at {GUEST_PYTHON}; build from a wasinn checkout")
     search = [app_path.parent, *(Path(p).resolve() for p in paths), GUEST_PYTHON]
     target = Path(output)
     directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "guests"

@@ -96,7 +96,10 @@ def by_name(args):
 def compute(args):
     """compute NAME:d0xd1:v0,v1,... [...] against model args[0] (a preload name or a file)."""
     source, *specs = args
-    g = graph.load_by_name(source)
+    if source.endswith(".onnx"):  # by bytes; otherwise by name
+        g = graph.load([read(source)], graph.GraphEncoding.ONNX, graph.ExecutionTarget.CPU)
+    else:
+        g = graph.load_by_name(source)
     ctx = g.init_execution_context()
     inputs = []
     for spec in specs:
@@ -234,6 +237,12 @@ def old_api(args):
 def environment(args):
     """What `wasinn run --env/--dir` gave the guest: a variable and a file's size."""
     return {"env": os.environ.get(args[0]), "size": len(read(args[1]))}
+
+
+def exit(args):
+    """wasi:cli/exit: 0.2.0 carries only ok or err, so any non-zero status arrives as 1."""
+    sys.stdout.flush()
+    os._exit(int(args[0]))
 
 
 def error_constructor(args):

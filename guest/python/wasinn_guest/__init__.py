@@ -97,14 +97,33 @@ def _chunked(dims: list[int], kind: tensor.TensorType, data: bytes) -> tensor.Te
 
 
 class Output:
-    """A computed output: its name, dimensions, WIT type name and bytes."""
+    """A computed output: ``name``, and ``dims``, ``ty`` (WIT type name) and ``data`` (bytes),
+    each asked of the host on first use. The host tensor is dropped with this object."""
 
     def __init__(self, name: str, resource: tensor.Tensor) -> None:
-        with resource:
-            self.name = name
-            self.dims = list(resource.dimensions())
-            self.ty = resource.ty().name
-            self.data = resource.data()
+        self.name = name
+        self._resource = resource
+        self._dims: list[int] | None = None
+        self._ty: str | None = None
+        self._data: bytes | None = None
+
+    @property
+    def dims(self) -> list[int]:
+        if self._dims is None:
+            self._dims = list(self._resource.dimensions())
+        return self._dims
+
+    @property
+    def ty(self) -> str:
+        if self._ty is None:
+            self._ty = self._resource.ty().name
+        return self._ty
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self._resource.data()
+        return self._data
 
     def __repr__(self) -> str:
         return f"Output({self.name!r}, {self.ty}{self.dims}, {len(self.data)} bytes)"

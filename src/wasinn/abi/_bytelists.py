@@ -68,12 +68,16 @@ def _to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
     ptr.contents.of.list = raw
 
 
+_wanted = [True]  # False after enable(False): stay on the stock converter
+
+
 def install() -> bool:
-    """Switch byte lists to the fast path, once per process; False if the layout differs."""
+    """Switch byte lists to the fast path, once per process; False if the layout differs
+    or the fast path was switched off with :func:`enable`."""
     with _lock:
         if _stock:
             return True
-        if not layout_matches():
+        if not _wanted[0] or not layout_matches():
             return False
         _stock["from"] = _types.ListType.convert_from_c
         _stock["to"] = _types.ListType.convert_to_c
@@ -82,9 +86,12 @@ def install() -> bool:
         return True
 
 
-def uninstall() -> None:
-    """Back to wasmtime-py's own converter (for tests that compare the two)."""
+def enable(wanted: bool) -> None:
+    """Use the fast path (the default) or wasmtime-py's own converter (to compare the two)."""
     with _lock:
-        if _stock:
+        _wanted[0] = wanted
+        if not wanted and _stock:
             _types.ListType.convert_from_c = _stock.pop("from")  # type: ignore[method-assign]
             _types.ListType.convert_to_c = _stock.pop("to")  # type: ignore[method-assign]
+    if wanted:
+        install()
