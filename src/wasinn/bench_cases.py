@@ -419,6 +419,12 @@ def onnx_stand_in(plan: Plan) -> list[Record]:
     return [record]
 
 
+def ggml_generation(plan: Plan) -> list[Record]:
+    from wasinn.bench_ggml import ggml_generation as run
+
+    return run(plan)
+
+
 def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
     def run(plan: Plan) -> list[Record]:
         try:
@@ -437,4 +443,5 @@ CASES: list[Case] = [
     skipping(("tflite/birds",), tflite_birds),
     skipping(("pytorch/stand-in",), pytorch_stand_in),
     skipping(("onnx/stand-in",), onnx_stand_in),
+    skipping(("ggml/tokens-per-second", "ggml/time-to-first-token"), ggml_generation),
 ]

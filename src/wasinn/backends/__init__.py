@@ -20,6 +20,8 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.PYTORCH: ("wasinn.backends.pytorch:PyTorchBackend", "torch", "pytorch"),
     GraphEncoding.TENSORFLOWLITE: ("wasinn.backends.tflite:TFLiteBackend", "ai_edge_litert", "tflite"),
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
+    GraphEncoding.GGML: ("wasinn.backends.ggml:GgmlBackend", "llama_cpp", "ggml"),
+    GraphEncoding.WHISPER: ("wasinn.backends.whisper:WhisperBackend", "_pywhispercpp", "whisper"),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
