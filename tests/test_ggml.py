@@ -19,7 +19,7 @@ import pytest
 
 from conftest import require_module
 from wasinn.backends import get_backend
-from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNHost, Tensor, TensorType
+from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession, Tensor, TensorType
 
 PROMPT = b"Once upon a time, "
 GREEDY = {"temp": 0, "threads": 1}
@@ -41,51 +41,44 @@ def tiny_model() -> Path:
 
 
 class Session:
-    """One NNHost with one GGML graph and context, driven like a guest would."""
+    """One NNSession with one GGML graph and context, driven like a guest would."""
 
-    def __init__(
-        self, model: Path, config: dict[str, Any] | None = None, raw_config: bytes | None = None
-    ) -> None:
-        self.host = NNHost(get_backend)
+    def __init__(self, model: Path, config: dict[str, Any] | None = None) -> None:
+        self.nn = NNSession(get_backend)
         builders = [b"preload:" + bytes(model)]
         if config is not None:
             builders.append(json.dumps(config).encode())
-        elif raw_config is not None:
-            builders.append(raw_config)
-        self.graph = self.host.load(builders, GraphEncoding.GGML, ExecutionTarget.CPU)
-        self.ctx = self.host.init_execution_context(self.graph)
+        self.graph = self.nn.load(builders, GraphEncoding.GGML, ExecutionTarget.CPU)
+        self.ctx = self.graph.init_execution_context()
 
     def prompt(
         self, text: bytes, kind: TensorType = TensorType.U8, dims: tuple[int, ...] | None = None
     ) -> None:
         data = np.frombuffer(text, dtype=np.uint8)
-        self.host.set_input(self.ctx, 0, Tensor(dims if dims is not None else (len(text),), kind, data))
+        self.ctx.set_input(0, Tensor(dims if dims is not None else (len(text),), kind, data))
 
     def meta(self, settings: dict[str, Any] | bytes) -> None:
         raw = settings if isinstance(settings, bytes) else json.dumps(settings).encode()
-        self.host.set_input(
-            self.ctx, 1, Tensor((len(raw),), TensorType.U8, np.frombuffer(raw, dtype=np.uint8))
-        )
+        self.ctx.set_input(1, Tensor((len(raw),), TensorType.U8, np.frombuffer(raw, dtype=np.uint8)))
 
     def compute(self) -> int:
-        return errno_of(lambda: self.host.compute(self.ctx))
+        return errno_of(self.ctx.compute)
 
     def single(self) -> int:
-        return errno_of(lambda: self.host.compute_single(self.ctx))
+        return errno_of(self.ctx.compute_single)
 
     def text(self) -> bytes:
-        return bytes(self.host.get_output(self.ctx, 0))
+        return bytes(self.ctx.get_output(0))
 
     def piece(self) -> bytes:
-        return bytes(self.host.get_output_single(self.ctx, 0))
+        return bytes(self.ctx.get_output_single(0))
 
     def metadata(self) -> dict[str, Any]:
-        raw = bytes(self.host.get_output(self.ctx, 1))
-        parsed: dict[str, Any] = json.loads(raw)
+        parsed: dict[str, Any] = json.loads(bytes(self.ctx.get_output(1)))
         return parsed
 
     def close(self) -> None:
-        self.host.close()
+        self.nn.close()
 
 
 def errno_of(call: Any) -> int:
@@ -166,7 +159,7 @@ def test_greedy_text_and_token_counts_equal_llama_cpp_python(session: Session, n
 
 def test_metadata_output_is_byte_exact(session: Session) -> None:
     session.prompt(PROMPT)
-    raw = bytes(session.host.get_output(session.ctx, 1))
+    raw = bytes(session.ctx.get_output(1))
     assert re.fullmatch(
         rb'\{"input_tokens": \d+, "output_tokens": 0, '
         rb'"llama_build_number": 8757, "llama_commit": "a29e4c0b"\}',
@@ -271,7 +264,7 @@ def test_fini_single_clears_and_regenerates(session: Session) -> None:
     assert session.single() == 0
     first = session.piece()
     assert session.single() == 0
-    assert errno_of(lambda: session.host.fini_single(session.ctx)) == 0
+    assert errno_of(session.ctx.fini_single) == 0
     assert session.text() == b"" and session.metadata()["output_tokens"] == 0
     assert session.single() == 0 and session.piece() == first
 
@@ -280,10 +273,10 @@ def test_fini_single_clears_and_regenerates(session: Session) -> None:
 
 
 def test_load_errors(tiny_model: Path) -> None:
-    host = NNHost(get_backend)
+    nn = NNSession(get_backend)
 
     def load(*builders: bytes) -> int:
-        return errno_of(lambda: host.load(list(builders), GraphEncoding.GGML, ExecutionTarget.CPU))
+        return errno_of(lambda: nn.load(list(builders), GraphEncoding.GGML, ExecutionTarget.CPU))
 
     preload = b"preload:" + bytes(tiny_model)
     assert load(b"preload:/missing.gguf") == Errno.MODEL_NOT_FOUND
@@ -296,14 +289,15 @@ def test_load_errors(tiny_model: Path) -> None:
     assert load(preload, b"[]") == 0
     assert load(preload, b'{"llama3": true, "temp": 0}') == 0
     assert load(tiny_model.read_bytes()) == 0  # the model itself as builder[0]
-    host.close()
+    nn.close()
 
 
 def test_bad_grammar_and_schema_are_errno_1(tiny_model: Path, session: Session) -> None:
-    host = NNHost(get_backend)
-    graph = host.load([b"preload:" + bytes(tiny_model), b'{"grammar": "root ::= ("}'], GraphEncoding.GGML, 0)
-    assert errno_of(lambda: host.init_execution_context(graph)) == Errno.INVALID_ARGUMENT
-    host.close()
+    nn = NNSession(get_backend)
+    builders = [b"preload:" + bytes(tiny_model), b'{"grammar": "root ::= ("}']
+    graph = nn.load(builders, GraphEncoding.GGML, ExecutionTarget.CPU)
+    assert errno_of(graph.init_execution_context) == Errno.INVALID_ARGUMENT
+    nn.close()
     for bad in ({"grammar": "root ::= undefined-rule"}, {"json-schema": "{not json"}, {"json-schema": {}}):
         assert errno_of(lambda bad=bad: session.meta(bad)) == Errno.INVALID_ARGUMENT
     session.meta({"grammar": ""})
@@ -328,27 +322,27 @@ def test_invalid_graph_after_failed_reload_then_repaired(session: Session) -> No
     assert errno_of(lambda: session.meta(bad)) == Errno.INVALID_ARGUMENT
     assert errno_of(lambda: session.prompt(PROMPT)) == Errno.INVALID_ARGUMENT
     assert session.compute() == Errno.INVALID_ARGUMENT
-    assert errno_of(lambda: session.host.get_output_single(session.ctx, 0)) == Errno.INVALID_ARGUMENT
+    assert errno_of(lambda: session.ctx.get_output_single(0)) == Errno.INVALID_ARGUMENT
     assert session.text() == b""
-    assert errno_of(lambda: session.host.fini_single(session.ctx)) == 0
+    assert errno_of(session.ctx.fini_single) == 0
     session.meta({"embedding": False, "batch-size": 2048, "ubatch-size": 512, "n-predict": 3})
     session.prompt(PROMPT)
     assert session.compute() == 0 and session.metadata()["output_tokens"] == 3
 
 
 def test_unload_keeps_contexts_readable(session: Session) -> None:
-    host = session.host
     session.meta({"n-predict": 3})
     session.prompt(PROMPT)
     assert session.compute() == 0
     text = session.text()
-    assert errno_of(lambda: host.unload(session.graph)) == 0
-    assert errno_of(lambda: host.unload(session.graph)) == Errno.INVALID_ARGUMENT
-    assert errno_of(lambda: host.init_execution_context(session.graph)) == Errno.INVALID_ARGUMENT
+    session.graph.detach()  # the legacy unload
+    assert errno_of(session.graph.init_execution_context) == Errno.INVALID_ARGUMENT
     assert session.text() == text
+    assert errno_of(session.ctx.fini_single) == 0
     assert session.compute() == Errno.INVALID_ARGUMENT
-    assert errno_of(lambda: host.finalize_execution_context(session.ctx)) == 0
-    assert errno_of(lambda: host.finalize_execution_context(session.ctx)) == Errno.INVALID_ARGUMENT
+    assert errno_of(lambda: session.prompt(PROMPT)) == Errno.INVALID_ARGUMENT
+    session.ctx.close()
+    assert session.compute() == Errno.INVALID_ARGUMENT
 
 
 def test_image_prompt_without_mmproj_is_1(session: Session) -> None:

@@ -12,7 +12,7 @@ import pytest
 from conftest import require_module
 from wasinn.backends import get_backend
 from wasinn.backends.whisper_audio import parse_whisper_config, read_wav, transcript
-from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNHost
+from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000, channels: int = 1, width: int = 2) -> bytes:
@@ -86,10 +86,10 @@ def test_transcript_format() -> None:
 
 def test_load_failures() -> None:
     require_module("_pywhispercpp")
-    host = NNHost(get_backend)
+    nn = NNSession(get_backend)
 
     def load(*builders: bytes) -> int:
-        return errno_of(lambda: host.load(list(builders), GraphEncoding.WHISPER, ExecutionTarget.CPU))
+        return errno_of(lambda: nn.load(list(builders), GraphEncoding.WHISPER, ExecutionTarget.CPU))
 
     # a whisper header with hyper-parameters but no tensors, like the for-tests-ggml-*.bin files
     header = b"lmgg" + struct.pack("<11i", 51865, 1500, 384, 6, 4, 448, 384, 6, 4, 80, 1)
@@ -98,4 +98,4 @@ def test_load_failures() -> None:
     assert load(b"garbage", b"{bad") == Errno.INVALID_ENCODING
     assert load(b"garbage", b'{"language": "xx"}') == Errno.INVALID_ARGUMENT
     assert load(b"preload:/missing.bin") == Errno.INVALID_ARGUMENT
-    host.close()
+    nn.close()

@@ -120,7 +120,9 @@ class LlamaContext:
         if n_batch < 1 or n_ubatch < 0:
             # llama.cpp asserts (aborting the process) on an empty batch; WasmEdge reports 1.
             # ubatch-size 0 is llama.cpp's "same as batch-size".
-            raise InvalidArgument(f"ggml: batch-size must be >= 1 and ubatch-size >= 0, got {n_batch}, {n_ubatch}")
+            raise InvalidArgument(
+                f"ggml: batch-size must be >= 1 and ubatch-size >= 0, got {n_batch}, {n_ubatch}"
+            )
         ctx_size = int(settings.get("ctx-size", 0))
         if ctx_size < 0:
             raise InvalidArgument(f"ggml: ctx-size must be >= 0, got {ctx_size}")

@@ -108,6 +108,7 @@ class GgmlBackend(Backend):
     encoding = GraphEncoding.GGML
     name = "ggml"
     config_keys = frozenset({"device", "threads"})
+    parses_config = True
 
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
@@ -243,7 +244,7 @@ class GgmlContext(BackendContext):
 
     # -- set_input
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         data = bytes(tensor.data)
         if index == 1:
             self._set_metadata(data)
@@ -295,7 +296,7 @@ class GgmlContext(BackendContext):
 
     # -- compute
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         model, context = self.graph.ready()
         self._cancelled = False
         context.clear()
@@ -366,14 +367,14 @@ class GgmlContext(BackendContext):
     def cancel(self) -> None:
         self._cancelled = True
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         if index == 1:
             return self._metadata()
         return _bytes(self.output)
 
     # -- streaming (spec §5.2)
 
-    def compute_single(self) -> None:
+    def _compute_single(self) -> None:
         model, context = self.graph.ready()
         if not self.streaming:
             context.clear()
@@ -391,15 +392,20 @@ class GgmlContext(BackendContext):
             self.streaming = False
             raise
 
-    def get_output_single(self, index: int) -> npt.NDArray[np.generic]:
+    def _get_output_single(self, index: int) -> npt.NDArray[np.generic]:
         self.graph.ready()
         if index == 1:
             return self._metadata()
         return _bytes(self.last_piece)
 
-    def fini_single(self) -> None:
+    def _fini_single(self) -> None:
         self._reset_generation()
         self.streaming = False
 
-    def close(self) -> None:
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
+        # GGML answers before any compute (empty text, or the metadata), and after a compute
+        # that ended in 101/102 (the partial text).
+        return self._get_output(index)
+
+    def _release(self) -> None:
         self._drop_sampler()

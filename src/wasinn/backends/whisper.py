@@ -77,6 +77,7 @@ class WhisperBackend(Backend):
     encoding = GraphEncoding.WHISPER
     name = "whisper"
     config_keys = frozenset({"device", "threads"})
+    parses_config = True
 
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
@@ -139,7 +140,7 @@ class WhisperContext(BackendContext):
         self.audio = np.zeros(0, dtype=np.float32)
         self.text = b""
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         data = bytes(tensor.data)
         if index == 1:
             self.settings = dict(self.graph.settings)  # reset first, as WasmEdge does
@@ -186,7 +187,7 @@ class WhisperContext(BackendContext):
         params.print_timestamps = False
         return params
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         import _pywhispercpp as pw
 
         self.text = b""
@@ -210,5 +211,8 @@ class WhisperContext(BackendContext):
         ]
         self.text = transcript(segments, timestamps=not self.settings.get("no-timestamps", False))
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
+        return self._get_output(index)  # empty text, as WasmEdge
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         return np.frombuffer(self.text, dtype=np.uint8) if self.text else np.zeros(0, dtype=np.uint8)
