@@ -104,6 +104,16 @@ def _reject_unsupported(settings: Mapping[str, Any]) -> None:
             )
 
 
+def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
+    """Parsed metadata with WasmEdge's parse-time effects: a json-schema becomes the grammar."""
+    settings = parse_metadata(raw, where)
+    _check_gpu_layers(settings)
+    _reject_unsupported(settings)
+    if "json-schema" in settings:
+        settings["grammar"] = json_schema_grammar(settings.pop("json-schema"))
+    return settings
+
+
 class GgmlBackend(Backend):
     encoding = GraphEncoding.GGML
     name = "ggml"
@@ -116,9 +126,7 @@ class GgmlBackend(Backend):
         if not builders:
             raise InvalidArgument("ggml: load needs a builder (the model or preload:<path>)")
         raw_config = builders[1] if len(builders) > 1 else _config_bytes(config)
-        settings = parse_metadata(raw_config, "load metadata") if raw_config is not None else {}
-        _check_gpu_layers(settings)
-        _reject_unsupported(settings)
+        settings = checked_metadata(raw_config, "load metadata") if raw_config is not None else {}
         model = bytes(builders[0])
         if model.startswith(PRELOAD_PREFIX):
             path = os.fsdecode(model[len(PRELOAD_PREFIX) :])
@@ -218,11 +226,7 @@ class GgmlContext(BackendContext):
     def _rebuild_sampler(self) -> None:
         model, _ = self.graph.ready()
         settings = self.graph.settings
-        grammar = settings.get("grammar")
-        schema = settings.get("json-schema")
-        if schema:
-            grammar = json_schema_grammar(schema)
-        new = Sampler(model, settings, grammar)
+        new = Sampler(model, settings, settings.get("grammar"))
         if self.sampler is not None:
             self.sampler.close()
         self.sampler = new
@@ -260,9 +264,7 @@ class GgmlContext(BackendContext):
 
     def _set_metadata(self, raw: bytes) -> None:
         graph = self.graph
-        parsed = parse_metadata(raw, "set_input metadata")
-        _check_gpu_layers(parsed)
-        _reject_unsupported(parsed)
+        parsed = checked_metadata(raw, "set_input metadata")
         previous = dict(graph.settings)
         for key, value in parsed.items():
             if key in PER_CONTEXT_KEYS:
