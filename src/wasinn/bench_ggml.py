@@ -56,7 +56,7 @@ class GuestGeneration:
     def run(self, rounds: int, stream: bool, key: str) -> list[float]:
         args = ["--meta", self.meta, "--rounds", str(rounds + 1), "--time"]
         if stream:
-            args.append("--stream")
+            args += ["--stream", "--limit", "1"]
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
             runtime = Runtime(preload=[self.preload], stdout=out, stderr=err)
@@ -80,11 +80,19 @@ class NativeGeneration:
         self.tokens = tokens
         threads = default_threads()
         self.llm: Any = Llama(
-            model_path=str(model), n_ctx=0, n_batch=2048, n_ubatch=512, n_threads=threads, verbose=False
+            model_path=str(model),
+            n_ctx=0,
+            n_batch=2048,
+            n_ubatch=512,
+            n_threads=threads,
+            n_threads_batch=threads,  # the backend's default threads-batch is its threads
+            flash_attn=True,  # the backend's default flash-attn is auto (on where supported)
+            verbose=False,
         )
         self.threads = threads
 
     def _generate(self, count: int) -> None:
+        self.llm.reset()  # no reuse of the previous prompt's KV cache: wasinn clears it too
         prompt = self.llm.tokenize(PROMPT.encode(), add_bos=True, special=True)
         generation = self.llm.generate(prompt, temp=0.0, repeat_penalty=1.0, reset=True)
         for produced, token in enumerate(generation, start=1):

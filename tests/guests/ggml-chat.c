@@ -1,13 +1,14 @@
 /*
  * ggml-chat.c - the call sequence of WasmEdge's wasmedge-ggml example guests, in C.
  *
- *   ggml-chat [--config JSON] [--meta JSON] [--stream] [--rounds N] [--time] NAME PROMPT
+ *   ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--time] NAME PROMPT
  *
  * Like the Rust examples: load_by_name_with_config(NAME, JSON) (load_by_name without
  * --config), init_execution_context, optionally set_input(1, --meta JSON), set_input(0,
  * U8 [len], PROMPT), get_output(1), then either compute + get_output(0) + get_output(1)
  * (basic/llama) or a compute_single / get_output_single loop until a non-zero errno
- * (llama-stream). Output buffers are 24576 bytes, as in the examples.
+ * (llama-stream; --limit N stops it after N tokens, as compute_single ignores n-predict).
+ * Output buffers are 24576 bytes, as in the examples.
  *
  * Output is one "key=value" line per fact so tests can compare exactly: payloads are hex
  * (text_hex=, piece_hex=), errnos are numbers (rc_compute=, rc_single=). A 103 from the load
@@ -59,11 +60,12 @@ static void print_metadata(wasi_nn_context_t ctx, const char *key) {
 
 int main(int argc, char **argv) {
     const char *config = NULL, *meta = NULL;
-    int stream = 0, timed = 0, rounds = 1, i = 1;
+    int stream = 0, timed = 0, rounds = 1, limit = -1, i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config = argv[++i];
         else if (strcmp(argv[i], "--meta") == 0 && i + 1 < argc) meta = argv[++i];
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = atoi(argv[++i]);
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
         else if (strcmp(argv[i], "--time") == 0) timed = 1;
         else {
@@ -72,7 +74,8 @@ int main(int argc, char **argv) {
         }
     }
     if (argc - i != 2) {
-        fprintf(stderr, "usage: ggml-chat [--config JSON] [--meta JSON] [--stream] [--rounds N] [--time] NAME PROMPT\n");
+        fprintf(stderr, "usage: ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--time] "
+                        "NAME PROMPT\n");
         return 2;
     }
     const char *name = argv[i], *prompt = argv[i + 1];
@@ -116,7 +119,7 @@ int main(int argc, char **argv) {
             if (timed) printf("gen_ms=%.4f\n", done - start);
         } else {
             int tokens = 0;
-            for (;;) {
+            while (limit < 0 || tokens < limit) {
                 rc = wasi_nn_compute_single(ctx);
                 if (rc != 0) break;
                 rc = wasi_nn_get_output_single(ctx, 0, output, OUTPUT_BYTES, &written);

@@ -182,7 +182,8 @@ class LlamaContext:
         return self._batch_capacity
 
     def clear(self) -> None:
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        # metadata only: the next decode overwrites the cells it uses
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), False)
 
     def decode(self, tokens: Sequence[int], start: int, all_outputs: bool = False) -> None:
         """Decode ``tokens`` at positions ``start…`` in chunks; outputs on the last token only."""
@@ -281,6 +282,11 @@ class Sampler:
             self._add(llama_cpp.llama_sampler_init_mirostat_v2(seed, 5.0, float(s.get("mirostat-eta", 0.1))))
             return
         min_keep = max(int(s.get("min-keep", 0)), 0)
+        if temp <= 0 and float(s.get("xtc-probability", 0.0)) <= 0 and float(s.get("typ-p", 1.0)) >= 1:
+            # top-k, top-p and min-p all keep the most probable token, and temperature 0 then
+            # keeps only it: the chain's answer is the argmax, found without sorting the vocab.
+            self._add(llama_cpp.llama_sampler_init_greedy())
+            return
         self._add(llama_cpp.llama_sampler_init_top_k(int(s.get("top-k", 40))))
         self._add(llama_cpp.llama_sampler_init_typical(float(s.get("typ-p", 1.0)), min_keep))
         self._add(llama_cpp.llama_sampler_init_top_p(float(s.get("top-p", 0.95)), min_keep))

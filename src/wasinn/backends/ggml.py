@@ -218,6 +218,7 @@ class GgmlContext(BackendContext):
         self.last_piece = b""
         self.position = 0
         self.streaming = False
+        self._pending: int | None = None  # a streamed token not yet decoded
         self._cancelled = False
         self._rebuild_sampler()
 
@@ -232,6 +233,7 @@ class GgmlContext(BackendContext):
         self.sampler = new
 
     def _reset_generation(self) -> None:
+        self._pending = None
         self.output = bytearray()
         self.output_tokens = 0
         self.last_piece = b""
@@ -378,21 +380,29 @@ class GgmlContext(BackendContext):
 
     def _compute_single(self) -> None:
         model, context = self.graph.ready()
-        if not self.streaming:
-            context.clear()
-            self._reset_generation()
-            self._evaluate_prompt(context)  # on failure the stream stays unstarted and restarts
-            self.streaming = True
-        assert self.sampler is not None
-        token = self.sampler.sample(context)
-        self._append(model, token)
         try:
+            if not self.streaming:
+                context.clear()
+                self._reset_generation()
+                self._evaluate_prompt(context)  # on failure the stream stays unstarted and restarts
+                self.streaming = True
+            elif self._pending is not None:
+                token, self._pending = self._pending, None
+                context.decode_one(token, self.position)
+                self.position += 1
+            assert self.sampler is not None
+            token = self.sampler.sample(context)
+            self._append(model, token)
             if not self.graph.settings.get("ignore-eos", False) and model.is_eog(token):
                 raise end_of_sequence()
-            self._advance(context, token)
+            if self.position + 1 > context.n_ctx:
+                raise context_full(context.n_ctx)
         except NNError:
             self.streaming = False
             raise
+        # WasmEdge decodes the token before returning; deferring that decode to the next call
+        # (same positions, same 101) hands the guest each token one decode sooner.
+        self._pending = token
 
     def _get_output_single(self, index: int) -> npt.NDArray[np.generic]:
         self.graph.ready()
