@@ -189,9 +189,13 @@ def test_set_input_twice_keeps_input_tokens(session: Session) -> None:
     assert session.metadata()["input_tokens"] == first
 
 
-def test_prompt_type_and_dims_are_ignored(session: Session) -> None:
+def test_prompt_type_and_dims_are_ignored_but_f64_is_refused(session: Session) -> None:
     session.prompt(PROMPT, TensorType.F32, (1,))
     assert session.metadata()["input_tokens"] > 0
+    for refused in (TensorType.F64, TensorType.I64):
+        assert (
+            errno_of(lambda refused=refused: session.prompt(PROMPT, refused, (1,))) == Errno.INVALID_ARGUMENT
+        )
 
 
 def test_compute_before_set_input_is_1_and_empty_output(session: Session) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guest_wasm, run_guest
+from conftest import Probe, guest_wasm, run_guest
+from wasinn.core import Errno
 from test_ggml import N_CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
 
 GREEDY = {"temp": 0}
+GGML, CPU, U8 = 6, 0, 3  # WasmEdge's codes
 
 
 def facts(stdout: str) -> dict[str, list[str]]:
@@ -101,3 +103,29 @@ def test_model_not_found_prints_like_the_upstream_guest(tmp_path: Path) -> None:
         preload=["default:GGML:AUTO:model-not-found.gguf"],
     )
     assert done.stdout.strip() == "Model not found"
+
+
+def test_abi_buffers_and_errno_through_guest_memory(tiny_model: Path, probe: Probe) -> None:  # noqa: F811
+    """Spec cases 4, 17, 27, 31, 32 through the wasi_ephemeral_nn imports themselves."""
+    out, size = 64, 68
+    array, count = probe.builders([b"preload:/missing.gguf"])
+    assert probe.call("load", array, count, GGML, CPU, out) == Errno.MODEL_NOT_FOUND
+    array, count = probe.builders([b"preload:" + bytes(tiny_model), b'{"temp": 0, "n-predict": 4}'])
+    assert probe.call("load", array, count, GGML, CPU, out) == 0
+    assert probe.call("init_execution_context", probe.u32(out), out) == 0
+    ctx = probe.u32(out)
+    buffer = probe.put(bytes(256))
+    assert probe.call("get_output", ctx, 0, buffer, 256, size) == 0 and probe.u32(size) == 0
+    assert probe.call("get_output_single", ctx, 0, buffer, 256, size) == 0 and probe.u32(size) == 0
+    assert probe.call("compute", ctx) == Errno.INVALID_ARGUMENT  # no prompt yet
+    prompt = probe.tensor([len(PROMPT)], U8, PROMPT)
+    assert probe.call("set_input", ctx, 0, prompt) == 0
+    assert probe.call("compute", ctx) == 0
+    assert probe.call("get_output", ctx, 0, buffer, 0, size) == Errno.TOO_LARGE
+    needed = probe.u32(size)
+    before = probe.read(buffer, 256)
+    assert probe.call("get_output", ctx, 0, buffer, needed - 1, size) == Errno.TOO_LARGE
+    assert probe.u32(size) == needed and probe.read(buffer, 256) == before
+    assert probe.call("get_output", ctx, 0, buffer, needed, size) == 0 and probe.u32(size) == needed
+    assert probe.call("get_output_single", ctx, 1, buffer, 256, size) == 0
+    assert json.loads(probe.read(buffer, probe.u32(size)))["output_tokens"] == 4

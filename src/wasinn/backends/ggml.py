@@ -35,6 +35,7 @@ from wasinn.core import (
     ModelConfig,
     NNError,
     Tensor,
+    TensorType,
 )
 
 PRELOAD_PREFIX = b"preload:"
@@ -44,6 +45,7 @@ COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")
 PROMPT_MARGIN = 4  # WasmEdge refuses prompts longer than n_ctx − 4 tokens
 IMAGE_TAG = b'<img src="data:image/'
 _EMPTY = np.zeros(0, dtype=np.uint8)
+REFUSED_TYPES = frozenset({TensorType.F64, TensorType.I64, TensorType.BF16})
 
 
 def _bytes(data: bytes | bytearray) -> npt.NDArray[np.uint8]:
@@ -251,6 +253,9 @@ class GgmlContext(BackendContext):
     # -- set_input
 
     def _set_input(self, index: int, tensor: Tensor) -> None:
+        if tensor.type in REFUSED_TYPES:
+            # WasmEdge's generic set_input check refuses these before GGML ignores the type
+            raise InvalidArgument(f"ggml: tensor type {tensor.type.label} is refused (use u8 for text)")
         data = bytes(tensor.data)
         if index == 1:
             self._set_metadata(data)
