@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Probe, guest_wasm, run_guest
-from wasinn.core import Errno
 from test_ggml import N_CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
+from wasinn.core import Errno
 
 GREEDY = {"temp": 0}
 GGML, CPU, U8 = 6, 0, 3  # WasmEdge's codes
