@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import require_module
 from wasinn.backends import get_backend
-from wasinn.backends.whisper_audio import parse_whisper_config, read_wav, transcript
-from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession
+from wasinn.backends.whisper_audio import parse_whisper_config, read_wav, timestamp, transcript
+from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession, Tensor, TensorType
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000, channels: int = 1, width: int = 2) -> bytes:
@@ -84,7 +86,7 @@ def test_transcript_format() -> None:
     assert transcript(segments, timestamps=False) == b" This is a test record for whisper.cpp Second."
 
 
-def test_load_failures() -> None:
+def test_load_failures(tmp_path: Path) -> None:
     require_module("_pywhispercpp")
     nn = NNSession(get_backend)
 
@@ -98,4 +100,50 @@ def test_load_failures() -> None:
     assert load(b"garbage", b"{bad") == Errno.INVALID_ENCODING
     assert load(b"garbage", b'{"language": "xx"}') == Errno.INVALID_ARGUMENT
     assert load(b"preload:/missing.bin") == Errno.INVALID_ARGUMENT
+    from wasinn.testing.tiny_whisper import write_tiny_whisper
+
+    f32 = write_tiny_whisper(tmp_path / "f32.bin", layers=1, f16=False)
+    assert load(b"preload:" + bytes(f32)) == Errno.INVALID_ARGUMENT  # whisper.cpp would abort
+    nn.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_model() -> Path:
+    require_module("_pywhispercpp")
+    from wasinn.testing.tiny_whisper import tiny_whisper
+
+    return tiny_whisper()
+
+
+def test_transcript_equals_pywhispercpp_and_formats(tiny_whisper_model: Path) -> None:
+    from pywhispercpp.model import Model
+
+    audio = (np.sin(np.arange(32000) / 8) * 8000).astype("<i2")
+    wav = np.frombuffer(wav_bytes(audio), dtype=np.uint8)
+    nn = NNSession(get_backend)
+    config = b'{"beam-size": 1, "best-of": 1, "threads": 2}'
+    graph = nn.load(
+        [b"preload:" + bytes(tiny_whisper_model), config], GraphEncoding.WHISPER, ExecutionTarget.CPU
+    )
+    context = graph.init_execution_context()
+    context.set_input(0, Tensor((1, wav.size), TensorType.F32, wav))
+    context.compute()
+    text = bytes(context.get_output(0))
+    assert re.fullmatch(rb"(\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\] .*\n)+", text)
+
+    native = Model(
+        str(tiny_whisper_model), redirect_whispercpp_logs_to=None, print_progress=False, n_threads=2
+    )
+    segments = native.transcribe(
+        audio.astype(np.float32) / 32768, language="en", greedy={"best_of": 1}, temperature=0.0
+    )
+    expected = "".join(f"[{timestamp(s.t0)} --> {timestamp(s.t1)}] {s.text}\n" for s in segments)
+    assert [line.strip() for line in text.decode().splitlines()] == expected.splitlines()
+
+    raw = b'{"no-timestamps": true}'
+    context.set_input(1, Tensor((len(raw),), TensorType.U8, np.frombuffer(raw, dtype=np.uint8)))
+    context.compute()
+    plain = bytes(context.get_output(0))
+    assert plain and b"[" not in plain and b"\n" not in plain
+    assert errno_of(context.compute_single) == Errno.INVALID_ARGUMENT
     nn.close()

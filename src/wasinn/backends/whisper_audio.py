@@ -155,6 +155,9 @@ def check_whisper_model(model: bytes) -> None:
     magic, *hparams = struct.unpack_from("<I11i", model, 0)
     if magic != WHISPER_MAGIC:
         raise fail("bad magic")
+    if hparams[10] % 1000 == 0:
+        # whisper.cpp 1.8.5 asserts (aborting the process) in its F16-only convolution
+        raise InvalidArgument("whisper: F32 models are refused: whisper.cpp 1.8.5 aborts on them; use F16")
     offset = 48
     need(offset, 8, "mel filters")
     n_mel, n_fft = struct.unpack_from("<ii", model, offset)
