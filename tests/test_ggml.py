@@ -397,3 +397,34 @@ def test_embedding_json_format_and_values(tiny_model: Path) -> None:
         assert chat.compute() == Errno.PROMPT_TOO_LONG
     finally:
         chat.close()
+
+
+def test_instances_sharing_a_preloaded_graph_compute_concurrently(tiny_model: Path, native: Native) -> None:
+    """A preloaded graph has one llama context for every instance; calls on it are serialised."""
+    import threading
+
+    from wasinn.core import ModelRegistry
+    from wasinn.options import parse_preload
+
+    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
+    _, expected = native.greedy(PROMPT, 12)
+    results: list[bytes] = []
+
+    def guest() -> None:
+        nn = NNSession(get_backend, registry)
+        context = nn.load_by_name(
+            "default", b'{"temp": 0, "n-predict": 12, "threads": 1}'
+        ).init_execution_context()
+        for _ in range(3):
+            context.set_input(0, Tensor((len(PROMPT),), TensorType.U8, np.frombuffer(PROMPT, dtype=np.uint8)))
+            context.compute()
+            results.append(bytes(context.get_output(0)))
+        nn.close()
+
+    threads = [threading.Thread(target=guest) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    registry.close()
+    assert results == [expected] * 9

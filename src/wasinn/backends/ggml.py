@@ -10,13 +10,15 @@ the metadata JSON (§5.3); ``embedding: true`` switches to embeddings (§7).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -158,6 +160,9 @@ class GgmlGraph(BackendGraph):
         self._owned = owned
         self.settings = settings
         self.invalid = False
+        # One llama context serves every execution context of the graph, and a preloaded graph
+        # is shared by all instances of a runtime: every llama call goes through this lock.
+        self.lock = threading.RLock()
         self.model: LlamaModel | None = None
         self.context: LlamaContext | None = None
         ensure_backend(bool(settings.get("enable-log") or settings.get("enable-debug-log")))
@@ -209,6 +214,20 @@ class GgmlGraph(BackendGraph):
                 os.unlink(self.path)
 
 
+Hook = TypeVar("Hook", bound=Callable[..., Any])
+
+
+def _serialised(hook: Hook) -> Hook:
+    """Run a context hook under its graph's lock (one llama context serves them all)."""
+
+    @functools.wraps(hook)
+    def locked(self: GgmlContext, *args: Any) -> Any:
+        with self.graph.lock:
+            return hook(self, *args)
+
+    return cast(Hook, locked)
+
+
 class GgmlContext(BackendContext):
     def __init__(self, graph: GgmlGraph) -> None:
         self.graph = graph
@@ -252,6 +271,7 @@ class GgmlContext(BackendContext):
 
     # -- set_input
 
+    @_serialised
     def _set_input(self, index: int, tensor: Tensor) -> None:
         if tensor.type in REFUSED_TYPES:
             # WasmEdge's generic set_input check refuses these before GGML ignores the type
@@ -305,6 +325,7 @@ class GgmlContext(BackendContext):
 
     # -- compute
 
+    @_serialised
     def _compute(self) -> None:
         model, context = self.graph.ready()
         self._cancelled = False
@@ -383,6 +404,7 @@ class GgmlContext(BackendContext):
 
     # -- streaming (spec §5.2)
 
+    @_serialised
     def _compute_single(self) -> None:
         model, context = self.graph.ready()
         try:
@@ -409,12 +431,14 @@ class GgmlContext(BackendContext):
         # (same positions, same 101) hands the guest each token one decode sooner.
         self._pending = token
 
+    @_serialised
     def _get_output_single(self, index: int) -> npt.NDArray[np.generic]:
         self.graph.ready()
         if index == 1:
             return self._metadata()
         return _bytes(self.last_piece)
 
+    @_serialised
     def _fini_single(self) -> None:
         self._reset_generation()
         self.streaming = False
