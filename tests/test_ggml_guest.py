@@ -129,3 +129,11 @@ def test_abi_buffers_and_errno_through_guest_memory(tiny_model: Path, probe: Pro
     assert probe.call("get_output", ctx, 0, buffer, needed, size) == 0 and probe.u32(size) == needed
     assert probe.call("get_output_single", ctx, 1, buffer, 256, size) == 0
     assert json.loads(probe.read(buffer, probe.u32(size)))["output_tokens"] == 4
+
+
+def test_unload_and_load_again_like_test_unload(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    config = json.dumps({"enable-log": False, "n-gpu-layers": 0, "temp": 0, "n-predict": 4})
+    out = chat(tiny_model, tmp_path, "--reload", "5", "--config", config)
+    assert out["graph"] == ["0", "1", "2", "3", "4"]
+    assert out["rc_compute"] == ["0"] * 5 and out["rc_unload"] == ["0"] * 5
+    assert len(set(out["text_hex"])) == 1  # the same greedy text every time

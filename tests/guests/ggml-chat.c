@@ -1,7 +1,8 @@
 /*
  * ggml-chat.c - the call sequence of WasmEdge's wasmedge-ggml example guests, in C.
  *
- *   ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--time] NAME PROMPT
+ *   ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--reload N] [--time]
+ *             NAME PROMPT
  *
  * Like the Rust examples: load_by_name_with_config(NAME, JSON) (load_by_name without
  * --config), init_execution_context, optionally set_input(1, --meta JSON), set_input(0,
@@ -9,6 +10,9 @@
  * (basic/llama) or a compute_single / get_output_single loop until a non-zero errno
  * (llama-stream; --limit N stops it after N tokens, as compute_single ignores n-predict).
  * Output buffers are 24576 bytes, as in the examples.
+ *
+ * --reload N repeats the whole sequence N times with unload(graph) after each, as
+ * test/unload does (graph handles 0..N-1).
  *
  * Output is one "key=value" line per fact so tests can compare exactly: payloads are hex
  * (text_hex=, piece_hex=), errnos are numbers (rc_compute=, rc_single=). A 103 from the load
@@ -58,14 +62,19 @@ static void print_metadata(wasi_nn_context_t ctx, const char *key) {
     printf("%s=%.*s\n", key, (int)written, (const char *)output);
 }
 
+static const char *config = NULL, *meta = NULL;
+static int stream = 0, timed = 0, rounds = 1, limit = -1, reloads = 1;
+
+static int session(const char *name, const char *prompt);
+
 int main(int argc, char **argv) {
-    const char *config = NULL, *meta = NULL;
-    int stream = 0, timed = 0, rounds = 1, limit = -1, i = 1;
+    int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config = argv[++i];
         else if (strcmp(argv[i], "--meta") == 0 && i + 1 < argc) meta = argv[++i];
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--reload") == 0 && i + 1 < argc) reloads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
         else if (strcmp(argv[i], "--time") == 0) timed = 1;
         else {
@@ -74,12 +83,19 @@ int main(int argc, char **argv) {
         }
     }
     if (argc - i != 2) {
-        fprintf(stderr, "usage: ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--time] "
+        fprintf(stderr, "usage: ggml-chat [--config JSON] [--meta JSON] [--stream] [--limit N] [--rounds N] [--reload N] "
+                        "[--time] "
                         "NAME PROMPT\n");
         return 2;
     }
-    const char *name = argv[i], *prompt = argv[i + 1];
+    for (int reload = 0; reload < reloads; reload++) {
+        int rc = session(argv[i], argv[i + 1]);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
 
+static int session(const char *name, const char *prompt) {
     wasi_nn_graph_t graph;
     int rc = config ? wasi_nn_load_by_name_with_config(name, strlen(name), config, strlen(config), &graph)
                     : wasi_nn_load_by_name(name, strlen(name), &graph);
@@ -137,5 +153,6 @@ int main(int argc, char **argv) {
         }
     }
     print_metadata(ctx, "metadata_after");
+    if (reloads > 1) printf("rc_unload=%d\n", wasi_nn_unload(graph));
     return 0;
 }
