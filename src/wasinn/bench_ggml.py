@@ -10,6 +10,7 @@ side is llama-cpp-python's own ``Llama`` (tokenize + ``generate``), timed with p
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -46,27 +47,37 @@ def bench_model() -> Path:
 
 
 class GuestGeneration:
-    """The ggml-chat guest on a preloaded model, ``rounds`` generations per run."""
+    """The ggml-chat guest on a preloaded model, ``rounds`` generations per run.
+
+    One runtime serves every run, so the preloaded graph stays loaded and warm between
+    blocks, as the native side's ``Llama`` does.
+    """
 
     def __init__(self, model: Path, tokens: int) -> None:
         self.module = guest("ggml-chat")
-        self.preload = f"default:GGML:AUTO:{model}"
         self.meta = f'{{"temp": 0, "ignore-eos": true, "n-predict": {tokens}}}'
+        self.directory = Path(tempfile.mkdtemp(prefix="wasinn-bench-"))
+        self.runtime = Runtime(preload=[f"default:GGML:AUTO:{model}"])
+        self.runs = 0
 
     def run(self, rounds: int, stream: bool, key: str) -> list[float]:
         args = ["--meta", self.meta, "--rounds", str(rounds + 1), "--time"]
         if stream:
             args += ["--stream", "--limit", "1"]
-        with tempfile.TemporaryDirectory() as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            runtime = Runtime(preload=[self.preload], stdout=out, stderr=err)
-            code = runtime.run(self.module, [*args, "default", PROMPT])
-            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        self.runs += 1
+        out, err = self.directory / f"stdout{self.runs}", self.directory / f"stderr{self.runs}"
+        self.runtime.stdio = (None, out, err)
+        code = self.runtime.run(self.module, [*args, "default", PROMPT])
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if code != 0:
             last = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
             raise Unavailable(f"ggml-chat failed (exit {code}): {last[0]}")
         times = [float(line.split("=", 1)[1]) for line in stdout.splitlines() if line.startswith(key + "=")]
-        return times[1:]  # the first round warms the caches
+        return times[1:]  # the first round of each run warms the guest's own state
+
+    def close(self) -> None:
+        self.runtime.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class NativeGeneration:
@@ -131,6 +142,7 @@ def ggml_generation(plan: Plan) -> list[Record]:
         first = Record.measured("ggml/time-to-first-token", native_first, wasinn_first, TTFT_UNIT)
     finally:
         native.close()
+        wasinn.close()
     native_rate = tokens / (speed.native_ms or 1) * 1e3
     wasinn_rate = tokens / (speed.wasinn_ms or 1) * 1e3
     notes = {
