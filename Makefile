@@ -25,6 +25,8 @@ export WASINN_MODELS ?= $(SHARED_DATA)
 # The llama-cpp-python sdist, kept: pip builds the ggml backend from it, and the tests take the
 # vocab-only GGUF it vendors to write their tiny llama (wasinn.testing.tiny_gguf). The build
 # compiles llama.cpp with cmake and the C++ compiler; pip caches the wheel, so it runs once.
+# LLAVA_BUILD=OFF skips the vision library (mtmd) the backend does not use: 127 compile steps
+# instead of 193, 12.7 min instead of 35.5 on the busy 2-core development machine.
 LLAMA_VERSION := 0.3.36
 LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 
@@ -40,7 +42,7 @@ $(BIN)/wasinn: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
-	$(BIN)/pip install -q $(LLAMA_SDIST)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install -q $(LLAMA_SDIST)
 	$(BIN)/pip install -q -e '.[all,dev]'
 	touch $@
 
