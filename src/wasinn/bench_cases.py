@@ -503,6 +503,12 @@ def component_round_trip(plan: Plan) -> list[Record]:
     return measure(plan)
 
 
+def ggml_generation(plan: Plan) -> list[Record]:
+    from wasinn.bench_ggml import ggml_generation as run
+
+    return run(plan)
+
+
 def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
     def run(plan: Plan) -> list[Record]:
         try:
@@ -523,4 +529,5 @@ CASES: list[Case] = [
     skipping(("onnx/stand-in",), onnx_stand_in),
     skipping(("tensorflow/host-module",), tensorflow_host_module),
     skipping(("component/round-trip",), component_round_trip),
+    skipping(("ggml/tokens-per-second", "ggml/time-to-first-token"), ggml_generation),
 ]

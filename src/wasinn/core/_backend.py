@@ -58,6 +58,8 @@ class ModelConfig:
 
     @classmethod
     def parse(cls, raw: bytes, backend: Backend | None = None) -> ModelConfig:
+        if backend is not None and backend.parses_config:
+            return cls(raw=bytes(raw))  # the backend applies its own JSON rules to ``raw``
         try:
             fields = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -219,6 +221,9 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     # The load_by_name_with_config keys this backend applies (``device`` is applied by the host).
     config_keys: ClassVar[frozenset[str]] = frozenset({"device"})
+    # True for backends that read the config JSON themselves (GGML's metadata: unknown keys
+    # ignored, a non-object a no-op, strict types); ModelConfig then carries only ``raw``.
+    parses_config: ClassVar[bool] = False
 
     @abstractmethod
     def load(

@@ -36,7 +36,13 @@ class Preload:
         return parse_preload(text)
 
     def read_builders(self) -> tuple[bytes, ...]:
-        """Read every path now, so a missing file is reported at start-up, naming it."""
+        """Read every path now, so a missing file is reported at start-up, naming it.
+
+        GGML and BitNet files are not read: as in WasmEdge (ggml spec §2.1) the one builder
+        is ``preload:<path>`` and the backend opens the path at load (missing: errno 103).
+        """
+        if self.encoding in (GraphEncoding.GGML, GraphEncoding.BITNET):
+            return (b"preload:" + os.fsencode(":".join(self.paths)),)
         blobs = []
         for path in self.paths:
             if self.encoding is GraphEncoding.TENSORFLOW and os.path.isdir(path):

@@ -1,0 +1,452 @@
+"""GGML (llama.cpp) backend, encoding 6: WasmEdge's ggml plugin on llama-cpp-python.
+
+The contract is ``shared/spec/ggml-backend.md``: builder[0] is ``preload:<path>`` or the
+GGUF bytes, builder[1] the metadata JSON (§3); set_input index 1 is metadata and any other
+index the prompt (§4); compute generates with errno 101/102 at the spec's token arithmetic
+(§5.1); compute_single/get_output_single/fini_single stream (§5.2); get_output index 1 is
+the metadata JSON (§5.3); ``embedding: true`` switches to embeddings (§7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler, ensure_backend, gpu_offload_supported
+from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, parse_metadata
+from wasinn.core import (
+    Backend,
+    BackendContext,
+    BackendError,
+    BackendGraph,
+    Errno,
+    ExecutionTarget,
+    GraphEncoding,
+    InvalidArgument,
+    ModelConfig,
+    NNError,
+    Tensor,
+    TensorType,
+)
+
+PRELOAD_PREFIX = b"preload:"
+# The llama.cpp build WasmEdge HEAD pins (spec §5.3); the metadata reports it, not ours.
+BUILD_NUMBER = int(os.environ.get("WASINN_LLAMA_BUILD_NUMBER", "8757"))
+COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")
+PROMPT_MARGIN = 4  # WasmEdge refuses prompts longer than n_ctx − 4 tokens
+IMAGE_TAG = b'<img src="data:image/'
+_EMPTY = np.zeros(0, dtype=np.uint8)
+REFUSED_TYPES = frozenset({TensorType.F64, TensorType.I64, TensorType.BF16})
+
+
+def _bytes(data: bytes | bytearray) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(bytes(data), dtype=np.uint8) if data else _EMPTY
+
+
+def end_of_sequence() -> NNError:
+    return NNError("ggml: end of sequence", Errno.END_OF_SEQUENCE)
+
+
+def context_full(n_ctx: int) -> NNError:
+    return NNError(f"ggml: the context is full ({n_ctx} tokens)", Errno.CONTEXT_FULL)
+
+
+def prompt_too_long(tokens: int, limit: int, what: str) -> NNError:
+    return NNError(
+        f"ggml: the prompt has {tokens} tokens, more than the {limit} {what}", Errno.PROMPT_TOO_LONG
+    )
+
+
+def embedding_json(vector: Sequence[float]) -> bytes:
+    """``{"n_embedding": N, "embedding": [v0,v1,…]}``, each value ``%.10g``, L2-normalised (§7)."""
+    norm = math.sqrt(sum(value * value for value in vector))
+    scale = 1.0 / norm if norm > 0 else 0.0
+    values = ",".join(format(float(np.float32(value * scale)), ".10g") for value in vector)
+    return f'{{"n_embedding": {len(vector)}, "embedding": [{values}]}}'.encode()
+
+
+def json_schema_grammar(schema: str) -> str:
+    """The GBNF grammar for a JSON-schema string; errno 1 where WasmEdge aborts the process."""
+    try:
+        json.loads(schema)
+    except ValueError as err:
+        raise InvalidArgument(f"ggml: json-schema is not JSON: {err}") from None
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        grammar: str = json_schema_to_gbnf(schema)
+    except Exception as err:  # the converter raises bare Exceptions on schemas it cannot handle
+        raise InvalidArgument(f"ggml: json-schema cannot be converted to a grammar: {err}") from None
+    return grammar
+
+
+def _check_gpu_layers(settings: Mapping[str, Any]) -> None:
+    layers = settings.get("n-gpu-layers")
+    if layers is not None and layers > 0 and not gpu_offload_supported():
+        raise InvalidArgument(
+            f"ggml: n-gpu-layers {layers} asks for GPU offload, but this llama-cpp-python build is CPU-only; "
+            "pass n-gpu-layers 0, or rebuild llama-cpp-python with GPU support (docs/backends/ggml.md)"
+        )
+
+
+def _reject_unsupported(settings: Mapping[str, Any]) -> None:
+    for key in ("mmproj", "tts"):
+        if settings.get(key):
+            raise InvalidArgument(
+                f"ggml: {key!r} is not supported by wasinn's ggml backend (docs/backends/ggml.md)"
+            )
+
+
+def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
+    """Parsed metadata with WasmEdge's parse-time effects: a json-schema becomes the grammar."""
+    settings = parse_metadata(raw, where)
+    _check_gpu_layers(settings)
+    _reject_unsupported(settings)
+    if "json-schema" in settings:
+        settings["grammar"] = json_schema_grammar(settings.pop("json-schema"))
+    return settings
+
+
+class GgmlBackend(Backend):
+    encoding = GraphEncoding.GGML
+    name = "ggml"
+    config_keys = frozenset({"device", "threads"})
+    parses_config = True
+
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> GgmlGraph:
+        if not builders:
+            raise InvalidArgument("ggml: load needs a builder (the model or preload:<path>)")
+        raw_config = builders[1] if len(builders) > 1 else _config_bytes(config)
+        settings = checked_metadata(raw_config, "load metadata") if raw_config is not None else {}
+        model = bytes(builders[0])
+        if model.startswith(PRELOAD_PREFIX):
+            path = os.fsdecode(model[len(PRELOAD_PREFIX) :])
+            if not path or not os.path.isfile(path):
+                raise NNError(f"ggml: model file not found: {path!r}", Errno.MODEL_NOT_FOUND)
+            return GgmlGraph(path, settings, owned=False)
+        handle, path = tempfile.mkstemp(prefix="wasinn-ggml-", suffix=".gguf")
+        with os.fdopen(handle, "wb") as file:
+            file.write(model)
+        try:
+            return GgmlGraph(path, settings, owned=True)
+        except BaseException:
+            os.unlink(path)
+            raise
+
+
+def _config_bytes(config: ModelConfig | None) -> bytes | None:
+    raw = getattr(config, "raw", None)
+    return bytes(raw) if raw else None
+
+
+class GgmlGraph(BackendGraph):
+    """One llama model and one llama context, shared by the graph's execution contexts."""
+
+    def __init__(self, path: str, settings: dict[str, Any], owned: bool) -> None:
+        self.path = path
+        self._owned = owned
+        self.settings = settings
+        self.invalid = False
+        # One llama context serves every execution context of the graph, and a preloaded graph
+        # is shared by all instances of a runtime: every llama call goes through this lock.
+        self.lock = threading.RLock()
+        self.model: LlamaModel | None = None
+        self.context: LlamaContext | None = None
+        ensure_backend(bool(settings.get("enable-log") or settings.get("enable-debug-log")))
+        self.model = LlamaModel(path, settings)
+        try:
+            self.context = LlamaContext(self.model, settings)
+        except BaseException:
+            self.model.close()
+            raise
+
+    def init_execution_context(self) -> GgmlContext:
+        if self.invalid:
+            raise InvalidArgument("ggml: the graph is invalid after a failed metadata reload")
+        return GgmlContext(self)
+
+    # -- rebuilding after set_input(1) (spec §3.4)
+
+    def reload_model(self) -> None:
+        self.drop_context()
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        self.model = LlamaModel(self.path, self.settings)
+
+    def rebuild_context(self) -> None:
+        self.drop_context()
+        if self.model is None:
+            raise InvalidArgument("ggml: the graph has no model")
+        self.context = LlamaContext(self.model, self.settings)
+
+    def drop_context(self) -> None:
+        if self.context is not None:
+            self.context.close()
+            self.context = None
+
+    def ready(self) -> tuple[LlamaModel, LlamaContext]:
+        if self.invalid or self.model is None or self.context is None:
+            raise InvalidArgument("ggml: the graph is invalid after a failed metadata reload")
+        return self.model, self.context
+
+    def close(self) -> None:
+        self.drop_context()
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        if self._owned:
+            self._owned = False
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+Hook = TypeVar("Hook", bound=Callable[..., Any])
+
+
+def _serialised(hook: Hook) -> Hook:
+    """Run a context hook under its graph's lock (one llama context serves them all)."""
+
+    @functools.wraps(hook)
+    def locked(self: GgmlContext, *args: Any) -> Any:
+        with self.graph.lock:
+            return hook(self, *args)
+
+    return cast(Hook, locked)
+
+
+class GgmlContext(BackendContext):
+    def __init__(self, graph: GgmlGraph) -> None:
+        self.graph = graph
+        self.settings = {key: value for key, value in graph.settings.items() if key in PER_CONTEXT_KEYS}
+        self.sampler: Sampler | None = None
+        self.prompt: list[int] = []
+        self.output = bytearray()
+        self.output_tokens = 0
+        self.last_piece = b""
+        self.position = 0
+        self.streaming = False
+        self._pending: int | None = None  # a streamed token not yet decoded
+        self._cancelled = False
+        self._rebuild_sampler()
+
+    # -- helpers
+
+    def _rebuild_sampler(self) -> None:
+        model, _ = self.graph.ready()
+        settings = self.graph.settings
+        new = Sampler(model, settings, settings.get("grammar"))
+        if self.sampler is not None:
+            self.sampler.close()
+        self.sampler = new
+
+    def _reset_generation(self) -> None:
+        self._pending = None
+        self.output = bytearray()
+        self.output_tokens = 0
+        self.last_piece = b""
+        self.position = 0
+        if self.sampler is not None:
+            self.sampler.reset()
+
+    def _metadata(self) -> npt.NDArray[np.uint8]:
+        text = (
+            f'{{"input_tokens": {len(self.prompt)}, "output_tokens": {self.output_tokens}, '
+            f'"llama_build_number": {BUILD_NUMBER}, "llama_commit": "{COMMIT}"}}'
+        )
+        return _bytes(text.encode())
+
+    # -- set_input
+
+    @_serialised
+    def _set_input(self, index: int, tensor: Tensor) -> None:
+        if tensor.type in REFUSED_TYPES:
+            # WasmEdge's generic set_input check refuses these before GGML ignores the type
+            raise InvalidArgument(f"ggml: tensor type {tensor.type.label} is refused (use u8 for text)")
+        data = bytes(tensor.data)
+        if index == 1:
+            self._set_metadata(data)
+            return
+        model, context = self.graph.ready()
+        if IMAGE_TAG in data or self.settings.get("image"):
+            raise InvalidArgument(
+                "ggml: image prompts need mmproj, which wasinn's ggml backend does not support"
+            )
+        context.clear()  # WasmEdge clears the graph's KV cache on every prompt
+        self.prompt = model.tokenize(data)
+        self.streaming = False
+
+    def _set_metadata(self, raw: bytes) -> None:
+        graph = self.graph
+        parsed = checked_metadata(raw, "set_input metadata")
+        previous = dict(graph.settings)
+        for key, value in parsed.items():
+            if key in PER_CONTEXT_KEYS:
+                self.settings[key] = value
+            else:
+                graph.settings[key] = value
+
+        def changed(key: str) -> bool:
+            return key in parsed and parsed[key] != previous.get(key)
+
+        try:
+            if changed("n-gpu-layers") or graph.model is None:
+                self._drop_sampler()
+                graph.reload_model()
+            if changed("embedding") or graph.context is None:
+                graph.rebuild_context()
+        except NNError:
+            graph.invalid = True
+            graph.drop_context()
+            raise
+        graph.invalid = False
+        if self.sampler is None or any(changed(key) for key in SAMPLER_KEYS):
+            self._rebuild_sampler()
+        if changed("batch-size") and graph.context is not None:
+            graph.context.resize_batch(int(graph.settings["batch-size"]))
+
+    def _drop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+            self.sampler = None
+
+    # -- compute
+
+    @_serialised
+    def _compute(self) -> None:
+        model, context = self.graph.ready()
+        self._cancelled = False
+        context.clear()
+        self._reset_generation()
+        self.streaming = False
+        if context.embedding:
+            self._embed(context)
+            return
+        self._evaluate_prompt(context)
+        assert self.sampler is not None
+        limit = int(self.settings.get("n-predict", -1))
+        stream = bool(self.settings.get("stream-stdout", False))
+        reverse = str(self.settings.get("reverse-prompt", "")).encode()
+        ignore_eos = bool(self.graph.settings.get("ignore-eos", False))
+        produced = 0
+        while limit < 0 or produced < limit:
+            if self._cancelled:
+                raise BackendError("ggml: generation cancelled")
+            token = self.sampler.sample(context)
+            piece = self._append(model, token)
+            produced += 1
+            if stream:
+                sys.stdout.flush()
+                os.write(1, piece)
+            if reverse and reverse in self.output:
+                return
+            if not ignore_eos and model.is_eog(token):
+                return
+            self._advance(context, token)
+
+    def _evaluate_prompt(self, context: LlamaContext) -> None:
+        if not self.prompt:
+            raise InvalidArgument("ggml: compute needs a prompt: call set_input(ctx, 0, text) first")
+        limit = context.n_ctx - PROMPT_MARGIN
+        if len(self.prompt) > limit:
+            raise prompt_too_long(
+                len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx} − 4)"
+            )
+        context.decode(self.prompt, 0)
+        self.position = len(self.prompt)
+
+    def _append(self, model: LlamaModel, token: int) -> bytes:
+        piece = model.piece(token)
+        self.output += piece
+        self.output_tokens += 1
+        self.last_piece = piece
+        return piece
+
+    def _advance(self, context: LlamaContext, token: int) -> None:
+        if self.position + 1 > context.n_ctx:
+            raise context_full(context.n_ctx)
+        context.decode_one(token, self.position)
+        self.position += 1
+
+    def _embed(self, context: LlamaContext) -> None:
+        if len(self.prompt) > context.batch_capacity:
+            raise prompt_too_long(len(self.prompt), context.batch_capacity, "of batch-size in embedding mode")
+        if not self.prompt:
+            raise InvalidArgument("ggml: compute needs a prompt: call set_input(ctx, 0, text) first")
+        limit = context.n_ctx - PROMPT_MARGIN
+        if len(self.prompt) > limit:
+            raise prompt_too_long(
+                len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx} − 4)"
+            )
+        context.decode(self.prompt, 0, all_outputs=True)
+        self.output = bytearray(embedding_json(context.embedding_vector()))
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
+        if index == 1:
+            return self._metadata()
+        return _bytes(self.output)
+
+    # -- streaming (spec §5.2)
+
+    @_serialised
+    def _compute_single(self) -> None:
+        model, context = self.graph.ready()
+        try:
+            if not self.streaming:
+                context.clear()
+                self._reset_generation()
+                self._evaluate_prompt(context)  # on failure the stream stays unstarted and restarts
+                self.streaming = True
+            elif self._pending is not None:
+                token, self._pending = self._pending, None
+                context.decode_one(token, self.position)
+                self.position += 1
+            assert self.sampler is not None
+            token = self.sampler.sample(context)
+            self._append(model, token)
+            if not self.graph.settings.get("ignore-eos", False) and model.is_eog(token):
+                raise end_of_sequence()
+            if self.position + 1 > context.n_ctx:
+                raise context_full(context.n_ctx)
+        except NNError:
+            self.streaming = False
+            raise
+        # WasmEdge decodes the token before returning; deferring that decode to the next call
+        # (same positions, same 101) hands the guest each token one decode sooner.
+        self._pending = token
+
+    @_serialised
+    def _get_output_single(self, index: int) -> npt.NDArray[np.generic]:
+        self.graph.ready()
+        if index == 1:
+            return self._metadata()
+        return _bytes(self.last_piece)
+
+    @_serialised
+    def _fini_single(self) -> None:
+        self._reset_generation()
+        self.streaming = False
+
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
+        # GGML answers before any compute (empty text, or the metadata), and after a compute
+        # that ended in 101/102 (the partial text).
+        return self._get_output(index)
+
+    def _release(self) -> None:
+        self._drop_sampler()

@@ -1,0 +1,1 @@
+"""Test models wasinn makes itself, without network: shared by the tests and ``wasinn bench``."""

@@ -1,0 +1,430 @@
+"""The GGML backend (ggml-backend spec §16) on a tiny random llama, compared with llama-cpp-python.
+
+The model is written by the test (wasinn.testing.tiny_gguf) on the real llama SPM vocab;
+greedy decoding (temp 0) makes every generation deterministic, so wasinn's text and token
+counts must equal llama-cpp-python's own ``Llama.generate`` on the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import require_module
+from wasinn.backends import get_backend
+from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession, Tensor, TensorType
+
+PROMPT = b"Once upon a time, "
+# llama.cpp rounds n_ctx up to a multiple of 256 (llama-context.cpp), so ctx-size 64 gives
+# n_ctx 256; the spec's arithmetic is on n_ctx as llama.cpp reports it (spec §5.1).
+N_CTX = 256
+GREEDY = {"temp": 0, "threads": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    require_module("llama_cpp")
+    require_module("gguf")
+    from wasinn.testing.tiny_gguf import VocabUnavailable, tiny_llama
+
+    try:
+        return tiny_llama()
+    except VocabUnavailable as err:
+        from conftest import missing
+
+        missing(str(err))
+        raise
+
+
+class Session:
+    """One NNSession with one GGML graph and context, driven like a guest would."""
+
+    def __init__(self, model: Path, config: dict[str, Any] | None = None) -> None:
+        self.nn = NNSession(get_backend)
+        builders = [b"preload:" + bytes(model)]
+        if config is not None:
+            builders.append(json.dumps(config).encode())
+        self.graph = self.nn.load(builders, GraphEncoding.GGML, ExecutionTarget.CPU)
+        self.ctx = self.graph.init_execution_context()
+
+    def prompt(
+        self, text: bytes, kind: TensorType = TensorType.U8, dims: tuple[int, ...] | None = None
+    ) -> None:
+        data = np.frombuffer(text, dtype=np.uint8)
+        self.ctx.set_input(0, Tensor(dims if dims is not None else (len(text),), kind, data))
+
+    def meta(self, settings: dict[str, Any] | bytes) -> None:
+        raw = settings if isinstance(settings, bytes) else json.dumps(settings).encode()
+        self.ctx.set_input(1, Tensor((len(raw),), TensorType.U8, np.frombuffer(raw, dtype=np.uint8)))
+
+    def compute(self) -> int:
+        return errno_of(self.ctx.compute)
+
+    def single(self) -> int:
+        return errno_of(self.ctx.compute_single)
+
+    def text(self) -> bytes:
+        return bytes(self.ctx.get_output(0))
+
+    def piece(self) -> bytes:
+        return bytes(self.ctx.get_output_single(0))
+
+    def metadata(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(bytes(self.ctx.get_output(1)))
+        return parsed
+
+    def close(self) -> None:
+        self.nn.close()
+
+
+def errno_of(call: Any) -> int:
+    try:
+        call()
+    except NNError as err:
+        return int(err.errno)
+    return 0
+
+
+@pytest.fixture
+def session(tiny_model: Path) -> Iterator[Session]:
+    chat = Session(tiny_model, GREEDY)
+    yield chat
+    chat.close()
+
+
+class Native:
+    """llama-cpp-python's own API on the same file: the reference for greedy outputs."""
+
+    def __init__(self, model: Path, n_ctx: int = 0) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            model_path=str(model), n_ctx=n_ctx, n_batch=2048, n_ubatch=512, n_threads=1, verbose=False
+        )
+
+    def tokens(self, prompt: bytes) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(prompt, add_bos=True, special=True)
+        return tokens
+
+    def greedy(self, prompt: bytes, count: int) -> tuple[list[int], bytes]:
+        out: list[int] = []
+        for token in self.llm.generate(self.tokens(prompt), temp=0.0, repeat_penalty=1.0, reset=True):
+            out.append(token)
+            if len(out) == count or self.llm._model.token_eos() == token:
+                break
+        return out, b"".join(self.piece(token) for token in out)
+
+    def piece(self, token: int) -> bytes:
+        import ctypes
+
+        import llama_cpp
+
+        buffer = ctypes.create_string_buffer(256)
+        size = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, 256, 0, True)
+        return buffer.raw[:size]
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+@pytest.fixture(scope="module")
+def native(tiny_model: Path) -> Iterator[Native]:
+    reference = Native(tiny_model)
+    yield reference
+    reference.close()
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_greedy_text_and_token_counts_equal_llama_cpp_python(session: Session, native: Native) -> None:
+    session.meta({"n-predict": 24})
+    session.prompt(PROMPT)
+    before = session.metadata()
+    assert before == {
+        "input_tokens": len(native.tokens(PROMPT)),
+        "output_tokens": 0,
+        "llama_build_number": 8757,
+        "llama_commit": "a29e4c0b",
+    }
+    assert session.compute() == 0
+    tokens, text = native.greedy(PROMPT, 24)
+    assert session.text() == text
+    assert session.metadata()["output_tokens"] == len(tokens)
+
+
+def test_metadata_output_is_byte_exact(session: Session) -> None:
+    session.prompt(PROMPT)
+    raw = bytes(session.ctx.get_output(1))
+    assert re.fullmatch(
+        rb'\{"input_tokens": \d+, "output_tokens": 0, '
+        rb'"llama_build_number": 8757, "llama_commit": "a29e4c0b"\}',
+        raw,
+    )
+
+
+def test_two_greedy_computes_are_identical_and_n_predict_zero_is_empty(session: Session) -> None:
+    session.meta({"n-predict": 8})
+    session.prompt(PROMPT)
+    assert session.compute() == 0
+    first = session.text()
+    assert session.compute() == 0
+    assert session.text() == first and first
+    session.meta({"n-predict": 0})
+    assert session.compute() == 0
+    assert session.text() == b"" and session.metadata()["output_tokens"] == 0
+
+
+def test_set_input_twice_keeps_input_tokens(session: Session) -> None:
+    session.prompt(PROMPT)
+    first = session.metadata()["input_tokens"]
+    session.prompt(PROMPT)
+    assert session.metadata()["input_tokens"] == first
+
+
+def test_prompt_type_and_dims_are_ignored_but_f64_is_refused(session: Session) -> None:
+    session.prompt(PROMPT, TensorType.F32, (1,))
+    assert session.metadata()["input_tokens"] > 0
+    for refused in (TensorType.F64, TensorType.I64):
+        assert (
+            errno_of(lambda refused=refused: session.prompt(PROMPT, refused, (1,))) == Errno.INVALID_ARGUMENT
+        )
+
+
+def test_compute_before_set_input_is_1_and_empty_output(session: Session) -> None:
+    assert session.text() == b""
+    assert session.compute() == Errno.INVALID_ARGUMENT
+    assert session.single() == Errno.INVALID_ARGUMENT
+
+
+def test_context_full_after_n_ctx_minus_p_plus_1_tokens(tiny_model: Path) -> None:
+    chat = Session(tiny_model, {**GREEDY, "ctx-size": 64, "ignore-eos": True})
+    try:
+        chat.prompt(PROMPT)
+        prompt_tokens = chat.metadata()["input_tokens"]
+        assert chat.compute() == Errno.CONTEXT_FULL
+        assert chat.metadata()["output_tokens"] == N_CTX - prompt_tokens + 1
+        assert len(chat.text()) > 0
+    finally:
+        chat.close()
+
+
+def test_prompt_too_long_is_102_for_compute_and_compute_single(tiny_model: Path) -> None:
+    chat = Session(tiny_model, {**GREEDY, "ctx-size": 64})
+    try:
+        chat.prompt(b"word " * (N_CTX - 4))
+        assert chat.metadata()["input_tokens"] > N_CTX - 4
+        assert chat.compute() == Errno.PROMPT_TOO_LONG
+        assert chat.single() == Errno.PROMPT_TOO_LONG
+        chat.prompt(PROMPT)  # a short prompt works again after the failed start
+        assert chat.single() == 0
+    finally:
+        chat.close()
+
+
+def test_reverse_prompt_stops_at_the_completing_piece(session: Session, native: Native) -> None:
+    tokens, _ = native.greedy(PROMPT, 16)
+    pieces = [native.piece(token) for token in tokens]
+    later = next(
+        i for i in range(2, len(pieces)) if pieces[i].strip().isascii() and len(pieces[i].strip()) >= 2
+    )
+    target = pieces[later].strip()[:2]
+    # the text stops at the first piece that completes the target, wherever that is
+    stop = next(i for i in range(len(pieces)) if target in b"".join(pieces[: i + 1]))
+    session.meta({"reverse-prompt": target.decode(), "n-predict": 16})
+    session.prompt(PROMPT)
+    assert session.compute() == 0
+    assert session.text() == b"".join(pieces[: stop + 1])
+    assert session.metadata()["output_tokens"] == stop + 1
+
+
+# ------------------------------------------------------------------ streaming
+
+
+def test_stream_until_end_of_sequence_equals_compute(tiny_model: Path) -> None:
+    # The grammar allows only "yes" and then the end, so greedy decoding reaches EOS.
+    chat = Session(tiny_model, {**GREEDY, "grammar": 'root ::= "yes"'})
+    try:
+        chat.prompt(PROMPT)
+        pieces = []
+        while (rc := chat.single()) == 0:
+            pieces.append(chat.piece())
+        assert rc == Errno.END_OF_SEQUENCE
+        streamed = chat.text()
+        assert b"".join(pieces) == b"yes"
+        assert chat.metadata()["output_tokens"] == len(pieces) + 1
+        assert chat.compute() == 0
+        assert chat.text() == streamed and streamed.startswith(b"yes") and streamed.endswith(b"</s>")
+        assert chat.single() == 0 and chat.piece() == pieces[0]  # after 100 it starts again
+    finally:
+        chat.close()
+
+
+def test_fini_single_clears_and_regenerates(session: Session) -> None:
+    assert session.piece() == b""
+    session.prompt(PROMPT)
+    assert session.single() == 0
+    first = session.piece()
+    assert session.single() == 0
+    assert errno_of(session.ctx.fini_single) == 0
+    assert session.text() == b"" and session.metadata()["output_tokens"] == 0
+    assert session.single() == 0 and session.piece() == first
+
+
+# ------------------------------------------------------------------ load and metadata errors
+
+
+def test_load_errors(tiny_model: Path) -> None:
+    nn = NNSession(get_backend)
+
+    def load(*builders: bytes) -> int:
+        return errno_of(lambda: nn.load(list(builders), GraphEncoding.GGML, ExecutionTarget.CPU))
+
+    preload = b"preload:" + bytes(tiny_model)
+    assert load(b"preload:/missing.gguf") == Errno.MODEL_NOT_FOUND
+    assert load(b"preload:") == Errno.MODEL_NOT_FOUND
+    assert load(preload, b"") == Errno.INVALID_ENCODING
+    assert load(preload, b"{bad") == Errno.INVALID_ENCODING
+    assert load(preload, b'{"ctx-size": "1024"}') == Errno.INVALID_ARGUMENT
+    assert load(preload, b'{"n-gpu-layers": 5}') == Errno.INVALID_ARGUMENT
+    assert load(b"garbage") == Errno.INVALID_ARGUMENT
+    assert load(preload, b"[]") == 0
+    assert load(preload, b'{"llama3": true, "temp": 0}') == 0
+    assert load(tiny_model.read_bytes()) == 0  # the model itself as builder[0]
+    nn.close()
+
+
+def test_bad_grammar_and_schema_are_errno_1(tiny_model: Path, session: Session) -> None:
+    nn = NNSession(get_backend)
+    builders = [b"preload:" + bytes(tiny_model), b'{"grammar": "root ::= ("}']
+    graph = nn.load(builders, GraphEncoding.GGML, ExecutionTarget.CPU)
+    assert errno_of(graph.init_execution_context) == Errno.INVALID_ARGUMENT
+    nn.close()
+    for bad in ({"grammar": "root ::= undefined-rule"}, {"json-schema": "{not json"}, {"json-schema": {}}):
+        assert errno_of(lambda bad=bad: session.meta(bad)) == Errno.INVALID_ARGUMENT
+    session.meta({"grammar": ""})
+    session.prompt(PROMPT)
+    assert session.compute() in (0, Errno.CONTEXT_FULL)  # the context survives
+
+
+def test_grammar_and_json_schema_constrain_the_text(session: Session) -> None:
+    session.meta({"grammar": 'root ::= "yes"', "n-predict": 4})
+    session.prompt(PROMPT)
+    assert session.compute() == 0
+    assert session.text().startswith(b"yes")
+    schema = json.dumps({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})
+    session.meta({"grammar": "", "json-schema": schema, "n-predict": 40})
+    assert session.compute() == 0
+    text = session.text().removesuffix(b"</s>")
+    assert json.loads(text)["ok"] in (True, False)
+
+
+def test_invalid_graph_after_failed_reload_then_repaired(session: Session) -> None:
+    bad = {"embedding": True, "batch-size": 0, "ubatch-size": 0}
+    assert errno_of(lambda: session.meta(bad)) == Errno.INVALID_ARGUMENT
+    assert errno_of(lambda: session.prompt(PROMPT)) == Errno.INVALID_ARGUMENT
+    assert session.compute() == Errno.INVALID_ARGUMENT
+    assert errno_of(lambda: session.ctx.get_output_single(0)) == Errno.INVALID_ARGUMENT
+    assert session.text() == b""
+    assert errno_of(session.ctx.fini_single) == 0
+    session.meta({"embedding": False, "batch-size": 2048, "ubatch-size": 512, "n-predict": 3})
+    session.prompt(PROMPT)
+    assert session.compute() == 0 and session.metadata()["output_tokens"] == 3
+
+
+def test_unload_keeps_contexts_readable(session: Session) -> None:
+    session.meta({"n-predict": 3})
+    session.prompt(PROMPT)
+    assert session.compute() == 0
+    text = session.text()
+    session.graph.detach()  # the legacy unload
+    assert errno_of(session.graph.init_execution_context) == Errno.INVALID_ARGUMENT
+    assert session.text() == text
+    assert errno_of(session.ctx.fini_single) == 0
+    assert session.compute() == Errno.INVALID_ARGUMENT
+    assert errno_of(lambda: session.prompt(PROMPT)) == Errno.INVALID_ARGUMENT
+    session.ctx.close()
+    assert session.compute() == Errno.INVALID_ARGUMENT
+
+
+def test_image_prompt_without_mmproj_is_1(session: Session) -> None:
+    assert (
+        errno_of(lambda: session.prompt(b'<img src="data:image/jpeg;base64,AAAA">hi'))
+        == Errno.INVALID_ARGUMENT
+    )
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def test_embedding_json_format_and_values(tiny_model: Path) -> None:
+    # flash attention off, as llama-cpp-python's Llama defaults, so the values compare closely
+    chat = Session(tiny_model, {"embedding": True, "threads": 1, "flash-attn": "off"})
+    try:
+        chat.prompt(PROMPT)
+        assert chat.compute() == 0
+        text = chat.text().decode()
+        assert re.fullmatch(r'\{"n_embedding": 64, "embedding": \[[^ ]*\]\}', text)
+        values = json.loads(text)["embedding"]
+        assert len(values) == 64
+        assert math.isclose(math.sqrt(sum(v * v for v in values)), 1.0, rel_tol=1e-5)
+        assert ",".join(format(float(np.float32(v)), ".10g") for v in values) in text
+        assert chat.metadata()["output_tokens"] == 0
+        from llama_cpp import Llama
+
+        native = Llama(
+            model_path=str(tiny_model),
+            embedding=True,
+            n_ctx=0,
+            n_batch=2048,
+            n_ubatch=512,
+            n_threads=1,
+            verbose=False,
+        )
+        reference = np.asarray(native.embed(PROMPT.decode(), normalize=True))
+        native.close()
+        last = reference[-1] if reference.ndim == 2 else reference
+        np.testing.assert_allclose(values, last, rtol=1e-4, atol=1e-5)
+        chat.meta({"batch-size": 8})
+        chat.prompt(b"word " * 12)
+        assert chat.compute() == Errno.PROMPT_TOO_LONG
+    finally:
+        chat.close()
+
+
+def test_instances_sharing_a_preloaded_graph_compute_concurrently(tiny_model: Path, native: Native) -> None:
+    """A preloaded graph has one llama context for every instance; calls on it are serialised."""
+    import threading
+
+    from wasinn.core import ModelRegistry
+    from wasinn.options import parse_preload
+
+    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
+    _, expected = native.greedy(PROMPT, 12)
+    results: list[bytes] = []
+
+    def guest() -> None:
+        nn = NNSession(get_backend, registry)
+        context = nn.load_by_name(
+            "default", b'{"temp": 0, "n-predict": 12, "threads": 1}'
+        ).init_execution_context()
+        for _ in range(3):
+            context.set_input(0, Tensor((len(PROMPT),), TensorType.U8, np.frombuffer(PROMPT, dtype=np.uint8)))
+            context.compute()
+            results.append(bytes(context.get_output(0)))
+        nn.close()
+
+    threads = [threading.Thread(target=guest) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    registry.close()
+    assert results == [expected] * 9
