@@ -39,6 +39,8 @@ class LazyGroup(click.Group):
         "models": "wasinn.models:models_command",
         "demo": "wasinn.demo:demo_command",
         "bench": "wasinn.bench:bench_command",
+        "serve": "wasinn.serve.command:serve_command",
+        "batch": "wasinn.serve.command:batch_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

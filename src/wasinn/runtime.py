@@ -8,7 +8,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -155,6 +155,9 @@ class ModuleCache:
             pass
 
 
+# A file for a guest output stream, or a callable given each chunk the guest writes.
+OutputStream = str | Path | Callable[[bytes], object]
+
 _version_lock = threading.Lock()
 _versions: dict[str, str] = {}
 
@@ -265,13 +268,28 @@ class Runtime:
             self.engine, directory if cache else None, f"fuel={limits.gas is not None}"
         )
 
-    def instantiate(self, module: str | Path | wasmtime.Module, args: Sequence[str] = ()) -> Instance:
-        """Instantiate ``module`` with WASI and WASI-NN, without running it."""
+    def instantiate(
+        self,
+        module: str | Path | wasmtime.Module,
+        args: Sequence[str] = (),
+        *,
+        stdin: str | Path | None = None,
+        stdout: OutputStream | None = None,
+        stderr: OutputStream | None = None,
+    ) -> Instance:
+        """Instantiate ``module`` with WASI and WASI-NN, without running it.
+
+        ``stdin``/``stdout``/``stderr`` override the runtime's streams for this instance
+        only (a server gives each request its own); an output stream may also be a
+        callable that receives each chunk the guest writes.
+        """
         if isinstance(module, wasmtime.Module):
             compiled, program = module, "main.wasm"
         else:
             compiled, program = self.modules.load(Path(module)), str(module)
-        return Instance(self, compiled, [program, *args])
+        default_in, default_out, default_err = self.stdio
+        stdio = (stdin or default_in, stdout or default_out, stderr or default_err)
+        return Instance(self, compiled, [program, *args], stdio)
 
     def run(self, module: str | Path, args: Sequence[str] = ()) -> int:
         """Run the module's ``_start`` and return its exit code.
@@ -289,15 +307,17 @@ class Runtime:
 class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
 
-    def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        module: wasmtime.Module,
+        argv: Sequence[str],
+        stdio: tuple[str | Path | None, OutputStream | None, OutputStream | None] | None = None,
+    ) -> None:
         self.limits = limits = runtime.limits
         self.store = wasmtime.Store(runtime.engine)
         self._deadline: float | None = None
-        if limits.time_limit_ms is not None:
-            self._deadline = time.monotonic() + limits.time_limit_ms / 1000
-            self.store.set_epoch_deadline(max(1, math.ceil(limits.time_limit_ms / 1000 / EPOCH_TICK_SECONDS)))
-        else:
-            self.store.set_epoch_deadline(NO_DEADLINE)
+        self.restart_clock()
         if limits.gas is not None:
             self.store.set_fuel(limits.gas)
         if limits.memory_pages is not None:
@@ -307,17 +327,21 @@ class Instance:
         wasi.env = list(runtime.env.items())
         for mapping in runtime.dirs:
             wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
-        stdin, stdout, stderr = runtime.stdio
+        stdin, stdout, stderr = stdio or runtime.stdio
         if stdin is None:
             wasi.inherit_stdin()
         else:
             wasi.stdin_file = str(stdin)
         if stdout is None:
             wasi.inherit_stdout()
+        elif callable(stdout):
+            wasi.stdout_custom = stdout
         else:
             wasi.stdout_file = str(stdout)
         if stderr is None:
             wasi.inherit_stderr()
+        elif callable(stderr):
+            wasi.stderr_custom = stderr
         else:
             wasi.stderr_file = str(stderr)
         self.store.set_wasi(wasi)
@@ -353,6 +377,15 @@ class Instance:
             None,
         )
         self._abi.attach(self.store, self.memory)
+
+    def restart_clock(self) -> None:
+        """Start the time limit now: a pre-instantiated (warm) instance counts from its run."""
+        limit = self.limits.time_limit_ms
+        if limit is None:
+            self.store.set_epoch_deadline(NO_DEADLINE)
+            return
+        self._deadline = time.monotonic() + limit / 1000
+        self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
 
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
