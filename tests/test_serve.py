@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, guest_wasm, require_module
+from conftest import guest_wasm, require_module
 
 require_module("starlette")
 require_module("uvicorn")
@@ -24,6 +22,7 @@ require_module("httpx")
 import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from serve_helpers import start_server  # noqa: E402
 from wasinn.runtime import Limits  # noqa: E402
 from wasinn.serve.server import ServeConfig, build_app, parse_route  # noqa: E402
 
@@ -136,37 +135,6 @@ def test_bad_routes_are_refused_at_start(tmp_path: Path) -> None:
 # --------------------------------------------------------------------- the real command
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    """``wasinn serve`` in a subprocess on a free loopback port, once /healthz answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn", "serve", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"wasinn serve exited {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("wasinn serve did not answer /healthz within 120 s")
-
-
 @pytest.fixture
 def echo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
     process, base = start_server(f"echo={guest_wasm('serve-echo')}", "--workers", "2")
@@ -217,10 +185,3 @@ def test_serve_is_not_imported_by_wasinn() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
     assert result.stdout.strip() == "False"
-
-
-def repo_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
-
-
-_ = json  # kept for the road tests below
