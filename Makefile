@@ -27,7 +27,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench clean
+.PHONY: all setup toolchain browser examples test test-ray lint pytest demo bench clean
 
 all: setup examples
 
@@ -89,6 +89,11 @@ pytest: setup examples browser
 	$(BIN)/pytest -q
 
 test: lint pytest
+
+# Ray scale-out (wasinn serve --ray, wasinn batch --ray): a 600 MB extra, so not part of `make test`.
+test-ray: setup examples
+	$(BIN)/pip install -q -e '.[ray]'
+	$(BIN)/pytest -q -m ray tests/test_serve_ray.py
 
 demo: setup examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo

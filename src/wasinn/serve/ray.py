@@ -73,14 +73,11 @@ def serve_on_ray(
 class Segmenter:
     """A Ray Data worker: one runtime with the road model, one nn-pipe guest run per picture."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, guest: str, preload: tuple[str, ...], out: str) -> None:
+        from wasinn.runtime import Runtime
         from wasinn.serve.pool import GuestPool
 
-        config = with_demo(ServeConfig(), download=False)
-        from wasinn.runtime import Runtime
-
-        runtime = Runtime(preload=config.preload)
-        self.pool = GuestPool(runtime, config.routes[ROAD_ROUTE], 1, name="batch")
+        self.pool = GuestPool(Runtime(preload=preload), Path(guest), 1, name="batch")
         self.out = Path(out)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -112,10 +109,11 @@ def batch_segment(
     pictures = pictures_in(directory)
     out.mkdir(parents=True, exist_ok=True)
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    # The model and guest are found here, on the driver; workers get their paths.
+    config = with_demo(ServeConfig(), download=False)
+    settings = {"guest": str(config.routes[ROAD_ROUTE]), "preload": config.preload, "out": str(out.resolve())}
     dataset = ray.data.from_items([{"path": str(p.resolve())} for p in pictures])
-    rows = dataset.map(
-        Segmenter, fn_constructor_kwargs={"out": str(out.resolve())}, concurrency=workers
-    ).take_all()
+    rows = dataset.map(Segmenter, fn_constructor_kwargs=settings, concurrency=workers).take_all()
     rows.sort(key=lambda row: str(row["name"]))
     with open(out / "shares.jsonl", "w") as lines:
         for row in rows:
