@@ -419,6 +419,13 @@ def onnx_stand_in(plan: Plan) -> list[Record]:
     return [record]
 
 
+def serve_road(plan: Plan) -> list[Record]:
+    require("wasinn.serve.app")  # the serve extra
+    from wasinn.serve.bench import serve_road as measure
+
+    return measure(plan)
+
+
 def skipping(names: tuple[str, ...], function: Callable[[Plan], list[Record]]) -> Case:
     def run(plan: Plan) -> list[Record]:
         try:
@@ -437,4 +444,5 @@ CASES: list[Case] = [
     skipping(("tflite/birds",), tflite_birds),
     skipping(("pytorch/stand-in",), pytorch_stand_in),
     skipping(("onnx/stand-in",), onnx_stand_in),
+    skipping(("serve/road-segmentation/warm-request", "serve/road-segmentation/vs-process"), serve_road),
 ]
