@@ -24,6 +24,7 @@ from conftest import missing, nn_run, require_module
 from wasinn.backends.autodetect import AutodetectBackend, detect_encoding
 from wasinn.core import (
     Backend,
+    BackendContext,
     BackendGraph,
     Errno,
     ExecutionTarget,
@@ -194,7 +195,8 @@ def test_prefixes_and_tails_of_a_model_never_crash(onnx_model: Path, cut: int, t
 
 
 class RecordingGraph(BackendGraph):
-    pass
+    def init_execution_context(self) -> BackendContext:
+        raise AssertionError("autodetect only loads; the detected backend runs the graph")
 
 
 class RecordingBackend(Backend):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from wasinn import __version__, backends
+from wasinn.abi._wasmedge import CODE_OF_ENCODING
 from wasinn.cli import main
 
 
@@ -20,5 +21,5 @@ def test_backends_command_matches_the_api() -> None:
     lines = CliRunner().invoke(main, ["backends"]).output.splitlines()
     assert len(lines) == len(backends())
     for line, info in zip(lines, backends(), strict=True):
-        assert line.split()[:2] == [str(info.encoding.value), info.name]
+        assert line.split()[:2] == [str(CODE_OF_ENCODING[info.encoding]), info.name]
         assert ("installed" in line) == info.installed

@@ -36,8 +36,10 @@ from hypothesis import strategies as st
 
 from conftest import Probe, make_probe
 from wasinn import Errno, Runtime
+from wasinn.abi._wasmedge import CODE_OF_ENCODING, TARGET_CODES
+from wasinn.abi._wasmedge import ENCODING_CODES as ENCODINGS_BY_CODE
 from wasinn.backends import backends
-from wasinn.core import GraphEncoding, NNError
+from wasinn.core import GraphEncoding, ModelConfig, NNError
 
 pytestmark = pytest.mark.usefixtures("openvino_available")
 
@@ -56,7 +58,8 @@ TAIL = MEM - 256  # the last bytes: zeros, so records that straddle the end read
 W = np.array([1.0, -2.0, 3.0, -4.0], dtype=np.float32)
 B = np.array([0.5, 0.5, -0.5, 1.0], dtype=np.float32)
 
-ENCODING_CODES = {member.value for member in GraphEncoding}
+ENCODING_CODES = set(ENCODINGS_BY_CODE)
+CODE_OF_TARGET = {target: code for code, target in TARGET_CODES.items()}
 # Backend-decided errno for loads of random bytes by frameworks other than OpenVINO.
 BACKEND_LOAD_ERRNOS = frozenset({0, 1, 2, 3, 4, 5})
 
@@ -69,14 +72,10 @@ def config_outcome(config: bytes) -> tuple[int | None, int]:
     the oracle here, and a ``device`` in it replaces the preloaded target.
     """
     try:
-        from wasinn.core import ModelConfig
-    except ImportError:
-        return 1, 0
-    try:
         settings = ModelConfig.parse(config)
     except NNError as err:
         return int(err.errno), 0
-    return None, (int(settings.device) if settings.device is not None else 0)
+    return None, (CODE_OF_TARGET[settings.device] if settings.device is not None else 0)
 
 
 def tiny_reference(data: bytes) -> np.ndarray:
@@ -266,14 +265,14 @@ class World:
         code = encoding & 0xFF
         if code not in ENCODING_CODES:
             return fail(2, "unknown encoding")
-        info = {info.encoding.value: info for info in backends()}.get(code)
+        info = {CODE_OF_ENCODING[info.encoding]: info for info in backends()}.get(code)
         if info is None:
-            return fail(2 if code == GraphEncoding.AUTODETECT else 1, "no such backend")
+            return fail(2 if ENCODINGS_BY_CODE[code] is GraphEncoding.AUTODETECT else 1, "no such backend")
         if not info.installed:
             return fail(1, "framework not installed")
         success = Expect(0, "load", ((out, 4),), self.next_graph, self._new_graph(""))
         blobs = [memory[ptr : ptr + length] for ptr, length in entries]
-        if code != GraphEncoding.OPENVINO:
+        if ENCODINGS_BY_CODE[code] is not GraphEncoding.OPENVINO:
             foreign = self._foreign(code, tuple(len(blob) for blob in blobs))
             return Expect(BACKEND_LOAD_ERRNOS, "backend decides", success.writes, None, foreign)
         if count != 2:

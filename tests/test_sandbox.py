@@ -232,9 +232,10 @@ def read_through_model(builders: list[bytes], encoding: int, size: int) -> bytes
 
 def external_data_cases() -> list[object]:
     """The encodings that accept ONNX bytes: OpenVINO (its ONNX frontend), ONNX, autodetect."""
+    from wasinn.abi._wasmedge import CODE_OF_ENCODING
     from wasinn.backends import backends
 
-    registered = {info.encoding.value: info.installed for info in backends()}
+    registered = {CODE_OF_ENCODING[info.encoding]: info.installed for info in backends()}
     onnx_ok = importlib.util.find_spec("onnx") is not None
     cases = []
     for encoding, name, module in (

@@ -9,6 +9,7 @@ from wasinn.core import (
     GuestExit,
     GuestTrap,
     LimitExceeded,
+    ModelError,
     ModuleError,
     NNError,
     Preload,
@@ -16,7 +17,8 @@ from wasinn.core import (
     TensorType,
     WasinnError,
 )
-from wasinn.runtime import DirMapping, Instance, Limits, Runtime
+from wasinn.options import DirMapping
+from wasinn.runtime import Instance, Limits, Runtime
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,7 @@ __all__ = [
     "Instance",
     "LimitExceeded",
     "Limits",
+    "ModelError",
     "ModuleError",
     "NNError",
     "Preload",

@@ -141,8 +141,9 @@ def run(
 @main.command("backends")
 def backends_command() -> None:
     """List the WASI-NN backends and whether their framework is installed here."""
+    from wasinn.abi._wasmedge import CODE_OF_ENCODING
     from wasinn.backends import backends
 
     for info in backends():
         state = "installed" if info.installed else f"missing (pip install 'wasinn[{info.extra}]')"
-        click.echo(f"{info.encoding.value:>2} {info.name:<16} {state}")
+        click.echo(f"{CODE_OF_ENCODING[info.encoding]:>2} {info.name:<16} {state}")

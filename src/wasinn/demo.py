@@ -47,7 +47,8 @@ def find_sample(model_dir: Path, name: str) -> Path:
 
 def road_segmentation(out: Path, *, image: Path | None = None, download: bool = True) -> Path:
     """Run the whole example into ``out``; returns the picture's path."""
-    from wasinn.models import ModelError, ensure_model
+    from wasinn.core import ModelError
+    from wasinn.models import ensure_model
     from wasinn.runtime import Runtime
     from wasinn.tools import im2tensor, visualize, write_tensor
 

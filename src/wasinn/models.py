@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from wasinn.core import ModelError
 from wasinn.paths import CACHE_ENV as CACHE_ENV
 from wasinn.paths import user_cache_dir
 
@@ -32,10 +33,6 @@ _TIMEOUT_S = 60.0
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class ModelError(Exception):
-    """A model could not be found, fetched or verified."""
 
 
 class ModelNotFoundError(ModelError):

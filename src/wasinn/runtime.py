@@ -24,11 +24,12 @@ from wasinn.core import (
     GuestExit,
     GuestTrap,
     LimitExceeded,
+    ModelRegistry,
     ModuleError,
-    NamedModel,
-    NNHost,
+    NNSession,
     Preload,
 )
+from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
 
 # Bump when the engine configuration below changes: it is part of the cache key.
@@ -60,49 +61,6 @@ class Limits:
         for name, value in vars(self).items():
             if value is not None and value < 0:
                 raise ConfigError(f"limit {name} must not be negative, got {value}")
-
-
-@dataclass(frozen=True)
-class DirMapping:
-    """A host directory visible to the guest, as WasmEdge's ``--dir GUEST:HOST[:readonly]``."""
-
-    guest: str
-    host: Path
-    readonly: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> DirMapping:
-        fields = text.split(":")
-        readonly = len(fields) > 1 and fields[-1] == "readonly"
-        if readonly:
-            fields = fields[:-1]
-        if len(fields) == 1:
-            guest = host = fields[0]  # a bare PATH maps to itself
-        elif len(fields) == 2:
-            guest, host = fields
-        else:
-            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
-        if not guest or not host:
-            raise ConfigError(f"bad --dir {text!r}: expected GUEST:HOST, HOST or GUEST:HOST:readonly")
-        return cls(guest, Path(host), readonly)
-
-    def check(self) -> None:
-        if not self.host.is_dir():
-            problem = "does not exist" if not self.host.exists() else "is not a directory"
-            raise ConfigError(f"--dir {self.guest}:{self.host}: the host path {problem}")
-
-
-def parse_env(items: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
-    """Environment variables for the guest, from a mapping or ``NAME=VALUE`` strings."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    env = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"bad --env {item!r}: expected NAME=VALUE")
-        env[name] = value
-    return env
 
 
 class ModuleCache:
@@ -256,9 +214,9 @@ class Runtime:
         for mapping in self.dirs:
             mapping.check()
         self.env = parse_env(env)
-        self.named_models = [
-            NamedModel.from_preload(p if isinstance(p, Preload) else Preload.parse(p)) for p in preload
-        ]
+        self.preloads = [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
+        # Read now, loaded once on first use and shared by every instance of this runtime.
+        self.registry = ModelRegistry(self.preloads, get_backend)
         self.limits = limits
         # Files for the guest's standard streams; None passes this process's own through.
         self.stdio = (stdin, stdout, stderr)
@@ -303,6 +261,16 @@ class Runtime:
         with epoch_ticker(self.engine), self.instantiate(module, args) as instance:
             return instance.run()
 
+    def close(self) -> None:
+        """Release the preloaded models; instances made by this runtime must be closed first."""
+        self.registry.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
@@ -345,9 +313,9 @@ class Instance:
         else:
             wasi.stderr_file = str(stderr)
         self.store.set_wasi(wasi)
-        self.nn = NNHost(
+        self.nn = NNSession(
             get_backend,
-            runtime.named_models,
+            runtime.registry,
             max_graphs=limits.max_graphs,
             max_contexts=limits.max_contexts,
             max_model_bytes=limits.max_model_bytes,
@@ -433,7 +401,7 @@ class Instance:
         return 0
 
     def close(self) -> None:
-        self.nn.close()
+        self._abi.close()
 
     def __enter__(self) -> Instance:
         return self

@@ -1,9 +1,10 @@
-"""The legacy ``wasi_ephemeral_nn`` ABI: guest memory in, :class:`~wasinn.core.NNHost` calls out.
+"""The legacy ``wasi_ephemeral_nn`` ABI: guest memory in, :mod:`wasinn.core` calls out.
 
-This layer only decodes and bounds-checks guest memory (spec §2) in the order of spec §4,
-and maps errors to errno. It never imports a framework: tensors reach the backends as
-numpy views of guest memory that live for one call, and outputs come back as arrays that
-are copied straight into the guest's buffer (one copy each way).
+This layer decodes and bounds-checks guest memory (spec §2) in the order of spec §4, keeps
+WasmEdge's integer handles and numbering, and maps errors to errno. It never imports a
+framework: tensors reach the backends as numpy views of guest memory that live for one
+call, and outputs come back as arrays that are copied straight into the guest's buffer
+(one copy each way).
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import numpy.typing as npt
 import wasmtime
 
 from wasinn.abi._fastcall import define_i32_func
+from wasinn.abi._handles import HandleTable
+from wasinn.abi._wasmedge import encoding_from_code, target_from_code, tensor_type_from_code
 from wasinn.core import (
     Errno,
-    ExecutionTarget,
-    GraphEncoding,
+    ExecutionContext,
+    Graph,
     GuestTrap,
     InvalidArgument,
     NNError,
-    NNHost,
+    NNSession,
     Tensor,
-    TensorType,
+    TensorKey,
     TooLarge,
 )
 
@@ -116,8 +119,12 @@ def decode_name(raw: bytes) -> str:
 class EphemeralNN:
     """The ``wasi_ephemeral_nn`` import module of one instance."""
 
-    def __init__(self, host: NNHost, park: Callable[[BaseException], None]) -> None:
-        self.host = host
+    def __init__(self, session: NNSession, park: Callable[[BaseException], None]) -> None:
+        self.session = session
+        self._graphs: HandleTable[Graph] = HandleTable("graph")
+        self._contexts: HandleTable[ExecutionContext] = HandleTable("context")
+        # load_by_name hands back the same handle for a name until it is unloaded (spec §4.2).
+        self._by_name: dict[str, int] = {}
         self._park = park
         self._memory: GuestMemory | None = None
         self._callbacks: list[object] = []  # native callbacks the linker points at
@@ -167,14 +174,14 @@ class EphemeralNN:
     ) -> None:
         memory = self._mem()
         check_region(memory, graph_out, 4, "graph out-pointer", lax=False)
-        execution_target = ExecutionTarget.from_guest(target)
+        execution_target = target_from_code(target)
         check_region(memory, builders_ptr, builder_count * BUILDER_ENTRY_SIZE, "builder array", lax=True)
         entries = struct.unpack_from(f"<{2 * builder_count}I", memory, builders_ptr) if builder_count else ()
         regions = list(zip(entries[0::2], entries[1::2], strict=True))
         for number, (ptr, length) in enumerate(regions):
             check_region(memory, ptr, length, f"builder {number}", lax=True)
         if builder_count > MAX_BUILDERS:
-            GraphEncoding.from_guest(encoding)  # an unknown encoding still answers 2, as in WasmEdge
+            encoding_from_code(encoding)  # an unknown encoding still answers 2, as in WasmEdge
             raise InvalidArgument(f"{builder_count} builders; no backend takes more than {MAX_BUILDERS}")
         total = sum(length for _, length in regions)
         if total > memory.nbytes:
@@ -182,8 +189,17 @@ class EphemeralNN:
             raise InvalidArgument(
                 f"builders total {total} bytes, more than guest memory ({memory.nbytes} bytes)"
             )
+        graph_encoding = encoding_from_code(encoding)
         builders = [bytes(memory[ptr : ptr + length]) for ptr, length in regions]
-        write_u32(memory, graph_out, self.host.load(builders, encoding, execution_target))
+        graph = self.session.load(builders, graph_encoding, execution_target)
+        write_u32(memory, graph_out, self._add_graph(graph))
+
+    def _add_graph(self, graph: Graph) -> int:
+        try:
+            return self._graphs.add(graph)
+        except NNError:
+            graph.release()
+            raise
 
     def _load_by_name(self, name_ptr: int, name_len: int, graph_out: int) -> None:
         self._load_by_name_with_config(name_ptr, name_len, 0, 0, graph_out)
@@ -196,21 +212,34 @@ class EphemeralNN:
         check_region(memory, name_ptr, name_len, "name", lax=False)
         check_region(memory, config_ptr, config_len, "config", lax=False)
         name = decode_name(bytes(memory[name_ptr : name_ptr + name_len]))
-        config = bytes(memory[config_ptr : config_ptr + config_len])
-        write_u32(memory, graph_out, self.host.load_by_name(name, config))
+        cached = self._by_name.get(name)
+        if cached is None:
+            config = bytes(memory[config_ptr : config_ptr + config_len])
+            cached = self._by_name[name] = self._add_graph(self.session.load_by_name(name, config))
+        # A cached name ignores the config (spec §4.3).
+        write_u32(memory, graph_out, cached)
 
     def _unload(self, graph: int) -> None:
-        self.host.unload(graph)
+        entry = self._graphs.pop(graph)
+        if entry.name and self._by_name.get(entry.name) == graph:
+            del self._by_name[entry.name]
+        entry.detach()
 
     # -- contexts
 
     def _init_execution_context(self, graph: int, context_out: int) -> None:
         memory = self._mem()
         check_region(memory, context_out, 4, "context out-pointer", lax=False)
-        write_u32(memory, context_out, self.host.init_execution_context(graph))
+        context = self._graphs.get(graph).init_execution_context()
+        try:
+            handle = self._contexts.add(context)
+        except NNError:
+            context.close()
+            raise
+        write_u32(memory, context_out, handle)
 
     def _finalize_execution_context(self, context: int) -> None:
-        self.host.finalize_execution_context(context)
+        self._contexts.pop(context).close()
 
     def _set_input(self, context: int, index: int, tensor_ptr: int) -> None:
         memory = self._mem()
@@ -218,20 +247,20 @@ class EphemeralNN:
         dims_ptr, dims_len, type_word, data_ptr, data_len = _tensor_record.unpack_from(memory, tensor_ptr)
         check_region(memory, dims_ptr, dims_len * 4, "tensor dims", lax=True)
         check_region(memory, data_ptr, data_len, "tensor data", lax=True)
-        tensor_type = TensorType.from_guest(type_word)
+        tensor_type = tensor_type_from_code(type_word)
         dims = struct.unpack_from(f"<{dims_len}I", memory, dims_ptr) if dims_len else ()
         data = region(memory, data_ptr, data_len)
-        self.host.set_input(context, index, Tensor(dims, tensor_type, data))
+        self._contexts.get(context).set_input(index, Tensor(dims, tensor_type, data))
 
     def _compute(self, context: int) -> None:
-        self.host.compute(context)
+        self._contexts.get(context).compute()
 
     def _get_output(self, context: int, index: int, out_ptr: int, out_max: int, written_ptr: int) -> None:
-        self._copy_output(self.host.get_output, context, index, out_ptr, out_max, written_ptr)
+        self._copy_output(ExecutionContext.get_output, context, index, out_ptr, out_max, written_ptr)
 
     def _copy_output(
         self,
-        fetch: Callable[[int, int], npt.NDArray[np.generic]],
+        fetch: Callable[[ExecutionContext, TensorKey], npt.NDArray[np.generic]],
         context: int,
         index: int,
         out_ptr: int,
@@ -241,7 +270,7 @@ class EphemeralNN:
         memory = self._mem()
         check_region(memory, out_ptr, out_max, "output buffer", lax=False)
         check_region(memory, written_ptr, 4, "bytes-written out-pointer", lax=False)
-        payload = np.ascontiguousarray(fetch(context, index)).reshape(-1).view(np.uint8)
+        payload = np.ascontiguousarray(fetch(self._contexts.get(context), index)).reshape(-1).view(np.uint8)
         size = payload.size
         if size > out_max:
             write_u32(memory, written_ptr, size)
@@ -252,12 +281,29 @@ class EphemeralNN:
     # -- token streaming
 
     def _compute_single(self, context: int) -> None:
-        self.host.compute_single(context)
+        self._contexts.get(context).compute_single()
 
     def _get_output_single(
         self, context: int, index: int, out_ptr: int, out_max: int, written_ptr: int
     ) -> None:
-        self._copy_output(self.host.get_output_single, context, index, out_ptr, out_max, written_ptr)
+        self._copy_output(ExecutionContext.get_output_single, context, index, out_ptr, out_max, written_ptr)
 
     def _fini_single(self, context: int) -> None:
-        self.host.fini_single(context)
+        self._contexts.get(context).fini_single()
+
+    # -- lifetime
+
+    @property
+    def live_graphs(self) -> int:
+        return len(self._graphs)
+
+    @property
+    def live_contexts(self) -> int:
+        return len(self._contexts)
+
+    def close(self) -> None:
+        """Free every context and graph the guest still holds."""
+        self.session.close()
+        self._contexts.clear()
+        self._graphs.clear()
+        self._by_name.clear()

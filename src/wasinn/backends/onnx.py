@@ -179,6 +179,14 @@ class ONNXGraph(BackendGraph):
         self.inputs: list[Any] = list(session.get_inputs())
         self.outputs: list[Any] = list(session.get_outputs())
 
+    @property
+    def input_names(self) -> list[str]:
+        return [node.name for node in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [node.name for node in self.outputs]
+
     def init_execution_context(self) -> ONNXContext:
         return ONNXContext(self)
 
@@ -192,7 +200,7 @@ class ONNXContext(BackendContext):
         self._feeds: dict[str, npt.NDArray[np.generic]] = {}
         self._results: list[Any] | None = None
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         check_index("onnx", "input", index, len(self._graph.inputs))
         node = self._graph.inputs[index]
         what = f"onnx: input {index} ({node.name})"
@@ -215,7 +223,7 @@ class ONNXContext(BackendContext):
             shown = "x".join("?" if not isinstance(d, int) else str(d) for d in shape) or "scalar"
             raise dims_mismatch(what, shown, dims)
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         graph = self._graph
         if graph.session is None:
             raise BackendError("onnx: compute on a graph that was released")
@@ -228,10 +236,13 @@ class ONNXContext(BackendContext):
         except Exception as err:
             raise BackendError(f"onnx: inference failed: {short_message(err)}") from None
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
         check_index("onnx", "output", index, len(self._graph.outputs))
-        if self._results is None:
-            raise BackendError(f"onnx: get_output({index}) before a successful compute")
+        return super()._output_before_compute(index)
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
+        check_index("onnx", "output", index, len(self._graph.outputs))
+        assert self._results is not None  # the base calls this only after a compute
         result = self._results[index]
         name = self._graph.outputs[index].name
         if not isinstance(result, np.ndarray):
@@ -246,6 +257,6 @@ class ONNXContext(BackendContext):
             )
         return np.ascontiguousarray(result)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._feeds.clear()
         self._results = None

@@ -65,6 +65,13 @@ def short_message(err: BaseException) -> str:
     return (useful or lines or [type(err).__name__])[0]
 
 
+def _port_name(port: ov.Output, index: int) -> str:
+    try:
+        return str(port.get_any_name())
+    except RuntimeError:  # an unnamed output is addressed by its index
+        return str(index)
+
+
 class OpenVINOBackend(Backend):
     encoding = GraphEncoding.OPENVINO
     name = "openvino"
@@ -122,10 +129,19 @@ class OpenVINOGraph(BackendGraph):
         self.device = device
         self.inputs = list(model.inputs)
         self.outputs = list(model.outputs)
-        self.input_names = [port.get_any_name() for port in self.inputs]
+        self._input_names = [port.get_any_name() for port in self.inputs]
+        self._output_names = [_port_name(port, i) for i, port in enumerate(self.outputs)]
         self.input_dtypes = [np.dtype(port.get_element_type().to_dtype()) for port in self.inputs]
         self._variants: dict[LayoutKey, ov.CompiledModel] = {}
         self._lock = threading.Lock()
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._output_names
 
     def largest_tensor_bytes(self) -> int | None:
         sizes = [
@@ -185,16 +201,12 @@ class OpenVINOContext(BackendContext):
         self._graph = graph
         self._layouts: dict[int, tuple[str, str]] = {}
         self._request: ov.InferRequest | None = None  # made on the first set_input
-        self._closed = False
         self._inputs_set: set[int] = set()
-        self._computed = False
         # Shape and type checks run once per (index, dims, type), not on every set_input.
         self._accepted: dict[tuple[int, tuple[int, ...], TensorType], Acceptance] = {}
 
     @property
     def request(self) -> ov.InferRequest:
-        if self._closed:
-            raise InvalidArgument("openvino: this execution context was finalized")
         if self._request is None:
             self._request = self._graph.compiled(self._key()).create_infer_request()
             # Views of the request's own tensors: building one costs more than a small copy.
@@ -205,7 +217,7 @@ class OpenVINOContext(BackendContext):
     def _key(self) -> LayoutKey:
         return tuple(sorted(self._layouts.items()))
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         check_index("openvino", "input", index, len(self._graph.inputs))
         what = f"openvino: input {index} ({self._graph.input_names[index]})"
         accepted = self._accepted.get((index, tensor.dims, tensor.type))
@@ -252,7 +264,7 @@ class OpenVINOContext(BackendContext):
         self._inputs_set.discard(index)
         self._computed = False
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         if len(self._inputs_set) < len(self._graph.inputs):
             missing = [i for i in range(len(self._graph.inputs)) if i not in self._inputs_set]
             raise BackendError(f"openvino: compute before set_input of input(s) {missing}")
@@ -260,16 +272,17 @@ class OpenVINOContext(BackendContext):
             self.request.infer()
         except Exception as err:
             raise BackendError(f"openvino: inference failed: {short_message(err)}") from None
-        self._computed = True
 
     def cancel(self) -> None:
         if self._request is not None:
             self._request.cancel()
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
         check_index("openvino", "output", index, len(self._graph.outputs))
-        if not self._computed:
-            raise BackendError(f"openvino: get_output({index}) before a successful compute")
+        return super()._output_before_compute(index)
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
+        check_index("openvino", "output", index, len(self._graph.outputs))
         view = self._output_views.get(index)
         if view is None:
             view = self.request.get_output_tensor(index).data
@@ -277,6 +290,5 @@ class OpenVINOContext(BackendContext):
                 self._output_views[index] = view  # a static output keeps its buffer across infers
         return view
 
-    def close(self) -> None:
-        self._closed = True
+    def _release(self) -> None:
         self._request = None

@@ -31,6 +31,7 @@ from wasinn.core import (
     BackendContext,
     BackendError,
     BackendGraph,
+    Errno,
     ExecutionTarget,
     GraphEncoding,
     InvalidArgument,
@@ -144,13 +145,15 @@ class PyTorchGraph(BackendGraph):
 
 
 class PyTorchContext(BackendContext):
+    # WasmEdge's PyTorch backend answers invalid_argument for an output before any compute.
+    output_before_compute_errno = Errno.INVALID_ARGUMENT
+
     def __init__(self, graph: PyTorchGraph) -> None:
         self._graph = graph
         self._inputs: list[torch.Tensor | None] = []
         self._outputs: list[npt.NDArray[np.float32]] = []
-        self._computed = False
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         what = f"pytorch: input {index}"
         if index >= MAX_INPUTS:
             raise InvalidArgument(f"{what}: index out of range; wasinn accepts at most {MAX_INPUTS} inputs")
@@ -164,13 +167,12 @@ class PyTorchContext(BackendContext):
             self._inputs.extend([None] * (index + 1 - len(self._inputs)))
         self._inputs[index] = value
 
-    def compute(self) -> None:
+    def _compute(self) -> None:
         module = self._graph.module
         if module is None:
             raise InvalidArgument("pytorch: the graph was released")
         inputs = self._ready_inputs()
         self._outputs = []
-        self._computed = False
         try:
             with torch.inference_mode():
                 result = module(*inputs)
@@ -181,7 +183,6 @@ class PyTorchContext(BackendContext):
             self._outputs = [self._to_numpy(t) for t in tensors]
         except Exception as err:
             raise BackendError(f"pytorch: cannot convert the outputs to f32: {short_message(err)}") from None
-        self._computed = True
 
     def _ready_inputs(self) -> list[torch.Tensor]:
         if not self._inputs:
@@ -231,16 +232,13 @@ class PyTorchContext(BackendContext):
         array: npt.NDArray[np.float32] = cpu.numpy()
         return array
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
-        if not self._computed:
-            raise InvalidArgument(f"pytorch: get_output({index}) before a successful compute")
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         if index >= len(self._outputs):
             raise InvalidArgument(
                 f"pytorch: output index {index} out of range; the model returned {len(self._outputs)}"
             )
         return self._outputs[index]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._inputs = []
         self._outputs = []
-        self._computed = False

@@ -170,6 +170,14 @@ class TFLiteGraph(BackendGraph):
             raise Busy(f"tflite: cannot create an interpreter: {one_line(err)}") from None
         return TFLiteContext(self, interpreter)
 
+    @property
+    def input_names(self) -> list[str]:
+        return [info.name for info in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [info.name for info in self.outputs]
+
     def close(self) -> None:
         self.model = None
 
@@ -177,16 +185,9 @@ class TFLiteGraph(BackendGraph):
 class TFLiteContext(BackendContext):
     def __init__(self, graph: TFLiteGraph, interpreter: Any) -> None:
         self._graph = graph
-        self._interpreter: Any = interpreter
-        self._computed = False
+        self.interpreter: Any = interpreter
 
-    @property
-    def interpreter(self) -> Any:
-        if self._interpreter is None:
-            raise InvalidArgument("tflite: this execution context was finalized")
-        return self._interpreter
-
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def _set_input(self, index: int, tensor: Tensor) -> None:
         inputs = self._graph.inputs
         check_index("tflite", "input", index, len(inputs))
         info = inputs[index]
@@ -214,25 +215,26 @@ class TFLiteContext(BackendContext):
         except Exception as err:
             raise Busy(f"{what}: cannot copy the input: {one_line(err)}") from None
 
-    def compute(self) -> None:
-        interpreter = self.interpreter
-        self._computed = False
+    def _compute(self) -> None:
         try:
-            interpreter.invoke()
+            self.interpreter.invoke()
         except Exception as err:
             raise Busy(f"tflite: inference failed: {one_line(err)}") from None
-        self._computed = True
 
-    def get_output(self, index: int) -> npt.NDArray[np.generic]:
+    def _output_info(self, index: int) -> TensorInfo:
         outputs = self._graph.outputs
         check_index("tflite", "output", index, len(outputs))
-        info = outputs[index]
-        if not self._computed:
-            # WasmEdge hands back whatever the arena holds; zeros of the right size say the same
-            # thing without showing the guest stale host memory.
-            return np.zeros(info.shape, info.dtype)
-        data: npt.NDArray[np.generic] = self.interpreter.get_tensor(info.tensor_index)  # a copy
-        return data
+        return outputs[index]
 
-    def close(self) -> None:
-        self._interpreter = None
+    def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
+        # WasmEdge hands back whatever the arena holds; zeros of the right size say the same
+        # thing without showing the guest stale host memory.
+        info = self._output_info(index)
+        return np.zeros(info.shape, info.dtype)
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
+        data: npt.NDArray[np.generic] = self.interpreter.get_tensor(self._output_info(index).tensor_index)
+        return data  # get_tensor returns a copy
+
+    def _release(self) -> None:
+        self.interpreter = None

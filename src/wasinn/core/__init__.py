@@ -1,0 +1,71 @@
+"""Graphs, execution contexts, tensors and errors: the WASI-NN model with no wasm and no framework.
+
+Private modules, one concept each, re-exported here: ``_errors`` (the exception hierarchy),
+``_types`` (encodings, targets, tensors by name), ``_backend`` (the backend ABCs and the
+lifecycle rules), ``_registry`` (named models shared across instances) and ``_session``
+(one instance's graphs and contexts). The ABI front-ends in :mod:`wasinn.abi` translate
+guest calls into these objects; numbering and handles live there.
+"""
+
+from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle, ModelConfig
+from wasinn.core._errors import (
+    BackendError,
+    Busy,
+    ConfigError,
+    Errno,
+    GuestExit,
+    GuestTrap,
+    InvalidArgument,
+    InvalidEncoding,
+    LimitExceeded,
+    MissingModel,
+    ModelError,
+    ModuleError,
+    NNError,
+    NotFound,
+    TooLarge,
+    UnsupportedOperation,
+    WasinnError,
+)
+from wasinn.core._registry import BackendResolver, ModelRegistry, Preload, SharedModel
+from wasinn.core._session import ExecutionContext, Graph, NNSession, TensorKey, run_within
+from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor, TensorType, format_dims
+
+__all__ = [
+    "Backend",
+    "BackendContext",
+    "BackendError",
+    "BackendGraph",
+    "BackendResolver",
+    "Busy",
+    "ConfigError",
+    "Errno",
+    "ExecutionContext",
+    "ExecutionTarget",
+    "Graph",
+    "GraphEncoding",
+    "GuestExit",
+    "GuestTrap",
+    "InvalidArgument",
+    "InvalidEncoding",
+    "Lifecycle",
+    "LimitExceeded",
+    "MissingModel",
+    "ModelConfig",
+    "ModelError",
+    "ModelRegistry",
+    "ModuleError",
+    "NNError",
+    "NNSession",
+    "NotFound",
+    "Preload",
+    "SharedModel",
+    "Tensor",
+    "TensorKey",
+    "TensorType",
+    "TooLarge",
+    "UnsupportedOperation",
+    "WasinnError",
+    "format_dims",
+    "run_within",
+]

@@ -1,0 +1,334 @@
+"""The WASI-NN state of one guest instance: its graphs and execution contexts.
+
+Both ABI front-ends drive these objects: the legacy one through integer handles, the WIT one
+through resources. Inputs and outputs are addressed by index or by name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
+from wasinn.core._errors import BackendError, InvalidArgument, LimitExceeded, NNError, NotFound
+from wasinn.core._registry import ModelRegistry, SharedModel
+from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
+
+CANCEL_GRACE_SECONDS = 10.0
+
+TensorKey = int | str
+
+
+class Graph:
+    """A loaded model as one instance holds it.
+
+    A graph stays alive while the guest holds it or any of its contexts lives (contexts hold
+    a strong reference, spec §4.0). ``detach`` is the legacy ``unload``: the graph's contexts
+    may then only drain outputs. ``release`` is a WIT drop: its contexts keep working.
+    """
+
+    def __init__(
+        self,
+        session: NNSession,
+        backend_graph: BackendGraph,
+        encoding: GraphEncoding,
+        *,
+        shared: SharedModel | None = None,
+    ) -> None:
+        self.session = session
+        self.backend_graph = backend_graph
+        self.encoding = encoding
+        self.name = shared.name if shared is not None else ""
+        self._shared = shared
+        # Serialises every operation on the graph across its contexts (spec §4.0).
+        self.lock = threading.Lock()
+        self.detached = False
+        self._held = True
+        self._contexts = 0
+
+    @property
+    def input_names(self) -> list[str]:
+        return _names(self.backend_graph.input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return _names(self.backend_graph.output_names)
+
+    def init_execution_context(self) -> ExecutionContext:
+        if self.detached or not self._held:
+            raise Lifecycle.GRAPH_DETACHED.error("init_execution_context: the graph was unloaded")
+        self.session.count_context()
+        try:
+            with self._shared.lock if self._shared is not None else self.lock:
+                backend_context = self.backend_graph.init_execution_context()
+        except BaseException:
+            self.session.uncount_context()
+            raise
+        self._contexts += 1
+        context = ExecutionContext(self, backend_context)
+        self.session.adopt_context(context)
+        return context
+
+    def detach(self) -> None:
+        """The legacy ``unload``: final; contexts can still drain their outputs."""
+        self.detached = True
+        self.release()
+
+    def release(self) -> None:
+        """The guest no longer holds the graph; it is freed with its last context."""
+        if self._held:
+            self._held = False
+            self.session.forget_graph(self)
+            self._free_if_unused()
+
+    def context_closed(self) -> None:
+        self._contexts -= 1
+        self._free_if_unused()
+
+    def _free_if_unused(self) -> None:
+        if not self._held and self._contexts == 0 and self._shared is None:
+            self.backend_graph.close()  # a shared graph belongs to the registry
+
+    def index_of(self, kind: str, key: TensorKey) -> int:
+        """The position of input/output ``key``: an index, a model name, or a decimal string."""
+        if isinstance(key, int):
+            return key
+        names = self.input_names if kind == "input" else self.output_names
+        if key in names:
+            return names.index(key)
+        if key.isdecimal():  # models without names are addressed "0", "1" … (WIT spec §7)
+            return int(key)
+        shown = ", ".join(names) if names else "none"
+        raise InvalidArgument(f"the model has no {kind} named {key!r} ({kind}s: {shown})")
+
+
+def _names(names: Sequence[str] | None) -> list[str]:
+    return list(names) if names is not None else []
+
+
+class ExecutionContext:
+    """One inference session of a guest on a :class:`Graph`."""
+
+    def __init__(self, graph: Graph, backend_context: BackendContext) -> None:
+        self.graph = graph
+        self.backend_context = backend_context
+        self._closed = False
+
+    def _guard(self, operation: str, *, ready: bool) -> BackendContext:
+        if self._closed:
+            raise Lifecycle.CONTEXT_RELEASED.error(f"{operation}: this execution context was finalized")
+        if ready and self.graph.detached:
+            raise Lifecycle.GRAPH_DETACHED.error(f"{operation}: the context's graph was unloaded")
+        return self.backend_context
+
+    def set_input(self, key: TensorKey, tensor: Tensor) -> None:
+        context = self._guard("set_input", ready=True)
+        index = self.graph.index_of("input", key)
+        self.graph.session.check_tensor_size(f"input {key}", tensor.data.nbytes)
+        with self.graph.lock:
+            context.set_input(index, tensor)
+
+    def compute(self) -> None:
+        context = self._guard("compute", ready=True)
+        with self.graph.lock:
+            remaining = self.graph.session.time_left()
+            if remaining is None:
+                context.compute()
+            else:
+                run_within(context, remaining)
+
+    def get_output(self, key: TensorKey) -> npt.NDArray[np.generic]:
+        context = self._guard("get_output", ready=False)
+        index = self.graph.index_of("output", key)
+        with self.graph.lock:
+            return context.get_output(index)
+
+    def compute_with_io(
+        self, inputs: Sequence[tuple[TensorKey, Tensor]]
+    ) -> list[tuple[str, npt.NDArray[np.generic]]]:
+        """Bind every input, run, and collect every output in model order (WIT 10-28 ``compute``)."""
+        for key, tensor in inputs:
+            self.set_input(key, tensor)
+        self.compute()
+        names = self.graph.output_names
+        count = len(names) if names else self._count_outputs()
+        return [(names[i] if names else str(i), self.get_output(i)) for i in range(count)]
+
+    def _count_outputs(self) -> int:
+        """Outputs of a backend that names none: ask by index until it says out of range."""
+        count = 0
+        while True:
+            try:
+                self.get_output(count)
+            except InvalidArgument:
+                return count
+            count += 1
+
+    def compute_single(self) -> None:
+        context = self._guard("compute_single", ready=True)
+        with self.graph.lock:
+            context.compute_single()
+
+    def get_output_single(self, key: TensorKey) -> npt.NDArray[np.generic]:
+        context = self._guard("get_output_single", ready=False)
+        with self.graph.lock:
+            return context.get_output_single(self.graph.index_of("output", key))
+
+    def fini_single(self) -> None:
+        context = self._guard("fini_single", ready=False)
+        with self.graph.lock:
+            context.fini_single()
+
+    def close(self) -> None:
+        """Free the context; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.backend_context.close()
+        finally:
+            self.graph.session.forget_context(self)
+            self.graph.context_closed()
+
+
+class NNSession:
+    """The WASI-NN state of one instance: loads graphs and enforces the host's caps.
+
+    Every method raises :class:`NNError` (or a subclass) on failure; the ABI layer turns
+    that into the guest's errno or error resource.
+    """
+
+    def __init__(
+        self,
+        resolve_backend: Callable[[GraphEncoding], Backend],
+        registry: ModelRegistry | None = None,
+        *,
+        max_graphs: int | None = None,
+        max_contexts: int | None = None,
+        max_model_bytes: int | None = None,
+        max_tensor_bytes: int | None = None,
+        deadline: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self._resolve_backend = resolve_backend
+        self.registry = registry
+        self._max_graphs = max_graphs
+        self._max_contexts = max_contexts
+        self._max_model_bytes = max_model_bytes
+        self._max_tensor_bytes = max_tensor_bytes
+        self.time_left = deadline
+        self._graphs: set[Graph] = set()
+        self._contexts: set[ExecutionContext] = set()
+        self._pending_contexts = 0
+        self._lock = threading.Lock()
+
+    def load(self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
+        self._check_model_size(sum(len(blob) for blob in builders))
+        backend = self._resolve_backend(encoding)
+        return self._adopt(backend.load(builders, target), backend.encoding, None)
+
+    def load_by_name(self, name: str, config: bytes = b"") -> Graph:
+        if self.registry is None:
+            raise NotFound(f"no preloaded model named {name!r} (preloaded: none)")
+        self._check_model_size(self.registry.model_bytes(name))
+        shared = self.registry.get(name, config)
+        return self._adopt(shared.graph, shared.encoding, shared)
+
+    def _check_model_size(self, size: int) -> None:
+        if self._max_model_bytes is not None and size > self._max_model_bytes:
+            raise BackendError(f"the model's {size} bytes exceed the limit of {self._max_model_bytes} bytes")
+
+    def _adopt(
+        self, backend_graph: BackendGraph, encoding: GraphEncoding, shared: SharedModel | None
+    ) -> Graph:
+        def refuse(error: NNError) -> NNError:
+            if shared is None:
+                backend_graph.close()
+            return error
+
+        declared, limit = backend_graph.largest_tensor_bytes(), self._max_tensor_bytes
+        if limit is not None and declared is not None and declared > limit:
+            raise refuse(
+                BackendError(f"the model declares a {declared}-byte tensor, over the {limit}-byte limit")
+            )
+        with self._lock:
+            if self._max_graphs is not None and len(self._graphs) >= self._max_graphs:
+                raise refuse(Lifecycle.TOO_MANY.error(f"too many live graphs (limit {self._max_graphs})"))
+            graph = Graph(self, backend_graph, encoding, shared=shared)
+            self._graphs.add(graph)
+        return graph
+
+    def count_context(self) -> None:
+        with self._lock:
+            live = len(self._contexts) + self._pending_contexts
+            if self._max_contexts is not None and live >= self._max_contexts:
+                raise Lifecycle.TOO_MANY.error(f"too many live contexts (limit {self._max_contexts})")
+            self._pending_contexts += 1
+
+    def uncount_context(self) -> None:
+        with self._lock:
+            self._pending_contexts -= 1
+
+    def adopt_context(self, context: ExecutionContext) -> None:
+        with self._lock:
+            self._pending_contexts -= 1
+            self._contexts.add(context)
+
+    def forget_context(self, context: ExecutionContext) -> None:
+        with self._lock:
+            self._contexts.discard(context)
+
+    def forget_graph(self, graph: Graph) -> None:
+        with self._lock:
+            self._graphs.discard(graph)
+
+    def check_tensor_size(self, what: str, size: int) -> None:
+        if self._max_tensor_bytes is not None and size > self._max_tensor_bytes:
+            raise BackendError(f"{what}: {size} bytes exceed the limit of {self._max_tensor_bytes} bytes")
+
+    @property
+    def live_graphs(self) -> int:
+        return len(self._graphs)
+
+    @property
+    def live_contexts(self) -> int:
+        return len(self._contexts)
+
+    def close(self) -> None:
+        """Free every context and graph this instance still holds."""
+        with self._lock:
+            contexts, graphs = list(self._contexts), list(self._graphs)
+        for context in contexts:
+            context.close()
+        for graph in graphs:
+            graph.detach()
+
+
+def run_within(context: BackendContext, seconds: float) -> None:
+    """Run ``compute`` on a worker thread and stop waiting after ``seconds``.
+
+    A guest must not escape its time limit through one long native inference: past the
+    limit the framework is asked to cancel and the guest is stopped.
+    """
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            context.compute()
+            outcome.append(None)
+        except BaseException as err:  # handed to the waiting thread below
+            outcome.append(err)
+
+    worker = threading.Thread(target=work, name="wasinn-compute", daemon=True)
+    worker.start()
+    worker.join(max(seconds, 0.0))
+    if worker.is_alive():
+        context.cancel()
+        # A framework thread still running at interpreter exit aborts the process.
+        worker.join(CANCEL_GRACE_SECONDS)
+        raise LimitExceeded("time limit exceeded during native inference")
+    error = outcome[0] if outcome else None
+    if error is not None:
+        raise error
