@@ -63,6 +63,7 @@ class ServerState:
     max_waiting: int = 64
     waiting: int = 0
     pools: list[GuestPool] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
 
 
 def error_response(status: int, message: str, **details: object) -> JSONResponse:
@@ -184,6 +185,8 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         # uvicorn has stopped accepting and let the requests in flight finish (graceful stop).
         for pool in state.pools:
             pool.close()
+        for close in state.closers:
+            close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -58,8 +58,9 @@ def parse_routes(texts: Sequence[str]) -> dict[str, Path]:
 
 def with_demo(config: ServeConfig, *, download: bool = True) -> ServeConfig:
     """The config plus the demo's road-segmentation route and model (found or downloaded)."""
+    from wasinn.core import ModelError
     from wasinn.demo import MODEL_ID, find_guest
-    from wasinn.models import ModelError, ensure_model
+    from wasinn.models import ensure_model
 
     try:
         model_dir = ensure_model(MODEL_ID, download_missing=download)
@@ -79,6 +80,7 @@ def build_app(config: ServeConfig) -> Starlette:
         dirs=config.dirs, env=config.env, preload=config.preload, cache=config.cache, limits=config.limits
     )
     state = ServerState(max_body_bytes=config.max_body_bytes, max_waiting=config.max_waiting)
+    state.closers.append(runtime.close)
     handlers: list[RouteHandler] = []
     routes: dict[str, GuestRoute] = {}
     for name, module in config.routes.items():
