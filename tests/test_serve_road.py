@@ -57,6 +57,16 @@ def test_the_route_answers_what_native_openvino_computes(road_server: str) -> No
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_the_label_map_route_is_native_argmax(road_server: str) -> None:
+    image = np.random.default_rng(6).uniform(0, 255, (1, 512, 896, 3)).astype(np.float32)
+    url = f"{road_server}/road-segmentation?{QUERY}&argmax=4"
+    response = httpx.post(url, content=image.tobytes(), timeout=120)
+    assert response.status_code == 200, response.text
+    labels = np.frombuffer(response.content, np.uint8).reshape(512, 896)
+    (expected,) = native_infer(shared_file(MODEL, f"{MODEL}.xml"), [image.transpose(0, 3, 1, 2)])
+    assert (labels == expected[0].argmax(axis=0)).mean() >= 0.9999
+
+
 def test_malformed_bodies_are_4xx_in_one_line(road_server: str) -> None:
     url = f"{road_server}/road-segmentation"
     short = httpx.post(f"{url}?{QUERY}", content=b"\x00" * 1000, timeout=60)

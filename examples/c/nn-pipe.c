@@ -2,10 +2,13 @@
  * nn-pipe - a WASI-NN filter for serving (wasm32-wasi): stdin tensor -> stdout tensor.
  *
  *   nn-pipe --name NAME --dims 1x512x896x3 [--type f32] [--output INDEX] [--config JSON]
+ *           [--argmax CLASSES]
  *
  * Reads stdin whole as the raw bytes of input 0 (TYPE, DIMS), runs the preloaded model
  * NAME (load_by_name, or load_by_name_with_config with --config) and writes the raw bytes
- * of output INDEX (default 0) to stdout. Made for `wasinn serve`, where the request body
+ * of output INDEX (default 0) to stdout. With --argmax, the output is read as f32 scores
+ * 1 x CLASSES x H x W (NCHW) and what is written is the u8 class of each pixel, H x W: a
+ * label map 16 times smaller than the scores, for segmentation served over a network. Made for `wasinn serve`, where the request body
  * is stdin, the query string is the arguments and stdout is the response body.
  *
  * Exit status (sysexits where there is one, so a server can tell whose fault it was):
@@ -30,7 +33,29 @@
 
 static const char USAGE[] =
     "usage: nn-pipe --name NAME --dims D1xD2x... [--type f16|f32|f64|u8|i32|i64]\n"
-    "               [--output INDEX] [--config JSON]\n";
+    "               [--output INDEX] [--config JSON] [--argmax CLASSES]\n";
+
+/* f32 scores 1 x classes x plane (NCHW) -> the u8 index of each pixel's highest score,
+ * written over the start of the same buffer; returns the plane size, 0 if they do not fit. */
+static uint32_t argmax_labels(uint8_t *buffer, uint32_t bytes, uint32_t classes) {
+    if (classes == 0 || classes > 256 || bytes % (4u * classes) != 0)
+        return 0;
+    uint32_t plane = bytes / 4 / classes;
+    const float *scores = (const float *)buffer;
+    for (uint32_t pixel = 0; pixel < plane; pixel++) {
+        uint32_t best = 0;
+        float top = scores[pixel];
+        for (uint32_t c = 1; c < classes; c++) {
+            float score = scores[(size_t)c * plane + pixel];
+            if (score > top) {
+                top = score;
+                best = c;
+            }
+        }
+        buffer[pixel] = (uint8_t)best; /* pixel < 4 * pixel: never overwrites unread scores */
+    }
+    return plane;
+}
 
 static _Noreturn void fail(int code, const char *what, const char *detail) {
     fprintf(stderr, "nn-pipe: %s%s%s\n", what, detail[0] ? ": " : "", detail);
@@ -113,7 +138,7 @@ static uint8_t *read_stdin(uint32_t *len_out) {
 int main(int argc, char **argv) {
     const char *name = NULL, *dims_text = NULL, *config = NULL;
     const struct type_info *type = &TYPES[1];
-    uint32_t output_index = 0;
+    uint32_t output_index = 0, argmax_classes = 0;
     for (int i = 1; i < argc; i++) {
         const char *option = argv[i];
         if (i + 1 >= argc) {
@@ -131,6 +156,8 @@ int main(int argc, char **argv) {
             config = value;
         else if (strcmp(option, "--output") == 0)
             output_index = (uint32_t)strtoul(value, NULL, 10);
+        else if (strcmp(option, "--argmax") == 0)
+            argmax_classes = (uint32_t)strtoul(value, NULL, 10);
         else {
             fputs(USAGE, stderr);
             fail(EXIT_USAGE, "unknown option", option);
@@ -176,6 +203,11 @@ int main(int argc, char **argv) {
         fail_nn("get_output", err);
     if (written != needed)
         fail(EXIT_PROTOCOL, "get_output wrote a different size than it asked for", "");
+    if (argmax_classes) {
+        needed = argmax_labels(output, needed, argmax_classes);
+        if (needed == 0)
+            fail(EXIT_USAGE, "--argmax: the output is not 1 x CLASSES x H x W f32 scores", "");
+    }
     if (needed && fwrite(output, 1, needed, stdout) != needed)
         fail(EXIT_IOERR, "cannot write stdout", "");
     fflush(stdout);

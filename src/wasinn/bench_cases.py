@@ -444,5 +444,12 @@ CASES: list[Case] = [
     skipping(("tflite/birds",), tflite_birds),
     skipping(("pytorch/stand-in",), pytorch_stand_in),
     skipping(("onnx/stand-in",), onnx_stand_in),
-    skipping(("serve/road-segmentation/warm-request", "serve/road-segmentation/vs-process"), serve_road),
+    skipping(
+        (
+            "serve/road-segmentation/warm-request",
+            "serve/road-segmentation/warm-request-labels",
+            "serve/road-segmentation/vs-process",
+        ),
+        serve_road,
+    ),
 ]

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--deadline", type=float, default=3600.0, help="stop after this many seconds")
+    parser.add_argument("--expect", type=int, default=200, help="the status every answer should have")
     parser.add_argument("--json", type=Path, help="write the report here")
     options = parser.parse_args(argv)
     report = asyncio.run(
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             total=options.total,
             concurrency=options.concurrency,
             deadline=options.deadline,
+            expect=options.expect,
         )
     )
     print(report.summary())

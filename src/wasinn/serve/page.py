@@ -2,8 +2,9 @@
 
 The browser posts the photo's bytes to ``/demo/segment``; the host turns it into the
 model's tensor (im2tensor), the request runs the same guest route every client uses
-(nn-pipe with the preloaded road-segmentation model), and the host draws the classes over
-the photo (visualize) and returns the picture with each class's share of the pixels.
+(nn-pipe with the preloaded road-segmentation model, ``--argmax 4`` for the label map), and
+the host draws the classes over the photo (visualize's colours and blend) and returns the
+picture with each class's share of the pixels.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from wasinn.serve.pool import GuestPool
 
 HEIGHT, WIDTH = 512, 896
 CLASSES = 4
-INPUT_ARGS = ["--dims", f"1x{HEIGHT}x{WIDTH}x3", "--type", "f32"]
+# The guest returns the u8 label map (argmax over the classes), not the 16x larger scores.
+GUEST_ARGS = ["--dims", f"1x{HEIGHT}x{WIDTH}x3", "--type", "f32", "--argmax", str(CLASSES)]
 Pixels = np.ndarray[Any, np.dtype[np.uint8]]
 
 
@@ -47,26 +49,29 @@ def photo_tensor(photo: bytes) -> tuple[bytes, Pixels]:
     return tensor.tobytes(), rgb
 
 
-def overlay_picture(scores: bytes, rgb: Pixels) -> tuple[bytes, dict[str, float]]:
+def overlay_picture(labels: bytes, rgb: Pixels) -> tuple[bytes, dict[str, float]]:
     """PNG of the classes blended over the photo, and each class's share in percent."""
     from PIL import Image
 
-    from wasinn.tools.visualize import class_shares, colorize, overlay, segmentation_labels
+    from wasinn.tools.visualize import class_shares, colorize, overlay
 
-    expected = CLASSES * HEIGHT * WIDTH * 4
-    if len(scores) != expected:
-        raise HTTPFailure(500, f"the guest wrote {len(scores)} bytes; 1x4x512x896 f32 scores are {expected}")
-    labels = segmentation_labels(np.frombuffer(scores, dtype="<f4").reshape(1, CLASSES, HEIGHT, WIDTH))
-    blended = overlay(rgb, colorize(labels))
+    if len(labels) != HEIGHT * WIDTH:
+        raise HTTPFailure(
+            500, f"the guest wrote {len(labels)} bytes; a 512x896 label map is {HEIGHT * WIDTH}"
+        )
+    label_map = np.frombuffer(labels, dtype=np.uint8).reshape(HEIGHT, WIDTH)
+    if label_map.max() >= CLASSES:
+        raise HTTPFailure(500, f"the guest wrote class {label_map.max()}; road segmentation has {CLASSES}")
+    blended = overlay(rgb, colorize(label_map))
     png = io.BytesIO()
     Image.fromarray(blended).save(png, format="PNG")
-    return png.getvalue(), class_shares(labels)
+    return png.getvalue(), class_shares(label_map)
 
 
 def segment_photo(pool: GuestPool, photo: bytes, model: str) -> tuple[bytes, dict[str, float], float]:
     """Outside a server (batch jobs): the overlay PNG, class shares and guest seconds of a photo."""
     tensor, rgb = photo_tensor(photo)
-    result = pool.run(tensor, ["--name", model, *INPUT_ARGS])
+    result = pool.run(tensor, ["--name", model, *GUEST_ARGS])
     guest_status(result)
     png, shares = overlay_picture(result.stdout, rgb)
     return png, shares, result.seconds
@@ -88,7 +93,7 @@ class SegmentRoute:
         if not photo:
             raise HTTPFailure(400, "the body is empty; post the photo's bytes")
         tensor, rgb = await anyio.to_thread.run_sync(photo_tensor, photo)
-        args = ["--name", self.road.name, *INPUT_ARGS]
+        args = ["--name", self.road.name, *GUEST_ARGS]
         result = await run_route_guest(self.state, self.road.pool, tensor, args)
         guest_status(result)
         png, shares = await anyio.to_thread.run_sync(overlay_picture, result.stdout, rgb)
