@@ -91,6 +91,21 @@ def test_a_body_over_the_limit_is_413() -> None:
         assert client.post("/echo", content=b"x" * 1000).status_code == 200
 
 
+def test_requests_beyond_the_waiting_bound_are_503_at_once() -> None:
+    with echo_client(workers=1, max_waiting=1) as client:
+        answers: list[int] = []
+        slow = threading.Thread(target=lambda: answers.append(client.post("/echo?spin=1500").status_code))
+        slow.start()
+        time.sleep(0.5)
+        started = time.perf_counter()
+        refused = client.post("/echo", content=b"")
+        assert time.perf_counter() - started < 0.5
+        slow.join()
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "1 requests are already waiting for a worker; retry later"}
+    assert answers == [200]
+
+
 def test_healthz_and_prometheus_metrics_count_every_answer() -> None:
     with echo_client() as client:
         assert client.get("/healthz").json() == {"status": "ok", "routes": ["/echo"]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from wasinn.serve.server import ServeConfig  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_cluster() -> Iterator[None]:
     import ray
 
@@ -70,10 +71,12 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
 
 
 @pytest.mark.usefixtures("openvino_available")
-def test_batch_segments_a_folder_on_ray_data(
-    local_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from wasinn.serve.ray import batch_segment
+def test_wasinn_batch_ray_segments_a_folder(tmp_path: Path) -> None:
+    """The command as a person runs it: it starts its own loopback cluster and stops it."""
+    import numpy as np
+
+    from conftest import native_infer, wasinn_cli
+    from wasinn.tools import im2tensor
     from wasinn.tools.visualize import class_shares, segmentation_labels
 
     photo = shared_file("road-segmentation-adas-0001", "empty_road_mapillary.jpg")
@@ -81,15 +84,13 @@ def test_batch_segments_a_folder_on_ray_data(
     pictures.mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         shutil.copy(photo, pictures / name)
-    monkeypatch.setenv("WASINN_MODELS", str(shared_file()))
-    assert batch_segment(pictures, tmp_path / "out", workers=1) == 3
+    (pictures / "notes.txt").write_text("not a picture")
+    env = {**os.environ, "WASINN_MODELS": str(shared_file())}
+    result = wasinn_cli("batch", "--ray", str(pictures), "--out", str(tmp_path / "out"), env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"3 pictures segmented into {tmp_path / 'out'}" in result.stderr
     rows = [json.loads(line) for line in (tmp_path / "out" / "shares.jsonl").read_text().splitlines()]
     assert [row["name"] for row in rows] == ["a.jpg", "b.jpg", "c.jpg"]
-    import numpy as np
-
-    from conftest import native_infer
-    from wasinn.tools import im2tensor
-
     tensor = im2tensor(photo, "512x896x3xfp32")[np.newaxis]
     model = shared_file("road-segmentation-adas-0001", "road-segmentation-adas-0001.xml")
     (scores,) = native_infer(model, [tensor.transpose(0, 3, 1, 2)])

@@ -28,6 +28,13 @@ def _ray() -> Any:
     return ray
 
 
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local one that listens on loopback only."""
+    ray = _ray()
+    local = {"_node_ip_address": "127.0.0.1", "include_dashboard": False} if address is None else {}
+    ray.init(address=address, ignore_reinit_error=True, **local)
+
+
 def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
     """A bound Ray Serve application serving ``config``'s routes (and page, with ``demo``)."""
     _ray()
@@ -54,10 +61,10 @@ def serve_on_ray(
     until: threading.Event | None = None,
 ) -> None:
     """Run ``config`` on Ray Serve at http://host:port/ until SIGTERM/SIGINT (or ``until`` is set)."""
-    ray = _ray()
+    _ray()
     from ray import serve
 
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    connect(address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(config, replicas=replicas), name="wasinn", route_prefix="/")
     stop = until or threading.Event()
