@@ -184,6 +184,20 @@ def test_the_command_refuses_a_bad_route_in_one_line() -> None:
     assert result.stderr == "wasinn: error: route echo: /nonexistent.wasm: no such file\n"
 
 
+@pytest.mark.usefixtures("openvino_available")
+def test_a_model_that_cannot_load_stops_the_start(tmp_path: Path) -> None:
+    from conftest import wasinn_cli
+
+    xml = tmp_path / "model.xml"
+    xml.write_text("<net/>")
+    preload = f"broken:openvino:cpu:{xml}"
+    result = wasinn_cli("serve", "--nn-preload", preload, f"echo={guest_wasm('serve-echo')}")
+    assert result.returncode == 2
+    assert (
+        result.stderr == "wasinn: error: openvino: load needs exactly 2 builder(s) (IR xml, weights), got 1\n"
+    )
+
+
 def test_help_names_the_options() -> None:
     from conftest import wasinn_cli
 

@@ -79,6 +79,9 @@ def build_app(config: ServeConfig) -> Starlette:
     runtime = Runtime(
         dirs=config.dirs, env=config.env, preload=config.preload, cache=config.cache, limits=config.limits
     )
+    for name in runtime.registry.names:
+        # Load now: no request pays for it, and a model that cannot load stops the start.
+        runtime.registry.get(name)
     state = ServerState(max_body_bytes=config.max_body_bytes, max_waiting=config.max_waiting)
     state.closers.append(runtime.close)
     handlers: list[RouteHandler] = []
