@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server  # noqa: E402
 from wasinn.runtime import Limits  # noqa: E402
+from wasinn.serve.loadtest import hammer  # noqa: E402
 from wasinn.serve.server import ServeConfig, build_app, parse_route  # noqa: E402
 
 
@@ -174,6 +176,17 @@ def test_sigterm_lets_the_request_in_flight_finish(echo_server: tuple[subprocess
     # uvicorn re-raises the signal once it has drained, so the exit reads as a clean SIGTERM.
     assert process.wait(timeout=30) == -signal.SIGTERM
     assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
+
+
+def test_megabyte_bodies_leave_no_memory_behind(echo_server: tuple[subprocess.Popen[str], str]) -> None:
+    """5.5 MB in and out per request, 16 at a time: resident memory must not creep."""
+    _, base = echo_server
+    body = bytes(range(256)) * (5505024 // 256)
+    rounds = [asyncio.run(hammer(f"{base}/echo", body, total=48, concurrency=16)) for _ in range(4)]
+    assert [r.unexpected for r in rounds] == [0, 0, 0, 0], rounds[0].failures
+    ends = [r.rss_at_end for r in rounds]
+    # One leaked body per request would add 260 MB a round.
+    assert max(ends[1:]) <= ends[0] * 1.10, [end // 2**20 for end in ends]
 
 
 def test_the_command_refuses_a_bad_route_in_one_line() -> None:

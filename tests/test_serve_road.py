@@ -97,13 +97,17 @@ def test_load_on_loopback_no_errors_and_stable_memory(road_server: str) -> None:
     """The CI-sized load test; docs/serving.md has the full 2,000-request run."""
     total = int(os.environ.get("WASINN_LOAD_REQUESTS", "48"))
     image = np.random.default_rng(9).uniform(0, 255, (1, 512, 896, 3)).astype(np.float32).tobytes()
-    report = asyncio.run(
-        hammer(f"{road_server}/road-segmentation?{QUERY}", image, total=total, concurrency=16, deadline=600)
-    )
-    print(report.summary())
+    url = f"{road_server}/road-segmentation?{QUERY}"
+    # A first round brings every buffer and thread to its working size. OpenVINO's own
+    # memory swings by ±150 MiB between rounds with no trend (2,000 requests in
+    # docs/serving.md end below where they started); the strict leak check of the server's
+    # own buffers is test_serve.py's, on the echo guest.
+    warm_up = asyncio.run(hammer(url, image, total=32, concurrency=16, deadline=600))
+    report = asyncio.run(hammer(url, image, total=total, concurrency=16, deadline=600))
+    print(warm_up.summary(), report.summary(), sep="\n")
     assert report.requests == total
-    assert report.unexpected == 0, report.failures
-    assert report.rss_growth < 1.25
+    assert warm_up.unexpected == report.unexpected == 0, report.failures
+    assert report.rss_at_end <= warm_up.rss_at_end + 400 * 2**20
     malformed = asyncio.run(
         hammer(
             f"{road_server}/road-segmentation?{QUERY}", b"\x01" * 999, total=32, concurrency=16, expect=400

@@ -63,6 +63,7 @@ class ServerState:
     max_waiting: int = 64
     waiting: int = 0
     pools: list[GuestPool] = field(default_factory=list)
+    limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
 
 
@@ -103,7 +104,11 @@ async def run_guest(state: ServerState, pool: GuestPool, body: bytes, args: list
         raise HTTPFailure(503, f"{state.waiting} requests are already waiting for a worker; retry later")
     state.waiting += 1
     try:
-        return await anyio.to_thread.run_sync(pool.run, body, args)
+        # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
+        limiter = state.limiters.get(pool)
+        if limiter is None:
+            limiter = state.limiters[pool] = anyio.CapacityLimiter(pool.slots)
+        return await anyio.to_thread.run_sync(pool.run, body, args, limiter=limiter)
     except LimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
     except GuestTrap as trap:

@@ -68,6 +68,33 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+def bound_malloc(threshold: int = 1 << 20) -> bool:
+    """Have glibc give request-sized buffers (MBs) back to the system as soon as they are freed.
+
+    glibc raises its mmap threshold each time a large mmapped block is freed; after that,
+    multi-MB request bodies and guest outputs come from the heap arenas of the worker
+    threads, and resident memory climbs by hundreds of MB and stays there. A fixed
+    threshold (which also turns the dynamic one off) keeps every such buffer mmapped.
+    Returns False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        # Few arenas, too: each thread's arena otherwise keeps its own high-water mark.
+        libc.mallopt(M_ARENA_MAX, 2)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameter numbers
+
+
 def resident_bytes(pid: int | None = None) -> int:
     """Resident set size from /proc (0 where there is no /proc)."""
     try:

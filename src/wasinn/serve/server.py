@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from wasinn.core import ConfigError
 from wasinn.runtime import Limits, Runtime
 from wasinn.serve.app import DEFAULT_MAX_BODY_BYTES, GuestRoute, RouteHandler, ServerState, create_app
+from wasinn.serve.metrics import bound_malloc
 from wasinn.serve.pool import GuestPool
 
 ROAD_ROUTE = "road-segmentation"  # the demo's route and preloaded model name
@@ -74,6 +75,7 @@ def with_demo(config: ServeConfig, *, download: bool = True) -> ServeConfig:
 
 def build_app(config: ServeConfig) -> Starlette:
     """One :class:`Runtime` for the whole server, so each preloaded model is loaded once."""
+    bound_malloc()
     if not config.routes:
         raise ConfigError("no routes: give at least one ROUTE=MODULE.wasm (or --demo)")
     runtime = Runtime(
