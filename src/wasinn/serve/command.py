@@ -117,10 +117,15 @@ def serve_command(
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def batch_command(use_ray: bool, address: str | None, out: Path, directory: Path) -> None:
     """Road-segment every picture in DIRECTORY with Ray Data; write overlays and shares.jsonl."""
+    from wasinn.core import WasinnError
+
     try:
         from wasinn.serve.ray import batch_segment
     except ImportError as err:
         _missing_extra(err)
-    count = batch_segment(directory, out, address=address)
+    try:
+        count = batch_segment(directory, out, address=address)
+    except WasinnError as err:
+        fail(str(err))
     click.echo(f"{count} pictures segmented into {out}", err=True)
     sys.exit(0)
