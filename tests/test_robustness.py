@@ -763,6 +763,9 @@ def test_runtime_run_frees_what_the_guest_left(
     else:
         assert runtime.run(wasm) == (3 if ending == "exit" else 0)
     assert len(tracked_backend_objects) == 3  # one graph, two contexts
+    # The contexts die with the instance; the preloaded graph is the runtime's, shared by its instances.
+    assert alive(tracked_backend_objects) == 1
+    runtime.close()
     assert alive(tracked_backend_objects) == 0
 
 
