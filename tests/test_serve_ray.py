@@ -1,4 +1,4 @@
-"""Scale-out on a local Ray cluster (loopback only): Ray Serve routes and ``wasinn batch --ray``.
+"""Scale-out on a local Ray cluster (node address 127.0.0.1): Ray Serve routes and ``wasinn batch --ray``.
 
 Ray is a 600 MB install that needs minutes on a 2-core machine, so it is its own extra
 (``wasinn[ray]``, not in ``all``) and these tests run with ``make test-ray``, not ``make test``.

@@ -29,7 +29,10 @@ def _ray() -> Any:
 
 
 def connect(address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local one that listens on loopback only."""
+    """Join the cluster at ``address``, or start a local one addressed as 127.0.0.1.
+
+    Ray's own gRPC servers still listen on every interface (docs/serving.md).
+    """
     ray = _ray()
     local = {"_node_ip_address": "127.0.0.1", "include_dashboard": False} if address is None else {}
     ray.init(address=address, ignore_reinit_error=True, **local)
