@@ -23,7 +23,7 @@ require_module("httpx")
 import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from serve_helpers import start_server  # noqa: E402
+from serve_helpers import start_server, stop_server  # noqa: E402
 from wasinn.runtime import Limits  # noqa: E402
 from wasinn.serve.loadtest import hammer  # noqa: E402
 from wasinn.serve.server import ServeConfig, build_app, parse_route  # noqa: E402
@@ -156,9 +156,7 @@ def test_bad_routes_are_refused_at_start(tmp_path: Path) -> None:
 def echo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
     process, base = start_server(f"echo={guest_wasm('serve-echo')}", "--workers", "2")
     yield process, base
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    stop_server(process)
 
 
 def test_sigterm_lets_the_request_in_flight_finish(echo_server: tuple[subprocess.Popen[str], str]) -> None:
@@ -185,8 +183,8 @@ def test_megabyte_bodies_leave_no_memory_behind(echo_server: tuple[subprocess.Po
     rounds = [asyncio.run(hammer(f"{base}/echo", body, total=48, concurrency=16)) for _ in range(4)]
     assert [r.unexpected for r in rounds] == [0, 0, 0, 0], rounds[0].failures
     ends = [r.rss_at_end for r in rounds]
-    # One leaked body per request would add 260 MB a round.
-    assert max(ends[1:]) <= ends[0] * 1.10, [end // 2**20 for end in ends]
+    # One leaked body per request would add 260 MB a round; allocator steps are ~20 MB.
+    assert max(ends[1:]) <= ends[0] + 64 * 2**20, [end // 2**20 for end in ends]
 
 
 def test_the_command_refuses_a_bad_route_in_one_line() -> None:

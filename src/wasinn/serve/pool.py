@@ -17,6 +17,7 @@ import queue
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class GuestPool:
         self.module: wasmtime.Module = runtime.modules.load(module_path)
         self.slots = slots
         self._spool = Path(tempfile.mkdtemp(prefix=f"wasinn-serve-{self.name}-", dir=_spool_root()))
+        # Removed on close(), or when the pool is collected or the process exits without one.
+        self._remove_spool = weakref.finalize(self, shutil.rmtree, self._spool, True)
         self._free: queue.SimpleQueue[Path] = queue.SimpleQueue()
         for index in range(slots):
             slot = self._spool / str(index)
@@ -97,7 +100,7 @@ class GuestPool:
         self._closed = True
         if self._ticker is not None:
             self._ticker.__exit__(None, None, None)
-        shutil.rmtree(self._spool, ignore_errors=True)
+        self._remove_spool()
 
 
 def _tail(path: Path, limit: int) -> bytes:
