@@ -19,6 +19,7 @@ CARGO_BUILD := RUSTC=$(RUSTC) $(CARGO)
 RUST_TARGET := wasm32-wasi
 endif
 APT_PACKAGES := clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 rustc cargo libstd-rust-dev-wasm32
+BROWSER_PACKAGES := chromium chromium-driver
 
 export WASINN_MODELS ?= $(SHARED_DATA)
 
@@ -34,7 +35,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain examples test lint pytest demo bench clean
+.PHONY: all setup toolchain browser examples test test-ray lint pytest demo bench clean
 
 all: setup examples
 
@@ -58,6 +59,18 @@ toolchain:
 	     || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(APT_PACKAGES) >/dev/null)); \
 	  else \
 	    echo "missing guest toolchains; run: sudo apt-get install -y --no-install-recommends $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# Headless Chromium and its WebDriver, for the `wasinn serve --demo` page test.
+browser:
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing the test browser: $(BROWSER_PACKAGES)"; \
+	    (apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null \
+	     || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null)); \
+	  else \
+	    echo "missing the test browser; run: sudo apt-get install -y --no-install-recommends $(BROWSER_PACKAGES)"; exit 1; \
 	  fi; \
 	fi
 
@@ -86,10 +99,15 @@ lint: setup
 	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
-pytest: setup examples
+pytest: setup examples browser
 	$(BIN)/pytest -q
 
 test: lint pytest
+
+# Ray scale-out (wasinn serve --ray, wasinn batch --ray): a 600 MB extra, so not part of `make test`.
+test-ray: setup examples
+	$(BIN)/pip install -q -e '.[ray]'
+	$(BIN)/pytest -q -m ray tests/test_serve_ray.py
 
 demo: setup examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo

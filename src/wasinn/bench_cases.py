@@ -503,6 +503,13 @@ def component_round_trip(plan: Plan) -> list[Record]:
     return measure(plan)
 
 
+def serve_road(plan: Plan) -> list[Record]:
+    require("wasinn.serve.app")  # the serve extra
+    from wasinn.serve.bench import serve_road as measure
+
+    return measure(plan)
+
+
 def ggml_generation(plan: Plan) -> list[Record]:
     from wasinn.bench_ggml import ggml_generation as run
 
@@ -530,4 +537,12 @@ CASES: list[Case] = [
     skipping(("tensorflow/host-module",), tensorflow_host_module),
     skipping(("component/round-trip",), component_round_trip),
     skipping(("ggml/tokens-per-second", "ggml/time-to-first-token"), ggml_generation),
+    skipping(
+        (
+            "serve/road-segmentation/warm-request",
+            "serve/road-segmentation/warm-request-labels",
+            "serve/road-segmentation/vs-process",
+        ),
+        serve_road,
+    ),
 ]

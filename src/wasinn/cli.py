@@ -50,6 +50,8 @@ class LazyGroup(click.Group):
         "demo": "wasinn.demo:demo_command",
         "bench": "wasinn.bench:bench_command",
         "build": "wasinn.guest_build:build_command",
+        "serve": "wasinn.serve.command:serve_command",
+        "batch": "wasinn.serve.command:batch_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -120,6 +120,10 @@ class ModuleCache:
             pass
 
 
+# A file for a guest output stream, or a callable given each chunk the guest writes.
+OutputStream = str | Path | Callable[[bytes], object]
+Stdio = tuple[str | Path | None, OutputStream | None, OutputStream | None]
+
 _version_lock = threading.Lock()
 _versions: dict[str, str] = {}
 
@@ -230,13 +234,28 @@ class Runtime:
             self.engine, directory if cache else None, f"fuel={limits.gas is not None}"
         )
 
-    def instantiate(self, module: str | Path | wasmtime.Module, args: Sequence[str] = ()) -> Instance:
-        """Instantiate ``module`` with WASI and WASI-NN, without running it."""
+    def instantiate(
+        self,
+        module: str | Path | wasmtime.Module,
+        args: Sequence[str] = (),
+        *,
+        stdin: str | Path | None = None,
+        stdout: OutputStream | None = None,
+        stderr: OutputStream | None = None,
+    ) -> Instance:
+        """Instantiate ``module`` with WASI and WASI-NN, without running it.
+
+        ``stdin``/``stdout``/``stderr`` override the runtime's streams for this instance
+        only (a server gives each request its own); an output stream may also be a
+        callable that receives each chunk the guest writes.
+        """
         if isinstance(module, wasmtime.Module):
             compiled, program = module, "main.wasm"
         else:
             compiled, program = self.modules.load(Path(module)), str(module)
-        return Instance(self, compiled, [program, *args])
+        default_in, default_out, default_err = self.stdio
+        stdio = (stdin or default_in, stdout or default_out, stderr or default_err)
+        return Instance(self, compiled, [program, *args], stdio)
 
     def run(self, module: str | Path, args: Sequence[str] = ()) -> int:
         """Run the module's ``_start`` and return its exit code.
@@ -296,24 +315,29 @@ class Runtime:
             deadline=deadline,
         )
 
-    def wasi_config(self, argv: Sequence[str]) -> wasmtime.WasiConfig:
-        """WASI for one guest (preview 1 for modules, preview 2 for components)."""
+    def wasi_config(self, argv: Sequence[str], stdio: Stdio | None = None) -> wasmtime.WasiConfig:
+        """WASI for one guest (preview 1 for modules, preview 2 for components); ``stdio``
+        replaces the runtime's streams for this guest only."""
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(argv)
         wasi.env = list(self.env.items())
         for mapping in self.dirs:
             wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
-        stdin, stdout, stderr = self.stdio
+        stdin, stdout, stderr = stdio or self.stdio
         if stdin is None:
             wasi.inherit_stdin()
         else:
             wasi.stdin_file = str(stdin)
         if stdout is None:
             wasi.inherit_stdout()
+        elif callable(stdout):
+            wasi.stdout_custom = stdout
         else:
             wasi.stdout_file = str(stdout)
         if stderr is None:
             wasi.inherit_stderr()
+        elif callable(stderr):
+            wasi.stderr_custom = stderr
         else:
             wasi.stderr_file = str(stderr)
         return wasi
@@ -322,10 +346,12 @@ class Runtime:
 class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
 
-    def __init__(self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str]) -> None:
+    def __init__(
+        self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str], stdio: Stdio | None = None
+    ) -> None:
         self.limits = runtime.limits
         self.store, self._deadline = runtime.new_store()
-        self.store.set_wasi(runtime.wasi_config(argv))
+        self.store.set_wasi(runtime.wasi_config(argv, stdio))
         self.nn = runtime.new_session(self._time_left)
         self._pending: BaseException | None = None  # raised by a host function of this instance
         self._abi = EphemeralNN(self.nn, self._park)
@@ -355,6 +381,15 @@ class Instance:
         self._abi.attach(self.store, self.memory)
         for plugin in self._plugins:
             plugin.attach(self.store, self.memory)
+
+    def restart_clock(self) -> None:
+        """Start the time limit now: a pre-instantiated (warm) instance counts from its run."""
+        limit = self.limits.time_limit_ms
+        if limit is None:
+            self.store.set_epoch_deadline(NO_DEADLINE)
+            return
+        self._deadline = time.monotonic() + limit / 1000
+        self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
 
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()

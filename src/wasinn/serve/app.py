@@ -1,0 +1,204 @@
+"""The ASGI application: a table of route handlers, health, metrics and errors as JSON.
+
+A route handler is anything with a ``path``, its ``methods`` and an async ``handle``. The
+guest routes below are one kind; the demo page is another; OpenAI-compatible routes
+(``/v1/chat/completions`` with SSE, ``/v1/embeddings``) are meant to be a third kind, over a
+GGML guest, once the ggml backend exists: they plug into the same table and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from wasinn.core import GuestTrap, LimitExceeded, WasinnError
+from wasinn.serve.metrics import Metrics
+from wasinn.serve.pool import GuestPool, GuestResult
+
+log = logging.getLogger("wasinn.serve")
+
+# A guest's exit code says whose fault a failure was (sysexits): usage, data, input.
+CLIENT_ERROR_EXITS = frozenset({64, 65, 66})
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+CLIENT_GONE = 499  # nginx's code for a client that closed the connection first
+
+
+class HTTPFailure(Exception):
+    """A request that ends in an error status with a one-line JSON reason."""
+
+    def __init__(self, status: int, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details
+
+
+class RouteHandler(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def methods(self) -> Sequence[str]: ...
+    @property
+    def metric_name(self) -> str: ...
+
+    async def handle(self, request: Request) -> Response: ...
+
+
+@dataclass
+class ServerState:
+    """What every handler shares: the metrics, the limits on bodies and on waiting."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_waiting: int = 64
+    waiting: int = 0
+    pools: list[GuestPool] = field(default_factory=list)
+    limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
+
+
+def error_response(status: int, message: str, **details: object) -> JSONResponse:
+    return JSONResponse({"error": message, **details}, status_code=status)
+
+
+async def read_body(request: Request, state: ServerState) -> bytes:
+    """The whole body, refused with 413 as soon as it passes the server's limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
+        raise HTTPFailure(413, f"the body of {declared} bytes is over the limit of {state.max_body_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > state.max_body_bytes:
+            raise HTTPFailure(413, f"the body is over the limit of {state.max_body_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def query_args(request: Request) -> list[str]:
+    """``?name=road&dims=1x2`` → ``--name road --dims 1x2``; ``?flag`` → ``--flag``; ``?arg=X`` → ``X``."""
+    args: list[str] = []
+    for key, value in request.query_params.multi_items():
+        if key == "arg":
+            args.append(value)
+        else:
+            args.append(f"--{key}")
+            if value:
+                args.append(value)
+    return args
+
+
+async def run_guest(state: ServerState, pool: GuestPool, body: bytes, args: list[str]) -> GuestResult:
+    """Run in a worker thread; too many already waiting for a slot → 503, stopped guest → 500/504."""
+    if state.waiting >= state.max_waiting:
+        raise HTTPFailure(503, f"{state.waiting} requests are already waiting for a worker; retry later")
+    state.waiting += 1
+    try:
+        # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
+        limiter = state.limiters.get(pool)
+        if limiter is None:
+            limiter = state.limiters[pool] = anyio.CapacityLimiter(pool.slots)
+        return await anyio.to_thread.run_sync(pool.run, body, args, limiter=limiter)
+    except LimitExceeded as exceeded:
+        raise HTTPFailure(504, str(exceeded)) from None
+    except GuestTrap as trap:
+        raise HTTPFailure(500, str(trap)) from None
+    except WasinnError as err:
+        raise HTTPFailure(500, str(err)) from None
+    finally:
+        state.waiting -= 1
+
+
+def guest_status(result: GuestResult) -> None:
+    """Raise the HTTP failure a non-zero exit stands for."""
+    if result.exit_code == 0:
+        return
+    status = 400 if result.exit_code in CLIENT_ERROR_EXITS else 500
+    reason = result.last_error_line or f"the guest exited with code {result.exit_code}"
+    raise HTTPFailure(status, reason, exit_code=result.exit_code)
+
+
+@dataclass
+class GuestRoute:
+    """``POST /NAME``: body → stdin, query → arguments, stdout → body, exit code → status."""
+
+    name: str
+    pool: GuestPool
+    state: ServerState
+    methods: Sequence[str] = ("GET", "POST")
+
+    @property
+    def path(self) -> str:
+        return f"/{self.name}"
+
+    @property
+    def metric_name(self) -> str:
+        return self.name
+
+    async def handle(self, request: Request) -> Response:
+        body = await read_body(request, self.state)
+        result = await run_guest(self.state, self.pool, body, query_args(request))
+        guest_status(result)
+        return Response(
+            result.stdout,
+            media_type="application/octet-stream",
+            headers={"x-wasinn-exit-code": "0", "x-wasinn-guest-ms": f"{result.seconds * 1000:.2f}"},
+        )
+
+
+def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        metrics.started()
+        status = CLIENT_GONE
+        try:
+            try:
+                response = await handler.handle(request)
+            except HTTPFailure as failure:
+                response = error_response(failure.status, str(failure), **failure.details)
+            except Exception as err:  # a wasinn bug must not take the server down; one line
+                log.exception("internal error on %s", request.url.path)
+                response = error_response(500, f"internal error: {type(err).__name__}: {err}")
+            status = response.status_code
+            return response
+        finally:
+            metrics.finished(handler.metric_name, status, time.perf_counter() - started)
+
+    return endpoint
+
+
+def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "routes": [h.path for h in handlers]})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # uvicorn has stopped accepting and let the requests in flight finish (graceful stop).
+        for pool in state.pools:
+            pool.close()
+        for close in state.closers:
+            close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *(
+            Route(handler.path, _endpoint(handler, state.metrics), methods=list(handler.methods))
+            for handler in handlers
+        ),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,131 @@
+"""``wasinn serve`` and ``wasinn batch`` on the command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from wasinn.cli import configure_logging, fail
+
+
+def _missing_extra(err: ImportError) -> None:
+    fail(f"{err.name or err} is not installed; pip install 'wasinn[serve]'")
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Guest runs at a time per route (threads in this one process, sharing its models).",
+)
+@click.option("--dir", "dirs", multiple=True, metavar="GUEST:HOST", help="As `wasinn run --dir`.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="As `wasinn run --env`.")
+@click.option(
+    "--nn-preload",
+    "preload",
+    multiple=True,
+    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
+    help="Preload a model once for every request (load_by_name).",
+)
+@click.option("--memory-page-limit", type=click.IntRange(min=0), metavar="PAGES", help="Per request.")
+@click.option("--time-limit", type=click.IntRange(min=0), metavar="MS", help="Per request: over it, 504.")
+@click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request.")
+@click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0))
+@click.option("--max-waiting", default=64, show_default=True, type=click.IntRange(min=0), help="Then 503.")
+@click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
+@click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
+@click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
+@click.option("-v", "--verbose", is_flag=True)
+@click.argument("routes", nargs=-1, metavar="ROUTE=MODULE.wasm...")
+def serve_command(
+    host: str,
+    port: int,
+    workers: int,
+    dirs: tuple[str, ...],
+    env: tuple[str, ...],
+    preload: tuple[str, ...],
+    memory_page_limit: int | None,
+    time_limit: int | None,
+    gas_limit: int | None,
+    max_body_bytes: int,
+    max_waiting: int,
+    no_cache: bool,
+    demo: bool,
+    use_ray: bool,
+    verbose: bool,
+    routes: tuple[str, ...],
+) -> None:
+    """Serve each ROUTE=MODULE.wasm at POST /ROUTE: body → stdin, query → args, stdout → body."""
+    from wasinn.core import WasinnError
+    from wasinn.runtime import Limits
+
+    configure_logging(verbose)
+    try:
+        from wasinn.serve.server import ServeConfig, build_app, parse_routes, with_demo
+    except ImportError as err:
+        _missing_extra(err)
+    try:
+        config = ServeConfig(
+            routes=parse_routes(routes),
+            workers=workers,
+            dirs=dirs,
+            env=env,
+            preload=preload,
+            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit),
+            cache=not no_cache,
+            max_body_bytes=max_body_bytes,
+            max_waiting=max_waiting,
+        )
+        if demo:
+            config = with_demo(config)
+        if use_ray:
+            from wasinn.serve.ray import serve_on_ray
+
+            serve_on_ray(config, host=host, port=port)
+            return
+        app = build_app(config)
+    except WasinnError as err:
+        fail(str(err))
+    import uvicorn
+
+    click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(config.routes)}", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info" if verbose else "warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+@click.command("batch", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ray", "use_ray", is_flag=True, required=True, help="Run on Ray Data (the only engine).")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local one).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build/batch"),
+    show_default=True,
+    help="Where the overlays and shares.jsonl go.",
+)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def batch_command(use_ray: bool, address: str | None, out: Path, directory: Path) -> None:
+    """Road-segment every picture in DIRECTORY with Ray Data; write overlays and shares.jsonl."""
+    from wasinn.core import WasinnError
+
+    try:
+        from wasinn.serve.ray import batch_segment
+    except ImportError as err:
+        _missing_extra(err)
+    try:
+        count = batch_segment(directory, out, address=address)
+    except WasinnError as err:
+        fail(str(err))
+    click.echo(f"{count} pictures segmented into {out}", err=True)
+    sys.exit(0)

@@ -1,0 +1,104 @@
+"""Counters and latency histograms in the Prometheus text format (no client library)."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections import defaultdict
+
+# Upper bounds in seconds: from a tiny guest's few milliseconds to a slow model's seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, int], int] = defaultdict(int)
+        self._bucket_counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = defaultdict(float)
+        self.in_flight = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def finished(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self._requests[(route, status)] += 1
+            counts = self._bucket_counts.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
+            counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._sums[route] += seconds
+
+    def requests(self, route: str, status: int) -> int:
+        with self._lock:
+            return self._requests[(route, status)]
+
+    def render(self) -> str:
+        lines = [
+            "# HELP wasinn_requests_total Requests answered, by route and HTTP status.",
+            "# TYPE wasinn_requests_total counter",
+        ]
+        with self._lock:
+            for (route, status), count in sorted(self._requests.items()):
+                lines.append(f'wasinn_requests_total{{route="{route}",status="{status}"}} {count}')
+            lines += [
+                "# HELP wasinn_request_seconds Request latency, from the body received to the response.",
+                "# TYPE wasinn_request_seconds histogram",
+            ]
+            for route, counts in sorted(self._bucket_counts.items()):
+                running = 0
+                for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+                    running += count
+                    label = "+Inf" if bound == float("inf") else repr(bound)
+                    lines.append(f'wasinn_request_seconds_bucket{{route="{route}",le="{label}"}} {running}')
+                lines.append(f'wasinn_request_seconds_sum{{route="{route}"}} {self._sums[route]:.6f}')
+                lines.append(f'wasinn_request_seconds_count{{route="{route}"}} {running}')
+            lines += [
+                "# HELP wasinn_requests_in_flight Requests being handled now.",
+                "# TYPE wasinn_requests_in_flight gauge",
+                f"wasinn_requests_in_flight {self.in_flight}",
+            ]
+        lines += [
+            "# HELP process_resident_memory_bytes Resident memory of the server process.",
+            "# TYPE process_resident_memory_bytes gauge",
+            f"process_resident_memory_bytes {resident_bytes()}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def bound_malloc(threshold: int = 1 << 20) -> bool:
+    """Have glibc give request-sized buffers (MBs) back to the system as soon as they are freed.
+
+    glibc raises its mmap threshold each time a large mmapped block is freed; after that,
+    multi-MB request bodies and guest outputs come from the heap arenas of the worker
+    threads, and resident memory climbs by hundreds of MB and stays there. A fixed
+    threshold (which also turns the dynamic one off) keeps every such buffer mmapped.
+    Returns False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        # Few arenas, too: each thread's arena otherwise keeps its own high-water mark.
+        libc.mallopt(M_ARENA_MAX, 2)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameter numbers
+
+
+def resident_bytes(pid: int | None = None) -> int:
+    """Resident set size from /proc (0 where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,118 @@
+"""Running one WASI command guest per request, under a bound on how many run at once.
+
+wasmtime's WASI fixes a guest's argv and stdin when the instance is made, and reads a stdin
+file ahead on its own thread as soon as it is configured, so an instance cannot be made
+before its request has arrived. What is kept warm instead: the compiled module, the
+server's :class:`~wasinn.runtime.Runtime` with its preloaded models, the epoch ticker for
+time limits, and one spool directory per slot (in /dev/shm where there is one) holding
+the request's stdin, stdout and stderr files. Making the instance itself costs about a
+millisecond (docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+
+from wasinn.core import ConfigError
+from wasinn.runtime import Runtime, epoch_ticker
+
+# Standard error is for people and logs: only its end is kept for the error message.
+STDERR_KEEP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    """What one run of a guest produced."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    @property
+    def last_error_line(self) -> str:
+        """The guest's last non-empty stderr line: usually its own one-line reason."""
+        lines = [line for line in self.stderr.decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+
+class GuestPool:
+    """``slots`` guest runs at a time of one compiled module; callers beyond that wait."""
+
+    def __init__(self, runtime: Runtime, module_path: Path, slots: int, *, name: str = "") -> None:
+        if slots < 1:
+            raise ConfigError(f"a route needs at least one worker slot, got {slots}")
+        self.runtime = runtime
+        self.module_path = module_path
+        self.name = name or module_path.stem
+        self.module: wasmtime.Module = runtime.modules.load(module_path)
+        self.slots = slots
+        self._spool = Path(tempfile.mkdtemp(prefix=f"wasinn-serve-{self.name}-", dir=_spool_root()))
+        # Removed on close(), or when the pool is collected or the process exits without one.
+        self._remove_spool = weakref.finalize(self, shutil.rmtree, self._spool, True)
+        self._free: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for index in range(slots):
+            slot = self._spool / str(index)
+            slot.mkdir()
+            self._free.put(slot)
+        self._ticker = epoch_ticker(runtime.engine) if runtime.limits.time_limit_ms is not None else None
+        if self._ticker is not None:
+            self._ticker.__enter__()
+        self._closed = False
+
+    def run(self, body: bytes, args: list[str]) -> GuestResult:
+        """Run the guest with ``body`` as stdin and ``args`` as arguments; blocks for a free slot.
+
+        Raises :class:`~wasinn.core.LimitExceeded` or :class:`~wasinn.core.GuestTrap` when the
+        guest was stopped; the pool stays usable either way.
+        """
+        slot = self._free.get()
+        try:
+            stdin, stdout, stderr = slot / "stdin", slot / "stdout", slot / "stderr"
+            stdin.write_bytes(body)
+            started = time.perf_counter()
+            with self.runtime.instantiate(
+                self.module, args, stdin=stdin, stdout=stdout, stderr=stderr
+            ) as instance:
+                instance.restart_clock()
+                code = instance.run()
+            seconds = time.perf_counter() - started
+            return GuestResult(code, stdout.read_bytes(), _tail(stderr, STDERR_KEEP_BYTES), seconds)
+        finally:
+            for stream in ("stdin", "stdout"):  # an idle slot holds no request's bytes (in RAM)
+                with contextlib.suppress(OSError):
+                    os.truncate(slot / stream, 0)
+            self._free.put(slot)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.__exit__(None, None, None)
+        self._remove_spool()
+
+
+def _tail(path: Path, limit: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(max(0, os.fstat(file.fileno()).st_size - limit))
+        return file.read()
+
+
+def _spool_root() -> str | None:
+    """Request bodies go to memory-backed storage when the machine has it."""
+    shm = "/dev/shm"
+    with contextlib.suppress(OSError):
+        if os.path.isdir(shm) and os.access(shm, os.W_OK):
+            return shm
+    return None

@@ -1,0 +1,100 @@
+"""From a server description (routes, models, limits) to the ASGI app, and running it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from wasinn.core import ConfigError
+from wasinn.runtime import Limits, Runtime
+from wasinn.serve.app import DEFAULT_MAX_BODY_BYTES, GuestRoute, RouteHandler, ServerState, create_app
+from wasinn.serve.metrics import bound_malloc
+from wasinn.serve.pool import GuestPool
+
+ROAD_ROUTE = "road-segmentation"  # the demo's route and preloaded model name
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``wasinn serve``'s options, usable from Python (tests, Ray) as well."""
+
+    routes: dict[str, Path] = field(default_factory=dict)
+    workers: int = 2
+    dirs: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    cache: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_waiting: int = 64
+    demo: bool = False
+
+
+def parse_route(text: str) -> tuple[str, Path]:
+    """``ROUTE=MODULE.wasm`` → (route, module); the route is a single path segment."""
+    name, sep, module = text.partition("=")
+    name = name.strip("/")
+    if not sep or not name or not module:
+        raise ConfigError(f"bad route {text!r}: expected ROUTE=MODULE.wasm, e.g. segment=nn-pipe.wasm")
+    if "/" in name or name in {"healthz", "metrics", "demo", "v1"}:
+        raise ConfigError(f"bad route {text!r}: {name!r} is reserved or not a single path segment")
+    path = Path(module)
+    if not path.is_file():
+        raise ConfigError(f"route {name}: {module}: no such file")
+    return name, path
+
+
+def parse_routes(texts: Sequence[str]) -> dict[str, Path]:
+    routes: dict[str, Path] = {}
+    for text in texts:
+        name, path = parse_route(text)
+        if name in routes:
+            raise ConfigError(f"route {name!r} is given twice")
+        routes[name] = path
+    return routes
+
+
+def with_demo(config: ServeConfig, *, download: bool = True) -> ServeConfig:
+    """The config plus the demo's road-segmentation route and model (found or downloaded)."""
+    from wasinn.core import ModelError
+    from wasinn.demo import MODEL_ID, find_guest
+    from wasinn.models import ensure_model
+
+    try:
+        model_dir = ensure_model(MODEL_ID, download_missing=download)
+    except ModelError as err:
+        raise ConfigError(str(err)) from None
+    xml, weights = model_dir / f"{MODEL_ID}.xml", model_dir / f"{MODEL_ID}.bin"
+    routes = {ROAD_ROUTE: find_guest("nn-pipe.wasm"), **config.routes}
+    preload = (f"{ROAD_ROUTE}:openvino:cpu:{xml}:{weights}", *config.preload)
+    return ServeConfig(**{**vars(config), "routes": routes, "preload": preload, "demo": True})
+
+
+def build_app(config: ServeConfig) -> Starlette:
+    """One :class:`Runtime` for the whole server, so each preloaded model is loaded once."""
+    bound_malloc()
+    if not config.routes:
+        raise ConfigError("no routes: give at least one ROUTE=MODULE.wasm (or --demo)")
+    runtime = Runtime(
+        dirs=config.dirs, env=config.env, preload=config.preload, cache=config.cache, limits=config.limits
+    )
+    for name in runtime.registry.names:
+        # Load now: no request pays for it, and a model that cannot load stops the start.
+        runtime.registry.get(name)
+    state = ServerState(max_body_bytes=config.max_body_bytes, max_waiting=config.max_waiting)
+    state.closers.append(runtime.close)
+    handlers: list[RouteHandler] = []
+    routes: dict[str, GuestRoute] = {}
+    for name, module in config.routes.items():
+        pool = GuestPool(runtime, module, config.workers, name=name)
+        state.pools.append(pool)
+        routes[name] = GuestRoute(name, pool, state)
+        handlers.append(routes[name])
+    if config.demo:
+        from wasinn.serve.page import demo_handlers
+
+        handlers.extend(demo_handlers(routes[ROAD_ROUTE], state))
+    return create_app(handlers, state)
