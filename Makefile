@@ -30,12 +30,15 @@ export WASINN_MODELS ?= $(SHARED_DATA)
 # instead of 193, 12.7 min instead of 35.5 on the busy 2-core development machine.
 LLAMA_VERSION := 0.3.36
 LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+# The wheel built from it is kept outside the checkout, so a fresh clone on the same machine
+# (CI, another worktree) installs it in seconds instead of compiling llama.cpp again.
+WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels
 
 C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test test-ray lint pytest demo bench clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench clean
 
 all: setup examples
 
@@ -43,8 +46,12 @@ $(BIN)/wasinn: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install -q $(LLAMA_SDIST)
-	$(BIN)/pip install -q -e '.[all,dev]'
+	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~10 min on 2 cores)"; \
+	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps -w $(WHEELHOUSE) $(LLAMA_SDIST); \
+	fi
+	$(BIN)/pip install -q --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
 	touch $@
 
 setup: $(BIN)/wasinn
@@ -103,11 +110,6 @@ pytest: setup examples browser
 	$(BIN)/pytest -q
 
 test: lint pytest
-
-# Ray scale-out (wasinn serve --ray, wasinn batch --ray): a 600 MB extra, so not part of `make test`.
-test-ray: setup examples
-	$(BIN)/pip install -q -e '.[ray]'
-	$(BIN)/pytest -q -m ray tests/test_serve_ray.py
 
 demo: setup examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo
