@@ -13,9 +13,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import httpx
+import pytest
 
 from conftest import guest_wasm, require_module, shared_file
 from serve_helpers import free_port
