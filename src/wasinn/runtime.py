@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from wasinn.abi._fastcall import define_i32_func
+from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.ephemeral import EphemeralNN
 from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.backends import get_backend
@@ -313,6 +315,7 @@ class Runtime:
             max_model_bytes=limits.max_model_bytes,
             max_tensor_bytes=limits.max_tensor_bytes,
             deadline=deadline,
+            guest_path=partial(resolve_guest_path, [(d.guest, d.host) for d in self.dirs]),
         )
 
     def wasi_config(self, argv: Sequence[str], stdio: Stdio | None = None) -> wasmtime.WasiConfig:

@@ -6,18 +6,22 @@ through resources. Inputs and outputs are addressed by index or by name.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
-from wasinn.core._errors import BackendError, InvalidArgument, LimitExceeded, NNError, NotFound
+from wasinn.core._errors import BackendError, Errno, InvalidArgument, LimitExceeded, NNError, NotFound
 from wasinn.core._registry import ModelRegistry, SharedModel
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
 CANCEL_GRACE_SECONDS = 10.0
+# WasmEdge's builder that names a model file instead of carrying its bytes (GGML, whisper).
+PATH_BUILDER = b"preload:"
 
 TensorKey = int | str
 
@@ -211,8 +215,11 @@ class NNSession:
         max_model_bytes: int | None = None,
         max_tensor_bytes: int | None = None,
         deadline: Callable[[], float | None] = lambda: None,
+        guest_path: Callable[[str], Path] | None = None,
     ) -> None:
         self._resolve_backend = resolve_backend
+        # Host path of a file the guest names; raises InvalidArgument outside its --dir mappings.
+        self._guest_path = guest_path
         self.registry = registry
         self._max_graphs = max_graphs
         self._max_contexts = max_contexts
@@ -227,7 +234,23 @@ class NNSession:
     def load(self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
         self._check_model_size(sum(len(blob) for blob in builders))
         backend = self._resolve_backend(encoding)
+        builders = self._sandboxed(builders, encoding)
         return self._adopt(backend.load(builders, target), backend.encoding, None)
+
+    def _sandboxed(self, builders: Sequence[bytes], encoding: GraphEncoding) -> Sequence[bytes]:
+        """A guest's ``preload:<path>`` builder names a *guest* file (WasmEdge opens it as a host
+        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse."""
+        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
+            return builders
+        if self._guest_path is None:  # the host itself calls (Python API): its paths are its own
+            return builders
+        guest_path = os.fsdecode(bytes(builders[0][len(PATH_BUILDER) :]))
+        errno = Errno.MODEL_NOT_FOUND if encoding in (GraphEncoding.GGML, GraphEncoding.BITNET) else None
+        try:
+            host_path = self._guest_path(guest_path)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"model file not found: {err}", errno) from None
+        return [PATH_BUILDER + os.fsencode(host_path), *builders[1:]]
 
     def load_by_name(self, name: str, config: bytes = b"") -> Graph:
         if self.registry is None:
