@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,11 +252,16 @@ def test_the_command_line_streams_over_http(tiny_model: Path) -> None:  # noqa: 
     )
     try:
         body = {"messages": MESSAGES, "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True}
-        lines: list[str] = []
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as response:
+        arrivals: list[tuple[float, str]] = []
+        long = {**body, "max_tokens": 200}
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=long, timeout=60) as response:
             assert response.status_code == 200
-            lines.extend(line for line in response.iter_lines() if line)
+            arrivals.extend((time.perf_counter(), line) for line in response.iter_lines() if line)
+        lines = [line for _, line in arrivals]
         assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+        # Tokens arrive as the guest makes them: the first content long before the end of 200.
+        first = next(when for when, line in arrivals if '"content":"' in line and '"role"' not in line)
+        assert arrivals[-1][0] - first > 0.02
         # a client that leaves mid-stream does not stop the server
         with httpx.stream(
             "POST", f"{base}/v1/chat/completions", json={**body, "max_tokens": 200}, timeout=60
