@@ -1,9 +1,9 @@
 """The ASGI application: a table of route handlers, health, metrics and errors as JSON.
 
 A route handler is anything with a ``path``, its ``methods`` and an async ``handle``. The
-guest routes below are one kind; the demo page is another; OpenAI-compatible routes
-(``/v1/chat/completions`` with SSE, ``/v1/embeddings``) are meant to be a third kind, over a
-GGML guest, once the ggml backend exists: they plug into the same table and metrics.
+guest routes below are one kind; the demo page is another; the OpenAI-compatible routes
+(``/v1/chat/completions`` with SSE, ``/v1/embeddings``, :mod:`wasinn.serve.openai`) over a
+GGML guest are a third: they plug into the same table and metrics.
 """
 
 from __future__ import annotations
@@ -98,7 +98,13 @@ def query_args(request: Request) -> list[str]:
     return args
 
 
-async def run_guest(state: ServerState, pool: GuestPool, body: bytes, args: list[str]) -> GuestResult:
+async def run_guest(
+    state: ServerState,
+    pool: GuestPool,
+    body: bytes,
+    args: list[str],
+    on_stdout: Callable[[bytes], object] | None = None,
+) -> GuestResult:
     """Run in a worker thread; too many already waiting for a slot → 503, stopped guest → 500/504."""
     if state.waiting >= state.max_waiting:
         raise HTTPFailure(503, f"{state.waiting} requests are already waiting for a worker; retry later")
@@ -108,7 +114,7 @@ async def run_guest(state: ServerState, pool: GuestPool, body: bytes, args: list
         limiter = state.limiters.get(pool)
         if limiter is None:
             limiter = state.limiters[pool] = anyio.CapacityLimiter(pool.slots)
-        return await anyio.to_thread.run_sync(pool.run, body, args, limiter=limiter)
+        return await anyio.to_thread.run_sync(pool.run, body, args, on_stdout, limiter=limiter)
     except LimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
     except GuestTrap as trap:

@@ -40,6 +40,18 @@ def _missing_extra(err: ImportError) -> None:
 @click.option("--max-waiting", default=64, show_default=True, type=click.IntRange(min=0), help="Then 503.")
 @click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
 @click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
+@click.option(
+    "--openai",
+    "openai",
+    multiple=True,
+    metavar="MODEL",
+    help="Serve the preloaded GGML model MODEL at /v1/chat/completions and /v1/embeddings.",
+)
+@click.option(
+    "--openai-guest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The guest for --openai (default: the built llm-serve.wasm).",
+)
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.argument("routes", nargs=-1, metavar="ROUTE=MODULE.wasm...")
@@ -57,6 +69,8 @@ def serve_command(
     max_waiting: int,
     no_cache: bool,
     demo: bool,
+    openai: tuple[str, ...],
+    openai_guest: Path | None,
     use_ray: bool,
     verbose: bool,
     routes: tuple[str, ...],
@@ -81,6 +95,8 @@ def serve_command(
             cache=not no_cache,
             max_body_bytes=max_body_bytes,
             max_waiting=max_waiting,
+            openai=openai,
+            openai_guest=openai_guest,
         )
         if demo:
             config = with_demo(config)
@@ -94,7 +110,8 @@ def serve_command(
         fail(str(err))
     import uvicorn
 
-    click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(config.routes)}", err=True)
+    served = [*config.routes, *(["v1/chat/completions", "v1/embeddings"] if openai else [])]
+    click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(served)}", err=True)
     uvicorn.run(
         app,
         host=host,

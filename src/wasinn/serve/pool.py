@@ -16,8 +16,10 @@ import os
 import queue
 import shutil
 import tempfile
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +72,13 @@ class GuestPool:
             self._ticker.__enter__()
         self._closed = False
 
-    def run(self, body: bytes, args: list[str]) -> GuestResult:
+    def run(
+        self, body: bytes, args: list[str], on_stdout: Callable[[bytes], object] | None = None
+    ) -> GuestResult:
         """Run the guest with ``body`` as stdin and ``args`` as arguments; blocks for a free slot.
 
+        With ``on_stdout``, what the guest writes goes to it as it comes (its stdout file is
+        read every few milliseconds while it runs; the result's ``stdout`` is then empty).
         Raises :class:`~wasinn.core.LimitExceeded` or :class:`~wasinn.core.GuestTrap` when the
         guest was stopped; the pool stays usable either way.
         """
@@ -81,13 +87,17 @@ class GuestPool:
             stdin, stdout, stderr = slot / "stdin", slot / "stdout", slot / "stderr"
             stdin.write_bytes(body)
             started = time.perf_counter()
-            with self.runtime.instantiate(
-                self.module, args, stdin=stdin, stdout=stdout, stderr=stderr
-            ) as instance:
+            with (
+                self.runtime.instantiate(
+                    self.module, args, stdin=stdin, stdout=stdout, stderr=stderr
+                ) as instance,
+                _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext(),
+            ):
                 instance.restart_clock()
                 code = instance.run()
             seconds = time.perf_counter() - started
-            return GuestResult(code, stdout.read_bytes(), _tail(stderr, STDERR_KEEP_BYTES), seconds)
+            output = b"" if on_stdout else stdout.read_bytes()
+            return GuestResult(code, output, _tail(stderr, STDERR_KEEP_BYTES), seconds)
         finally:
             for stream in ("stdin", "stdout"):  # an idle slot holds no request's bytes (in RAM)
                 with contextlib.suppress(OSError):
@@ -101,6 +111,40 @@ class GuestPool:
         if self._ticker is not None:
             self._ticker.__exit__(None, None, None)
         self._remove_spool()
+
+
+class _Tail:
+    """Hands what is appended to a file to ``deliver`` while the guest writes it, then the rest.
+
+    wasmtime's custom stdout callable would deliver each write at once, but it calls Python
+    from tokio threads, never releases the callable, and can abort the process at exit.
+    """
+
+    POLL_SECONDS = 0.004
+
+    def __init__(self, path: Path, deliver: Callable[[bytes], object]) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115  (closed in __exit__)
+        self._deliver = deliver
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="wasinn-serve-tail", daemon=True)
+
+    def __enter__(self) -> _Tail:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._drain()  # what the guest wrote after the last poll
+        self._file.close()
+
+    def _drain(self) -> None:
+        while chunk := self._file.read(1 << 16):
+            self._deliver(chunk)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            self._drain()
 
 
 def _tail(path: Path, limit: int) -> bytes:

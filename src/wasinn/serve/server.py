@@ -31,6 +31,10 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64
     demo: bool = False
+    # Preloaded GGML models served at /v1/chat/completions and /v1/embeddings (the first is
+    # the default), through the llm-serve guest (``openai_guest``, default: the built one).
+    openai: tuple[str, ...] = ()
+    openai_guest: Path | None = None
 
 
 def parse_route(text: str) -> tuple[str, Path]:
@@ -76,8 +80,8 @@ def with_demo(config: ServeConfig, *, download: bool = True) -> ServeConfig:
 def build_app(config: ServeConfig) -> Starlette:
     """One :class:`Runtime` for the whole server, so each preloaded model is loaded once."""
     bound_malloc()
-    if not config.routes:
-        raise ConfigError("no routes: give at least one ROUTE=MODULE.wasm (or --demo)")
+    if not config.routes and not config.openai:
+        raise ConfigError("no routes: give at least one ROUTE=MODULE.wasm (or --demo, or --openai MODEL)")
     runtime = Runtime(
         dirs=config.dirs, env=config.env, preload=config.preload, cache=config.cache, limits=config.limits
     )
@@ -97,4 +101,10 @@ def build_app(config: ServeConfig) -> Starlette:
         from wasinn.serve.page import demo_handlers
 
         handlers.extend(demo_handlers(routes[ROAD_ROUTE], state))
+    if config.openai:
+        from wasinn.serve.openai import openai_handlers, openai_models
+
+        handlers.extend(
+            openai_handlers(openai_models(runtime, config.openai, config.openai_guest, state), state)
+        )
     return create_app(handlers, state)

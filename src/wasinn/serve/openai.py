@@ -1,0 +1,259 @@
+"""OpenAI-compatible routes over a GGML guest: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+Each request runs the llm-serve guest (examples/c/llm-serve.c) on a preloaded GGML model:
+the prompt is its stdin and the sampling settings its arguments. A preloaded GGML graph has
+one llama context that all its instances share, so each model runs one chat and one
+embedding request at a time (a pool of one slot each); the others wait their turn, up to
+the server's ``--max-waiting``. With ``stream: true`` the guest's stdout goes, chunk by
+chunk as the guest writes each token, into server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from wasinn.core import ConfigError, GraphEncoding
+from wasinn.runtime import Runtime
+from wasinn.serve.app import HTTPFailure, RouteHandler, ServerState, guest_status, read_body, run_guest
+from wasinn.serve.openai_protocol import (
+    EMBEDDING_CONFIG,
+    SSE_DONE,
+    ChatRequest,
+    Done,
+    EmbeddingRequest,
+    GuestLines,
+    RequestError,
+    chat_chunk,
+    chat_completion,
+    completion_id,
+    embedding_item,
+    embeddings_response,
+    error_body,
+    parse_guest_output,
+    parse_json_body,
+    sse,
+    usage_chunk,
+)
+from wasinn.serve.pool import GuestPool
+
+GUEST_NAME = "llm-serve.wasm"
+
+
+@dataclass
+class OpenAIModel:
+    """One preloaded GGML model: a one-slot pool for chat and one for embeddings."""
+
+    name: str
+    chat: GuestPool
+    embeddings: GuestPool
+
+
+def openai_models(
+    runtime: Runtime, names: Sequence[str], guest: Path | None, state: ServerState
+) -> dict[str, OpenAIModel]:
+    """Check that each name is a preloaded GGML model and give it its guest pools."""
+    if not names:
+        return {}
+    if guest is None:
+        from wasinn.demo import find_guest
+
+        guest = find_guest(GUEST_NAME)
+    models: dict[str, OpenAIModel] = {}
+    for name in names:
+        if name not in runtime.registry.names:
+            known = ", ".join(runtime.registry.names) or "none"
+            raise ConfigError(f"--openai {name}: no --nn-preload model of that name (preloaded: {known})")
+        encoding = runtime.registry.get(name).encoding
+        if encoding is not GraphEncoding.GGML:
+            raise ConfigError(f"--openai {name}: the model is {encoding.name}, not GGML")
+        pools = [GuestPool(runtime, guest, 1, name=f"openai-{name}-{kind}") for kind in ("chat", "embed")]
+        state.pools.extend(pools)
+        models[name] = OpenAIModel(name, *pools)
+    return models
+
+
+def openai_error(
+    status: int, message: str, param: str | None = None, code: str | int | None = None
+) -> Response:
+    return JSONResponse(error_body(message, status, param, code), status_code=status)
+
+
+def _failure_response(failure: HTTPFailure) -> Response:
+    code = failure.details.get("exit_code")
+    return openai_error(failure.status, str(failure), code=code if isinstance(code, int) else None)
+
+
+@dataclass
+class _OpenAIRoute:
+    models: dict[str, OpenAIModel]
+    state: ServerState
+    methods: Sequence[str] = ("POST",)
+
+    @property
+    def metric_name(self) -> str:
+        return self.path.lstrip("/")
+
+    @property
+    def path(self) -> str:
+        raise NotImplementedError
+
+    def model(self, requested: str | None) -> OpenAIModel:
+        if requested is None:
+            return next(iter(self.models.values()))
+        found = self.models.get(requested)
+        if found is None:
+            served = ", ".join(self.models)
+            raise _NotServed(f"the model {requested!r} is not served here (served: {served})")
+        return found
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            body = parse_json_body(await read_body(request, self.state))
+            return await self.answer(body)
+        except RequestError as err:
+            return openai_error(400, str(err), param=err.param)
+        except _NotServed as err:
+            return openai_error(404, str(err), param="model", code="model_not_found")
+        except HTTPFailure as failure:
+            return _failure_response(failure)
+
+    async def answer(self, body: dict[str, Any]) -> Response:
+        raise NotImplementedError
+
+
+class _NotServed(Exception):
+    pass
+
+
+class ChatCompletionsRoute(_OpenAIRoute):
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions"
+
+    async def answer(self, body: dict[str, Any]) -> Response:
+        chat = ChatRequest.parse(body)
+        model = self.model(chat.model)
+        args, prompt = chat.guest_args(model.name), chat.prompt.encode()
+        if chat.stream:
+            return await self._stream(model, chat, args, prompt)
+        result = await run_guest(self.state, model.chat, prompt, args)
+        guest_status(result)
+        text, _, done = parse_guest_output(result.stdout)
+        answer = chat_completion(completion_id(), model.name, text.decode(errors="replace"), done)
+        return JSONResponse(answer)
+
+    async def _stream(
+        self, model: OpenAIModel, chat: ChatRequest, args: list[str], prompt: bytes
+    ) -> Response:
+        relay = _StdoutRelay(asyncio.get_running_loop())
+        run = asyncio.ensure_future(run_guest(self.state, model.chat, prompt, args, relay.write))
+        run.add_done_callback(relay.finished)
+        # Wait for the first output, so that a refusal or failure before it is a real status.
+        first = await relay.next()
+        if first is None:
+            guest_status(await run)  # raises the guest's failure; a success falls through
+        events = _chat_events(relay, run, first, model.name, chat.include_usage)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+
+
+class _StdoutRelay:
+    """Takes the guest's stdout in its worker thread and hands it to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.gone = threading.Event()
+
+    def write(self, chunk: bytes) -> None:
+        if self.gone.is_set():
+            return  # the client left; the guest runs on to its end, its output dropped
+        try:
+            self.loop.call_soon_threadsafe(self.chunks.put_nowait, chunk)
+        except RuntimeError:  # the loop is closed: the server is going down
+            self.gone.set()
+
+    def finished(self, run: asyncio.Future[Any]) -> None:
+        self.chunks.put_nowait(None)
+        if not run.cancelled():
+            run.exception()  # retrieved here, so an abandoned stream logs no stray traceback
+
+    async def next(self) -> bytes | None:
+        return await self.chunks.get()
+
+
+async def _chat_events(
+    relay: _StdoutRelay, run: asyncio.Future[Any], first: bytes | None, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    ident = completion_id()
+    lines = GuestLines()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        yield sse(chat_chunk(ident, model, {"role": "assistant", "content": ""}))
+        chunk = first
+        while chunk is not None:
+            for item in lines.feed(chunk):
+                if isinstance(item, bytes) and (text := decoder.decode(item)):
+                    yield sse(chat_chunk(ident, model, {"content": text}))
+            chunk = await relay.next()
+        try:
+            guest_status(await run)
+        except HTTPFailure as failure:
+            yield sse(error_body(str(failure), failure.status))
+            return
+        done = lines.done or Done("stop", 0, 0)
+        if tail := decoder.decode(b"", final=True):
+            yield sse(chat_chunk(ident, model, {"content": tail}))
+        yield sse(chat_chunk(ident, model, {}, done.finish_reason))
+        if include_usage:
+            yield sse(usage_chunk(ident, model, done))
+        yield SSE_DONE
+    finally:
+        relay.gone.set()
+
+
+class EmbeddingsRoute(_OpenAIRoute):
+    @property
+    def path(self) -> str:
+        return "/v1/embeddings"
+
+    async def answer(self, body: dict[str, Any]) -> Response:
+        embed = EmbeddingRequest.parse(body)
+        model = self.model(embed.model)
+        args = ["--embedding", "--config", EMBEDDING_CONFIG, model.name]
+        items, prompt_tokens = [], 0
+        for index, text in enumerate(embed.inputs):
+            result = await run_guest(self.state, model.embeddings, text.encode(), args)
+            guest_status(result)
+            _, vectors, done = parse_guest_output(result.stdout)
+            items.append(embedding_item(index, vectors[0], embed.base64))
+            prompt_tokens += done.prompt_tokens
+        return JSONResponse(embeddings_response(model.name, items, prompt_tokens))
+
+
+@dataclass
+class ModelsRoute:
+    models: dict[str, OpenAIModel]
+    methods: Sequence[str] = ("GET",)
+    path: str = "/v1/models"
+    metric_name: str = "v1/models"
+
+    async def handle(self, request: Request) -> Response:
+        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "wasinn"} for name in self.models]
+        return JSONResponse({"object": "list", "data": listed})
+
+
+def openai_handlers(models: dict[str, OpenAIModel], state: ServerState) -> list[RouteHandler]:
+    if not models:
+        return []
+    return [ChatCompletionsRoute(models, state), EmbeddingsRoute(models, state), ModelsRoute(models)]

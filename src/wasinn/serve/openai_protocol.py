@@ -1,0 +1,310 @@
+"""OpenAI's request and response shapes, and the llm-serve guest's line protocol; no web framework.
+
+Requests become the guest's arguments and stdin (the prompt); the guest's stdout lines
+(``text <hex>``, ``embedding <json>``, ``done <reason> <prompt tokens> <completion tokens>``,
+see examples/c/llm-serve.c) become OpenAI responses or stream chunks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAX_STOPS = 4  # as OpenAI
+# The graph config the embedding guest loads its model with (a second graph of the model).
+EMBEDDING_CONFIG = '{"embedding": true}'
+
+
+class RequestError(Exception):
+    """A request OpenAI would refuse with 400; ``param`` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"the body is not valid JSON: {err}") from None
+    if not isinstance(parsed, dict):
+        raise RequestError(f"the body must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _number(request: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = request.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise RequestError(f"{key} must be a number from {low:g} to {high:g}, got {json.dumps(value)}", key)
+    return float(value)
+
+
+def _optional_int(request: dict[str, Any], key: str, low: int) -> int | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise RequestError(f"{key} must be an integer of at least {low}, got {json.dumps(value)}", key)
+    return value
+
+
+def _message_text(message: Any, index: int) -> tuple[str, str]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise RequestError(f"{where} must be an object with a role and content", "messages")
+    role, content = message.get("role"), message.get("content")
+    if not isinstance(role, str) or not role:
+        raise RequestError(f"{where}.role must be a non-empty string", "messages")
+    if content is None:
+        return role, ""
+    if isinstance(content, str):
+        return role, content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise RequestError(f"{where}.content: only text parts are supported", "messages")
+            texts.append(part["text"])
+        return role, "".join(texts)
+    raise RequestError(f"{where}.content must be a string or a list of text parts", "messages")
+
+
+def chat_prompt(messages: Any) -> str:
+    """The plain template: one ``role: content`` line per message, then ``assistant:``.
+
+    Not the model's own chat template (GGUF ``tokenizer.chat_template`` is not applied).
+    """
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty list", "messages")
+    lines = [f"{role}: {content}\n" for role, content in map(_message_text, messages, range(len(messages)))]
+    return "".join(lines) + "assistant:"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str | None
+    prompt: str
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    stops: tuple[str, ...]
+    sampling: dict[str, float | int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, request: dict[str, Any]) -> ChatRequest:
+        n = request.get("n", 1)
+        if n != 1:
+            raise RequestError(f"n must be 1 (one choice per request), got {json.dumps(n)}", "n")
+        stream = request.get("stream", False)
+        if not isinstance(stream, bool):
+            raise RequestError("stream must be true or false", "stream")
+        options = request.get("stream_options") or {}
+        if not isinstance(options, dict):
+            raise RequestError("stream_options must be an object", "stream_options")
+        max_tokens = _optional_int(request, "max_completion_tokens", 0)
+        if max_tokens is None:
+            max_tokens = _optional_int(request, "max_tokens", 0)
+        seed = _optional_int(request, "seed", -(2**63))
+        sampling: dict[str, float | int] = {
+            # Every request sets every key: the model's graph keeps the last request's values.
+            "temp": _number(request, "temperature", 1.0, 0.0, 2.0),
+            "top-p": _number(request, "top_p", 1.0, 0.0, 1.0),
+            "presence-penalty": _number(request, "presence_penalty", 0.0, -2.0, 2.0),
+            "frequency-penalty": _number(request, "frequency_penalty", 0.0, -2.0, 2.0),
+            "seed": -1 if seed is None else seed,
+        }
+        return cls(
+            model=_model_field(request),
+            prompt=chat_prompt(request.get("messages")),
+            stream=stream,
+            include_usage=bool(options.get("include_usage", False)),
+            max_tokens=max_tokens,
+            stops=_stops(request.get("stop")),
+            sampling=sampling,
+        )
+
+    def guest_args(self, model: str) -> list[str]:
+        args = ["--meta", json.dumps(self.sampling)]
+        if self.max_tokens is not None:
+            args += ["--max-tokens", str(self.max_tokens)]
+        for stop in self.stops:
+            args += ["--stop", stop]
+        return [*args, model]
+
+
+def _model_field(request: dict[str, Any]) -> str | None:
+    model = request.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError("model must be a string", "model")
+    return model or None
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    stops = [value] if isinstance(value, str) else value if value is not None else []
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > MAX_STOPS:
+        raise RequestError(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    return tuple(stop for stop in stops if stop)
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    model: str | None
+    inputs: tuple[str, ...]
+    base64: bool
+
+    @classmethod
+    def parse(cls, request: dict[str, Any]) -> EmbeddingRequest:
+        value = request.get("input")
+        inputs = [value] if isinstance(value, str) else value
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(text, str) for text in inputs):
+            raise RequestError("input must be a string or a non-empty list of strings (not tokens)", "input")
+        encoding = request.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise RequestError("encoding_format must be float or base64", "encoding_format")
+        return cls(_model_field(request), tuple(inputs), encoding == "base64")
+
+
+# ------------------------------------------------------------------ the guest's output
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class GuestLines:
+    """Turns the guest's stdout, in chunks as they come, into text pieces, embeddings and the end."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self.done: Done | None = None
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | list[float]]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            kind, _, rest = line.partition(b" ")
+            if kind == b"text":
+                yield bytes.fromhex(rest.decode("ascii"))
+            elif kind == b"embedding":
+                vector: list[float] = json.loads(rest)["embedding"]
+                yield vector
+            elif kind == b"done":
+                reason, prompt, completion = rest.decode("ascii").split()
+                self.done = Done(reason, int(prompt), int(completion))
+
+
+def parse_guest_output(stdout: bytes) -> tuple[bytes, list[list[float]], Done]:
+    """A finished guest's whole stdout: the text, the embeddings and its last line."""
+    lines = GuestLines()
+    text, vectors = bytearray(), []
+    for item in lines.feed(stdout):
+        if isinstance(item, bytes):
+            text += item
+        else:
+            vectors.append(item)
+    if lines.done is None:
+        raise ValueError("the guest ended without its done line")
+    return bytes(text), vectors, lines.done
+
+
+# ------------------------------------------------------------------ responses
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chat_completion(ident: str, model: str, text: str, done: Done) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": done.finish_reason,
+            }
+        ],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def chat_chunk(
+    ident: str, model: str, delta: dict[str, str], finish_reason: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(ident: str, model: str, done: Done) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def embedding_item(index: int, vector: list[float], as_base64: bool) -> dict[str, Any]:
+    value: list[float] | str = vector
+    if as_base64:  # what the openai Python client asks for: little-endian float32
+        value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return {"object": "embedding", "index": index, "embedding": value}
+
+
+def embeddings_response(model: str, items: list[dict[str, Any]], prompt_tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def error_body(
+    message: str, status: int, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

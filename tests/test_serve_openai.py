@@ -1,0 +1,273 @@
+"""``wasinn serve --openai``: /v1/chat/completions (JSON and SSE) and /v1/embeddings on a GGML guest.
+
+The tiny random llama (wasinn.testing.tiny_gguf) is preloaded; every answer runs the
+llm-serve guest (examples/c/llm-serve.c) through the ggml backend and is compared with
+llama-cpp-python called natively on the same prompt (greedy decoding at temperature 0).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import guest_wasm, require_module
+from test_ggml import Native, tiny_model  # noqa: F401  (the fixture is shared)
+
+require_module("starlette")
+require_module("httpx")
+
+import httpx  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from serve_helpers import start_server, stop_server  # noqa: E402
+from wasinn.core import ConfigError  # noqa: E402
+from wasinn.serve.openai_protocol import chat_prompt  # noqa: E402
+from wasinn.serve.server import ServeConfig, build_app  # noqa: E402
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Once upon a time,"},
+]
+MAX_TOKENS = 12
+
+
+def config(model: Path, **options: Any) -> ServeConfig:
+    return ServeConfig(
+        openai=("tiny",),
+        openai_guest=guest_wasm("llm-serve"),
+        preload=(f"tiny:GGML:AUTO:{model}",),
+        cache=False,
+        **options,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model: Path) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(build_app(config(tiny_model))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def native(tiny_model: Path) -> Iterator[Native]:  # noqa: F811
+    reference = Native(tiny_model)
+    yield reference
+    reference.close()
+
+
+def chat(client: TestClient, **fields: Any) -> httpx.Response:
+    body = {"model": "tiny", "messages": MESSAGES, "temperature": 0, "max_tokens": MAX_TOKENS, **fields}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def sse_events(text: str) -> list[Any]:
+    """``data: {...}\\n\\n`` events, the last ``[DONE]``; nothing else in the stream."""
+    assert text.endswith("\n\n")
+    events: list[Any] = []
+    for block in text.removesuffix("\n\n").split("\n\n"):
+        assert block.startswith("data: "), block
+        payload = block.removeprefix("data: ")
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def test_the_plain_chat_template() -> None:
+    assert chat_prompt(MESSAGES) == "system: You are terse.\nuser: Once upon a time,\nassistant:"
+
+
+def test_completion_text_and_usage_equal_native_greedy(client: TestClient, native: Native) -> None:
+    response = chat(client)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    prompt = chat_prompt(MESSAGES).encode()
+    tokens, text = native.greedy(prompt, MAX_TOKENS)
+    eos = native.llm._model.token_eos()
+    generated = [token for token in tokens if token != eos]
+    choice = answer["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": text.decode(errors="replace")}
+    assert choice["finish_reason"] == ("length" if len(generated) == MAX_TOKENS else "stop")
+    assert answer["usage"] == {
+        "prompt_tokens": len(native.tokens(prompt)),
+        "completion_tokens": len(generated),
+        "total_tokens": len(native.tokens(prompt)) + len(generated),
+    }
+    assert answer["object"] == "chat.completion" and answer["model"] == "tiny"
+    assert answer["id"].startswith("chatcmpl-")
+
+
+def test_the_stream_is_server_sent_events_whose_deltas_make_the_same_text(client: TestClient) -> None:
+    whole = chat(client).json()
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "temperature": 0,
+            "max_tokens": MAX_TOKENS,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.read().decode())
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    deltas = [chunk["choices"][0]["delta"].get("content", "") for chunk in chunks[1:-2]]
+    assert len(deltas) > 1  # token by token, not one block
+    assert "".join(deltas) == whole["choices"][0]["message"]["content"]
+    finish = chunks[-2]["choices"][0]
+    assert finish["delta"] == {} and finish["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
+
+
+def test_stop_strings_end_the_text_before_them(client: TestClient) -> None:
+    text = chat(client).json()["choices"][0]["message"]["content"]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    answer = chat(client, stop=[stop]).json()["choices"][0]
+    assert answer["message"]["content"] == text[: text.index(stop)]
+    assert answer["finish_reason"] == "stop"
+    streamed = chat(client, stop=stop, stream=True).text
+    deltas = [event["choices"][0]["delta"].get("content", "") for event in sse_events(streamed)[:-1]]
+    assert "".join(deltas) == text[: text.index(stop)]
+
+
+def native_embedding(model: Path, text: str) -> np.ndarray[Any, Any]:
+    from llama_cpp import Llama
+
+    # flash attention as llama.cpp's default (auto) picks it on the CPU, as the server's graph does
+    llm = Llama(model_path=str(model), embedding=True, n_ctx=0, n_threads=1, flash_attn=True, verbose=False)
+    try:
+        vector = np.asarray(llm.embed(text, normalize=True))
+    finally:
+        llm.close()
+    return vector[-1] if vector.ndim == 2 else vector
+
+
+def test_embeddings_equal_native(client: TestClient, tiny_model: Path, native: Native) -> None:  # noqa: F811
+    inputs = ["Once upon a time,", "the end"]
+    response = client.post("/v1/embeddings", json={"model": "tiny", "input": inputs})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["object"] == "list" and answer["model"] == "tiny"
+    assert [item["index"] for item in answer["data"]] == [0, 1]
+    for item, text in zip(answer["data"], inputs, strict=True):
+        np.testing.assert_allclose(
+            item["embedding"], native_embedding(tiny_model, text), rtol=1e-4, atol=1e-5
+        )
+    tokens = sum(len(native.tokens(text.encode())) for text in inputs)
+    assert answer["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    # The openai client asks for base64: little-endian float32
+    packed = client.post("/v1/embeddings", json={"input": inputs[0], "encoding_format": "base64"}).json()
+    vector = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vector, answer["data"][0]["embedding"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/v1/chat/completions", b"{not json", 400, None),
+        ("/v1/chat/completions", b"[1, 2]", 400, None),
+        ("/v1/chat/completions", b'{"messages": []}', 400, "messages"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, "n"),
+        ("/v1/chat/completions", b'{"messages": [{"content": "hi"}]}', 400, "messages"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "temperature": 9}',
+            400,
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "model",
+        ),
+        ("/v1/embeddings", b"{bad", 400, None),
+        ("/v1/embeddings", b'{"input": [1, 2, 3]}', 400, "input"),
+    ],
+)
+def test_bad_requests_are_one_line_json_errors(
+    client: TestClient, path: str, body: bytes, status: int, param: str | None
+) -> None:
+    response = client.post(path, content=body)
+    assert response.status_code == status
+    assert "\n" not in response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_a_failing_guest_is_an_error_and_the_server_keeps_serving(client: TestClient) -> None:
+    too_long = [{"role": "user", "content": "word " * 300}]  # over the 256-token context
+    for stream in (False, True):
+        refused = chat(client, messages=too_long, stream=stream)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == (
+            "llm-serve: the prompt is longer than the model's context allows (compute_single: errno 102)"
+        )
+        assert refused.json()["error"]["code"] == 65
+    empty = client.post("/v1/embeddings", json={"input": ""})
+    assert empty.status_code == 400 and empty.json()["error"]["message"] == "llm-serve: the prompt is empty"
+    assert chat(client).status_code == 200
+    assert client.post("/v1/embeddings", json={"input": "again"}).status_code == 200
+
+
+def test_models_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    assert "/v1/chat/completions" in client.get("/healthz").json()["routes"]
+    chat(client)
+    assert 'wasinn_requests_total{route="v1/chat/completions",status="200"}' in client.get("/metrics").text
+
+
+def test_openai_needs_a_preloaded_ggml_model(tiny_model: Path) -> None:  # noqa: F811
+    with pytest.raises(ConfigError, match="no --nn-preload model of that name"):
+        build_app(
+            ServeConfig(
+                openai=("other",),
+                openai_guest=guest_wasm("llm-serve"),
+                preload=(f"tiny:GGML:AUTO:{tiny_model}",),
+            )
+        )
+
+
+def test_the_command_line_streams_over_http(tiny_model: Path) -> None:  # noqa: F811
+    process, base = start_server(
+        "--nn-preload",
+        f"tiny:GGML:AUTO:{tiny_model}",
+        "--openai",
+        "tiny",
+        "--openai-guest",
+        str(guest_wasm("llm-serve")),
+    )
+    try:
+        body = {"messages": MESSAGES, "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True}
+        arrivals: list[tuple[float, str]] = []
+        long = {**body, "max_tokens": 200}
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=long, timeout=60) as response:
+            assert response.status_code == 200
+            arrivals.extend((time.perf_counter(), line) for line in response.iter_lines() if line)
+        lines = [line for _, line in arrivals]
+        assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+        # Tokens arrive as the guest makes them: the first content long before the end of 200.
+        first = next(when for when, line in arrivals if '"content":"' in line and '"role"' not in line)
+        assert arrivals[-1][0] - first > 0.02
+        # a client that leaves mid-stream does not stop the server
+        with httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json={**body, "max_tokens": 200}, timeout=60
+        ) as left:
+            next(left.iter_lines())
+        again = httpx.post(f"{base}/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+        assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == MAX_TOKENS
+    finally:
+        stop_server(process)
