@@ -26,6 +26,7 @@ import wasmtime
 
 from wasinn.core import ConfigError
 from wasinn.runtime import Runtime, epoch_ticker
+from wasinn.serve.metrics import release_freed_memory
 
 # Standard error is for people and logs: only its end is kept for the error message.
 STDERR_KEEP_BYTES = 64 * 1024
@@ -78,6 +79,7 @@ class GuestPool:
         guest was stopped; the pool stays usable either way.
         """
         slot = self._free.get()
+        release_freed_memory()  # the earlier requests' buffers, before this one's are made
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
