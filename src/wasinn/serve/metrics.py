@@ -8,6 +8,7 @@ import ctypes.util
 import functools
 import os
 import threading
+import time
 from collections import defaultdict
 
 # Upper bounds in seconds: from a tiny guest's few milliseconds to a slow model's seconds.
@@ -77,10 +78,11 @@ def bound_malloc(threshold: int = 32 << 20) -> bool:
     glibc raises its mmap threshold each time a large mmapped block is freed; after that,
     multi-MB request bodies and guest outputs come from the heap arenas of the worker
     threads, and resident memory climbs by hundreds of MB and stays there. So: few arenas,
-    a fixed threshold, and :func:`release_freed_memory` before each request, which hands
-    the free pages of the arenas back. The threshold is high (32 MiB, glibc's own ceiling):
-    at 1 MiB every multi-MB temporary of a request (the demo's photo decode and resize)
-    was a fresh mmap whose pages fault in one by one, 110 ms of a 450 ms photo request.
+    a fixed threshold, and :func:`release_freed_memory` before requests (at most once a
+    second), which hands the free pages of the arenas back. The threshold is high (32 MiB,
+    glibc's own ceiling): at 1 MiB every multi-MB temporary of a request (the demo's photo
+    decode and resize) was a fresh mmap whose pages fault in one by one, 110 ms of a 450 ms
+    photo request.
     Returns False where there is no glibc.
     """
     libc = _glibc()
@@ -94,11 +96,21 @@ def bound_malloc(threshold: int = 32 << 20) -> bool:
         return False
 
 
-def release_freed_memory() -> None:
-    """Give the arenas' free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+TRIM_EVERY_SECONDS = 1.0
+_last_trim = float("-inf")
+
+
+def release_freed_memory(every_seconds: float = TRIM_EVERY_SECONDS) -> None:
+    """Give the arenas' free pages back to the system (glibc's malloc_trim; a no-op elsewhere),
+    at most once every ``every_seconds``: pages given back fault in again when the next
+    request uses them (4k faults for a 13 MB exchange), so not before every request."""
+    global _last_trim
     libc = _glibc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    now = time.monotonic()
+    if libc is None or not hasattr(libc, "malloc_trim") or now - _last_trim < every_seconds:
+        return
+    _last_trim = now
+    libc.malloc_trim(0)
 
 
 @functools.cache

@@ -79,7 +79,7 @@ class GuestPool:
         guest was stopped; the pool stays usable either way.
         """
         slot = self._free.get()
-        release_freed_memory()  # the earlier requests' buffers, before this one's are made
+        release_freed_memory()  # earlier requests' buffers, before this one's are made
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
