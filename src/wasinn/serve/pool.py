@@ -6,8 +6,8 @@ module, the server's :class:`~wasinn.runtime.Runtime` with its preloaded models,
 ticker for time limits, and one spool directory per slot (in /dev/shm where there is one)
 holding the request's stdout and stderr files. The request body is handed to the guest as
 its stdin from memory (no file: wasmtime reads a stdin file ahead in small pieces, 10 ms
-more for 5.5 MB); stdout stays a file, since a Python callback per 4 KiB chunk costs 30 ms
-for 7.3 MB. Making the instance itself costs about a millisecond (docs/serving.md).
+more for 5.5 MB); stdout stays a file, since a Python callback per 4 KiB chunk costs 40 ms
+for 5.5 MB. Making the instance itself costs about a millisecond (docs/serving.md).
 """
 
 from __future__ import annotations
