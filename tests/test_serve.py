@@ -42,6 +42,17 @@ def test_body_is_stdin_query_is_args_stdout_is_the_response() -> None:
     assert response.headers["content-type"] == "application/octet-stream"
 
 
+@pytest.mark.parametrize("size", [0, 5_505_024])
+def test_a_guest_reads_stdin_given_as_bytes(size: int, tmp_path: Path) -> None:
+    from wasinn.runtime import Runtime
+
+    body = os.urandom(size)
+    stdout = tmp_path / "stdout"
+    with Runtime(cache=False).instantiate(guest_wasm("serve-echo"), stdin=body, stdout=stdout) as instance:
+        assert instance.run() == 0
+    assert stdout.read_bytes() == b"args:\n" + body
+
+
 def test_named_query_parameters_become_options() -> None:
     with echo_client() as client:
         assert client.get("/echo?color=red&verbose").content == b"args: --color red --verbose\n"

@@ -541,6 +541,7 @@ CASES: list[Case] = [
         (
             "serve/road-segmentation/warm-request",
             "serve/road-segmentation/warm-request-labels",
+            "serve/road-segmentation/warm-request-photo",
             "serve/road-segmentation/vs-process",
         ),
         serve_road,
