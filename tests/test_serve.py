@@ -194,8 +194,9 @@ def test_megabyte_bodies_leave_no_memory_behind(echo_server: tuple[subprocess.Po
     rounds = [asyncio.run(hammer(f"{base}/echo", body, total=48, concurrency=16)) for _ in range(4)]
     assert [r.unexpected for r in rounds] == [0, 0, 0, 0], rounds[0].failures
     ends = [r.rss_at_end for r in rounds]
-    # One leaked body per request would add 260 MB a round; allocator steps are ~20 MB.
-    assert max(ends[1:]) <= ends[0] + 64 * 2**20, [end // 2**20 for end in ends]
+    # One leaked body per request would add 260 MB a round (780 MB by the last); the allocator
+    # keeps up to a few freed bodies between its trims (serve/metrics.py), ~20-90 MB.
+    assert max(ends[1:]) <= ends[0] + 160 * 2**20, [end // 2**20 for end in ends]
 
 
 def test_the_command_refuses_a_bad_route_in_one_line() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import guest_wasm, require_module, shared_file
 from serve_helpers import free_port
+from wasinn.faults import keep_fault_handlers
 from wasinn.serve.server import ServeConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -26,17 +27,46 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 @pytest.fixture
 def local_cluster() -> Iterator[None]:
     require_module("ray")
-    import ray
+    with keep_fault_handlers():  # as wasinn.serve.ray does: Ray's handlers would eat guest traps
+        import ray
 
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        configure_logging=False,
-        log_to_driver=False,
-    )
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+            log_to_driver=False,
+        )
     yield
-    ray.shutdown()
+    with keep_fault_handlers():
+        ray.shutdown()
+
+
+TRAP_WAT = '(module (memory (export "memory") 1) (func (export "_start") unreachable))'
+
+
+def test_guest_traps_stay_traps_after_ray_starts_and_stops(tmp_path: Path) -> None:
+    """Ray installs its own SIGILL/SIGSEGV handlers (and shutdown resets them): without
+    keep_fault_handlers the next trap of any guest killed the host with SIGILL."""
+    require_module("ray")
+    import wasmtime
+
+    from wasinn import GuestTrap, Runtime
+    from wasinn.faults import fault_handler
+    from wasinn.serve.ray import _ray, connect
+
+    trapper = tmp_path / "trap.wasm"
+    trapper.write_bytes(wasmtime.wat2wasm(TRAP_WAT))
+    runtime = Runtime(cache=False)
+    with pytest.raises(GuestTrap):
+        runtime.run(trapper)  # wasmtime's handlers are in place from here on
+    handlers = [fault_handler(signum) for signum in (4, 11)]
+    connect(None)
+    with keep_fault_handlers():
+        _ray().shutdown()
+    assert [fault_handler(signum) for signum in (4, 11)] == handlers
+    with pytest.raises(GuestTrap, match="unreachable"):
+        runtime.run(trapper)
 
 
 def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:

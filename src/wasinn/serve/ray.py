@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinn.core import ConfigError
+from wasinn.faults import keep_fault_handlers
 from wasinn.serve.server import ROAD_ROUTE, ServeConfig, build_app, with_demo
 
 PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -22,7 +23,8 @@ PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 def _ray() -> Any:
     try:
-        import ray
+        with keep_fault_handlers():
+            import ray
     except ImportError:
         raise ConfigError("ray is not installed; pip install 'wasinn[ray]'") from None
     return ray
@@ -35,7 +37,8 @@ def connect(address: str | None) -> None:
     """
     ray = _ray()
     local = {"_node_ip_address": "127.0.0.1", "include_dashboard": False} if address is None else {}
-    ray.init(address=address, ignore_reinit_error=True, **local)
+    with keep_fault_handlers():  # Ray's crash handlers would turn every guest trap into a host crash
+        ray.init(address=address, ignore_reinit_error=True, **local)
 
 
 def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
@@ -77,7 +80,8 @@ def serve_on_ray(
     try:
         stop.wait()
     finally:
-        serve.shutdown()
+        with keep_fault_handlers():
+            serve.shutdown()
 
 
 class Segmenter:
@@ -118,7 +122,8 @@ def batch_segment(
     ray = _ray()
     pictures = pictures_in(directory)
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    with keep_fault_handlers():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     # The model and guest are found here, on the driver; workers get their paths.
     config = with_demo(ServeConfig(), download=False)
     settings = {"guest": str(config.routes[ROAD_ROUTE]), "preload": config.preload, "out": str(out.resolve())}
