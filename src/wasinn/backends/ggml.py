@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler, ensure_backend, gpu_offload_supported
-from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, parse_metadata
+from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, json_schema_grammar, parse_metadata
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -74,21 +73,6 @@ def embedding_json(vector: Sequence[float]) -> bytes:
     scale = 1.0 / norm if norm > 0 else 0.0
     values = ",".join(format(float(np.float32(value * scale)), ".10g") for value in vector)
     return f'{{"n_embedding": {len(vector)}, "embedding": [{values}]}}'.encode()
-
-
-def json_schema_grammar(schema: str) -> str:
-    """The GBNF grammar for a JSON-schema string; errno 1 where WasmEdge aborts the process."""
-    try:
-        json.loads(schema)
-    except ValueError as err:
-        raise InvalidArgument(f"ggml: json-schema is not JSON: {err}") from None
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        grammar: str = json_schema_to_gbnf(schema)
-    except Exception as err:  # the converter raises bare Exceptions on schemas it cannot handle
-        raise InvalidArgument(f"ggml: json-schema cannot be converted to a grammar: {err}") from None
-    return grammar
 
 
 def _check_gpu_layers(settings: Mapping[str, Any]) -> None:
