@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wasinn.bench import Plan, Record, alternate
 from wasinn.bench_cases import REPO, GuestLoop, Unavailable, require, tiny_openvino_model
+from wasinn.bench_types import Plan, Record, alternate
 from wasinn.core import ConfigError
 
 TIME_ROUNDS = REPO / "examples" / "python" / "time_rounds.py"

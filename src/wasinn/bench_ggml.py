@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wasinn.bench import Plan, Record, alternate
 from wasinn.bench_cases import Unavailable, guest, require
+from wasinn.bench_types import Plan, Record, alternate
 from wasinn.runtime import Runtime
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"

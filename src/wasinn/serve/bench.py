@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.bench import Plan, Record, alternate
 from wasinn.bench_cases import (
     PROCESS_UNIT,
     ROAD_BIN,
@@ -33,6 +32,7 @@ from wasinn.bench_cases import (
     require,
     wasm_dir,
 )
+from wasinn.bench_types import Plan, Record, alternate
 
 REQUEST_UNIT = "ms per request, timed by an HTTP client on loopback (body 5.5 MB in, 7.3 MB out)"
 LABELS_UNIT = "ms per request, timed by an HTTP client on loopback (body 5.5 MB in, 0.46 MB out)"
