@@ -79,12 +79,6 @@ class InvalidEncoding(NNError):
     errno = Errno.INVALID_ENCODING
 
 
-class MissingModel(NNError):
-    """Spec's ``missing_memory``: the backend has no model for this graph or context."""
-
-    errno = Errno.MISSING_MEMORY
-
-
 class Busy(NNError):
     errno = Errno.BUSY
 
@@ -93,10 +87,6 @@ class BackendError(NNError):
     """The framework failed while loading or running a model (``runtime_error``)."""
 
     errno = Errno.RUNTIME_ERROR
-
-
-class UnsupportedOperation(NNError):
-    errno = Errno.UNSUPPORTED_OPERATION
 
 
 class TooLarge(NNError):
