@@ -22,18 +22,13 @@ BackendResolver = Callable[[GraphEncoding], Backend]
 
 @dataclass(frozen=True)
 class Preload:
-    """A named model, as given by ``--nn-preload NAME:ENCODING:TARGET:PATH[:PATH...]``."""
+    """A named model, as given by ``--nn-preload NAME:ENCODING:TARGET:PATH[:PATH...]``
+    (parsed by :func:`wasinn.options.parse_preload`, beside the CLI's other spellings)."""
 
     name: str
     encoding: GraphEncoding
     target: ExecutionTarget
     paths: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> Preload:
-        from wasinn.options import parse_preload  # the CLI's spellings live beside the CLI
-
-        return parse_preload(text)
 
     def read_builders(self) -> tuple[bytes, ...]:
         """Read every path now, so a missing file is reported at start-up, naming it.
