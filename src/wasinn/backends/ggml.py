@@ -381,6 +381,9 @@ class GgmlContext(BackendContext):
     def cancel(self) -> None:
         self._cancelled = True
 
+    def output_count(self) -> int:
+        return 2  # the text, then the metadata JSON (index 1); other indices read the text
+
     def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         if index == 1:
             return self._metadata()

@@ -225,8 +225,7 @@ class ONNXContext(BackendContext):
 
     def _compute(self) -> None:
         graph = self._graph
-        if graph.session is None:
-            raise BackendError("onnx: compute on a graph that was released")
+        assert graph.session is not None  # the core refuses a released graph (Lifecycle)
         missing = [i for i, node in enumerate(graph.inputs) if node.name not in self._feeds]
         if missing:
             raise BackendError(f"onnx: compute before set_input of input(s) {missing}")

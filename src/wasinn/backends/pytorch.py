@@ -169,8 +169,7 @@ class PyTorchContext(BackendContext):
 
     def _compute(self) -> None:
         module = self._graph.module
-        if module is None:
-            raise InvalidArgument("pytorch: the graph was released")
+        assert module is not None  # the core refuses a released graph (Lifecycle)
         inputs = self._ready_inputs()
         self._outputs = []
         try:
@@ -231,6 +230,9 @@ class PyTorchContext(BackendContext):
         cpu = value.detach().to(device="cpu", dtype=torch.float32).contiguous()
         array: npt.NDArray[np.float32] = cpu.numpy()
         return array
+
+    def output_count(self) -> int:
+        return len(self._outputs)  # what forward returned; names are not kept (WIT spec §3.3)
 
     def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         if index >= len(self._outputs):

@@ -339,8 +339,7 @@ class TensorFlowGraph(BackendGraph):
         self.outputs = outputs
 
     def init_execution_context(self) -> TensorFlowContext:
-        if self.session.session is None:
-            raise InvalidArgument("tensorflow: this graph was released")
+        assert self.session.session is not None  # the core refuses a released graph (Lifecycle)
         return TensorFlowContext(self)
 
     @property

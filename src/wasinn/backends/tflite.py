@@ -159,8 +159,7 @@ class TFLiteGraph(BackendGraph):
         self.outputs = outputs
 
     def init_execution_context(self) -> TFLiteContext:
-        if self.model is None:
-            raise InvalidArgument("tflite: this graph was released")
+        assert self.model is not None  # the core refuses a released graph (Lifecycle)
         try:
             interpreter = self._backend.create_interpreter(self.model, self._threads)
             for info in self.inputs:

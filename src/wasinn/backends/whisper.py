@@ -192,8 +192,7 @@ class WhisperContext(BackendContext):
 
         self.text = b""
         context = self.graph.context
-        if context is None:
-            raise InvalidArgument("whisper: the graph was released")
+        assert context is not None  # the core refuses a released graph (Lifecycle)
         processors = max(int(self.settings["processors"]), 1)
         with _captured_logs():
             status = pw.whisper_full_parallel(
@@ -213,6 +212,9 @@ class WhisperContext(BackendContext):
 
     def _output_before_compute(self, index: int) -> npt.NDArray[np.generic]:
         return self._get_output(index)  # empty text, as WasmEdge
+
+    def output_count(self) -> int:
+        return 1  # the transcript; every index reads it, there is no metadata (ggml spec §9)
 
     def _get_output(self, index: int) -> npt.NDArray[np.generic]:
         return np.frombuffer(self.text, dtype=np.uint8) if self.text else np.zeros(0, dtype=np.uint8)

@@ -27,6 +27,7 @@ class Lifecycle(enum.Enum):
 
     UNKNOWN_HANDLE = Errno.INVALID_ARGUMENT, "abi §4.9/§4.10: a handle never issued or already released"
     GRAPH_DETACHED = Errno.INVALID_ARGUMENT, "abi §4.0: an unloaded graph only drains its outputs"
+    GRAPH_RELEASED = Errno.INVALID_ARGUMENT, "abi §4.0: a graph whose model was released is not Ready"
     CONTEXT_RELEASED = Errno.INVALID_ARGUMENT, "abi §4.10: any use of a finalized context"
     OUTPUT_BEFORE_COMPUTE = Errno.RUNTIME_ERROR, "abi §4.7: backend-defined; wasinn answers runtime_error"
     NO_STREAMING = Errno.INVALID_ARGUMENT, "abi §4.8: token streaming needs a GGML context"
@@ -129,6 +130,11 @@ class BackendContext(ABC):
             return self._output_before_compute(index)
         return self._get_output(index)
 
+    def output_count(self) -> int | None:
+        """How many outputs a compute makes, for a graph that names none (its ``output_names``
+        is None): every backend answers one or the other, so a caller can collect them all."""
+        return None
+
     def compute_single(self) -> None:
         self._require_live("compute_single")
         self._compute_single()
@@ -210,8 +216,21 @@ class BackendGraph(ABC):
         anything is allocated; lets the host refuse a tiny model that declares huge tensors."""
         return None
 
+    _released: bool = False
+
+    def release(self) -> None:
+        """Free the model (:meth:`close`) and mark the graph released, so that every later use
+        gets :attr:`Lifecycle.GRAPH_RELEASED` from the core instead of a per-backend answer."""
+        if not self._released:
+            self._released = True
+            self.close()
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release framework resources; idempotent."""
+        """Release framework resources; idempotent. Callers use :meth:`release`."""
 
 
 class Backend(ABC):

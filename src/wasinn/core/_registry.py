@@ -135,4 +135,4 @@ class ModelRegistry:
         with self._lock:
             loaded, self._loaded = list(self._loaded.values()), {}
         for shared in loaded:
-            shared.graph.close()
+            shared.graph.release()  # contexts still open then get Lifecycle.GRAPH_RELEASED

@@ -64,6 +64,7 @@ class Graph:
     def init_execution_context(self) -> ExecutionContext:
         if self.detached or not self._held:
             raise Lifecycle.GRAPH_DETACHED.error("init_execution_context: the graph was unloaded")
+        self.require_model("init_execution_context")
         self.session.count_context()
         try:
             with self._shared.lock if self._shared is not None else self.lock:
@@ -94,7 +95,13 @@ class Graph:
 
     def _free_if_unused(self) -> None:
         if not self._held and self._contexts == 0 and self._shared is None:
-            self.backend_graph.close()  # a shared graph belongs to the registry
+            self.backend_graph.release()  # a shared graph belongs to the registry
+
+    def require_model(self, operation: str) -> None:
+        """The model is still loaded: a preloaded one is released when its registry closes,
+        possibly under a running instance (the same answer for every backend)."""
+        if self.backend_graph.released:
+            raise Lifecycle.GRAPH_RELEASED.error(f"{operation}: the graph's model was released")
 
     def index_of(self, kind: str, key: TensorKey) -> int:
         """The position of input/output ``key``: an index, a model name, or a decimal string."""
@@ -103,8 +110,8 @@ class Graph:
         names = self.input_names if kind == "input" else self.output_names
         if key in names:
             return names.index(key)
-        if key.isdecimal():  # models without names are addressed "0", "1" … (WIT spec §7)
-            return int(key)
+        if key.isdecimal() and (not names or int(key) < len(names)):
+            return int(key)  # models without names are addressed "0", "1" … (WIT spec §7)
         shown = ", ".join(names) if names else "none"
         raise InvalidArgument(f"the model has no {kind} named {key!r} ({kind}s: {shown})")
 
@@ -120,20 +127,27 @@ class ExecutionContext:
         self.graph = graph
         self.backend_context = backend_context
         self._closed = False
+        # Every input index ever bound: the backends keep inputs between computes.
+        self._bound: set[int] = set()
 
     def _guard(self, operation: str, *, ready: bool) -> BackendContext:
         if self._closed:
             raise Lifecycle.CONTEXT_RELEASED.error(f"{operation}: this execution context was finalized")
         if ready and self.graph.detached:
             raise Lifecycle.GRAPH_DETACHED.error(f"{operation}: the context's graph was unloaded")
+        if ready:
+            self.graph.require_model(operation)
         return self.backend_context
 
-    def set_input(self, key: TensorKey, tensor: Tensor) -> None:
+    def set_input(self, key: TensorKey, tensor: Tensor) -> int:
+        """Bind ``tensor`` to input ``key``; the index it bound."""
         context = self._guard("set_input", ready=True)
         index = self.graph.index_of("input", key)
         self.graph.session.check_tensor_size(f"input {key}", tensor.data.nbytes)
         with self.graph.lock:
             context.set_input(index, tensor)
+        self._bound.add(index)
+        return index
 
     def compute(self) -> None:
         context = self._guard("compute", ready=True)
@@ -153,23 +167,33 @@ class ExecutionContext:
     def compute_with_io(
         self, inputs: Sequence[tuple[TensorKey, Tensor]]
     ) -> list[tuple[str, npt.NDArray[np.generic]]]:
-        """Bind every input, run, and collect every output in model order (WIT 10-28 ``compute``)."""
-        for key, tensor in inputs:
-            self.set_input(key, tensor)
-        self.compute()
-        names = self.graph.output_names
-        count = len(names) if names else self._count_outputs()
-        return [(names[i] if names else str(i), self.get_output(i)) for i in range(count)]
+        """Bind every input, run, and collect every output in model order (WIT 10-28 ``compute``).
 
-    def _count_outputs(self) -> int:
-        """Outputs of a backend that names none: ask by index until it says out of range."""
-        count = 0
-        while True:
-            try:
-                self.get_output(count)
-            except InvalidArgument:
-                return count
-            count += 1
+        Each call starts clean (WIT spec §3.3, §11 cases 19 and 21): the backends keep inputs
+        between computes, as the legacy ABI needs, so every input the model has, or, where it
+        names none, every input bound before, must be bound again here; otherwise a result
+        would silently mix in an earlier call's tensor.
+        """
+        bound = {self.set_input(key, tensor) for key, tensor in inputs}
+        declared = self.graph.input_names
+        required = set(range(len(declared))) if declared else self._bound
+        missing = sorted(required - bound)
+        if missing:
+            shown = ", ".join(declared[i] if declared else str(i) for i in missing)
+            # runtime-error, as wasmtime's "missing input tensor" (§11 case 21 accepts either).
+            raise NNError(f"compute: input(s) {shown} not given; every compute takes all its inputs anew")
+        self.compute()
+        return self.outputs()
+
+    def outputs(self) -> list[tuple[str, npt.NDArray[np.generic]]]:
+        """Every output of the last compute, under the model's names or "0", "1", …"""
+        names = self.graph.output_names
+        if names:
+            return [(name, self.get_output(index)) for index, name in enumerate(names)]
+        count = self._guard("outputs", ready=False).output_count()
+        if count is None:  # a backend that declares neither: a wasinn bug, not the guest's
+            raise RuntimeError(f"{type(self.backend_context).__name__} declares no outputs")
+        return [(str(index), self.get_output(index)) for index in range(count)]
 
     def compute_single(self) -> None:
         context = self._guard("compute_single", ready=True)
@@ -268,7 +292,7 @@ class NNSession:
     ) -> Graph:
         def refuse(error: NNError) -> NNError:
             if shared is None:
-                backend_graph.close()
+                backend_graph.release()
             return error
 
         declared, limit = backend_graph.largest_tensor_bytes(), self._max_tensor_bytes
@@ -306,6 +330,13 @@ class NNSession:
     def forget_graph(self, graph: Graph) -> None:
         with self._lock:
             self._graphs.discard(graph)
+
+    @property
+    def buffer_limit(self) -> int | None:
+        """The most bytes one buffer a guest builds on the host side may hold (a WIT tensor,
+        which ``load-parts`` may also take as a model part): the larger cap, if any is set."""
+        limits = [limit for limit in (self._max_tensor_bytes, self._max_model_bytes) if limit is not None]
+        return max(limits) if limits else None
 
     def check_tensor_size(self, what: str, size: int) -> None:
         if self._max_tensor_bytes is not None and size > self._max_tensor_bytes:
