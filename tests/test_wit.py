@@ -20,8 +20,9 @@ import wasmtime
 from wasmtime import component
 
 from conftest import REPO, python_guest, require_module, wasinn_cli
-from wasinn import Runtime
+from wasinn import Limits, Runtime
 from wasinn.abi import _bytelists, _wasmedge, wit
+from wasinn.backends import get_backend, onnx
 from wasinn.component import (
     ComponentCache,
     ComponentInstance,
@@ -29,7 +30,21 @@ from wasinn.component import (
     instantiate_component,
     is_component,
 )
-from wasinn.core import Errno, ExecutionTarget, GraphEncoding, GuestTrap, ModuleError, TensorType
+from wasinn.core import (
+    Errno,
+    ExecutionTarget,
+    GraphEncoding,
+    GuestTrap,
+    Lifecycle,
+    LimitExceeded,
+    ModelRegistry,
+    ModuleError,
+    NNError,
+    NNSession,
+    Preload,
+    Tensor,
+    TensorType,
+)
 from wasinn.guest_build import NN_VERSIONS
 
 GUESTS = REPO / "tests" / "guests"
@@ -97,8 +112,13 @@ def guest_dir(tmp_path: Path, onnx_models: dict[str, Path]) -> Path:
     return tmp_path
 
 
-def make_runtime(directory: Path, preload: Sequence[str] = ()) -> Runtime:
-    return Runtime(dirs=[f".:{directory}"], preload=list(preload), stdout=directory / "stdout.txt")
+def make_runtime(directory: Path, preload: Sequence[str] = (), limits: Limits | None = None) -> Runtime:
+    return Runtime(
+        dirs=[f".:{directory}"],
+        preload=list(preload),
+        stdout=directory / "stdout.txt",
+        limits=limits or Limits(),
+    )
 
 
 def preloads(directory: Path) -> list[str]:
@@ -108,9 +128,16 @@ def preloads(directory: Path) -> list[str]:
 class Scenario:
     """One run of the conformance guest; the instance stays open for host-side checks."""
 
-    def __init__(self, wasm: Path, directory: Path, *args: str, preload: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        wasm: Path,
+        directory: Path,
+        *args: str,
+        preload: Sequence[str] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.directory = directory
-        runtime = make_runtime(directory, preloads(directory) if preload is None else preload)
+        runtime = make_runtime(directory, preloads(directory) if preload is None else preload, limits)
         self.instance = instantiate_component(runtime, wasm, list(args))
         self.code = self.instance.run()
         self.result: Any = json.loads((directory / "stdout.txt").read_text().strip().splitlines()[-1])
@@ -225,6 +252,18 @@ def test_load_by_bytes_and_encoding_errors(
     assert "TPU" in assert_error(tpu, "runtime-error", "unsupported-operation")
 
 
+def test_openvino_load_with_one_part_is_a_runtime_error(
+    conformance_wasm: Path, guest_dir: Path, tiny_ir: tuple[Path, Path]
+) -> None:
+    """Case 9, OpenVINO's half: the XML without its weights; both parts load."""
+    for path in tiny_ir:
+        shutil.copy(path, guest_dir / path.name)
+    xml, weights = (path.name for path in tiny_ir)
+    one_part = scenario(conformance_wasm, guest_dir, "load", "openvino", "cpu", xml)
+    assert "2" in assert_error(one_part, "runtime-error")
+    assert scenario(conformance_wasm, guest_dir, "load", "openvino", "cpu", xml, weights) == {"ok": "loaded"}
+
+
 def test_load_by_name(conformance_wasm: Path, guest_dir: Path) -> None:
     """Cases 12-13: a preloaded name loads; an unknown one is not-found naming it."""
     assert scenario(conformance_wasm, guest_dir, "by-name", "pair") == {"ok": "loaded"}
@@ -278,6 +317,26 @@ def test_compute_errors_are_results(conformance_wasm: Path, guest_dir: Path) -> 
     assert_error(wrong_rank, "invalid-argument", "runtime-error")
 
 
+def test_each_compute_takes_only_its_own_inputs(
+    conformance_wasm: Path, guest_dir: Path, onnx_models: dict[str, Path]
+) -> None:
+    """Cases 19 and 21 on a two-input model and one context: a second compute gives the
+    sums of its own inputs; one that leaves an input out is an error, never the new a plus
+    the old b (the backends keep inputs between computes for the legacy ABI)."""
+    a1, b1 = np.array([[1, 2, 3, 4]], np.float32), np.array([[10, 20, 30, 40]], np.float32)
+    a2, b2 = np.array([[-1, 0, 0.5, 7]], np.float32), np.array([[100, 200, 300, 400]], np.float32)
+    both1, both2 = [f"a:1x4:{csv(a1)}", f"b:1x4:{csv(b1)}"], [f"a:1x4:{csv(a2)}", f"b:1x4:{csv(b2)}"]
+    first, second, partial, again = scenario(
+        conformance_wasm, guest_dir, "sequence", "pair", *both1, "--", *both2, "--", f"a:1x4:{csv(a2)}",
+        "--", *both1,
+    )  # fmt: skip
+    for outcome, (a, b) in ((first, (a1, b1)), (second, (a2, b2)), (again, (a1, b1))):
+        expected = native(onnx_models["pair"], {"a": a, "b": b})
+        for name, _, _, data in outcome["ok"]:
+            np.testing.assert_array_equal(np.array(floats(data), np.float32).reshape(1, 4), expected[name])
+    assert "input(s) b not given" in assert_error(partial, "runtime-error")
+
+
 def test_pytorch_binds_inputs_in_list_order(conformance_wasm: Path, guest_dir: Path) -> None:
     """Case 24: a backend without input names takes the list order, whatever the names."""
     require_module("torch")
@@ -301,6 +360,53 @@ def test_pytorch_binds_inputs_in_list_order(conformance_wasm: Path, guest_dir: P
     ((name, dims, kind, data),) = seen["ok"]
     assert (name, dims, kind) == ("0", [1, 4], "FP32")
     assert floats(data) == [9.0, 18.0, 27.0, 36.0]
+    # Without input names, an input bound by an earlier compute must be bound again (case 21).
+    first, partial = scenario(
+        conformance_wasm, guest_dir, "sequence", "difference", "x:1x4:5,5,5,5", "y:1x4:1,2,3,4",
+        "--", "x:1x4:7,7,7,7", preload=preload,
+    )  # fmt: skip
+    assert floats(first["ok"][0][3]) == [4.0, 3.0, 2.0, 1.0]
+    assert "input(s) 1 not given" in assert_error(partial, "runtime-error")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf() -> Path:
+    require_module("llama_cpp")
+    require_module("gguf")
+    from wasinn.testing.tiny_gguf import VocabUnavailable, tiny_llama
+
+    try:
+        return tiny_llama()
+    except VocabUnavailable as err:
+        from conftest import missing
+
+        missing(str(err))
+        raise
+
+
+def test_a_ggml_compute_returns_its_text_and_metadata(
+    conformance_wasm: Path, guest_dir: Path, tiny_gguf: Path
+) -> None:
+    """A backend that names no outputs declares how many it makes (GGML: the text, then the
+    metadata JSON); asking by index until one failed never ended on GGML."""
+    config = {"n-predict": 6, "temp": 0, "threads": 1}
+    seen = scenario(
+        conformance_wasm, guest_dir, "compute", "tiny", f"1:text:{json.dumps(config)}", "0:text:Once upon",
+        preload=[f"tiny:ggml:cpu:{tiny_gguf}"],
+    )  # fmt: skip
+    (text_name, text_dims, text_kind, text), (meta_name, _, meta_kind, meta) = seen["ok"]
+    assert (text_name, meta_name, text_kind, meta_kind) == ("0", "1", "U8", "U8")
+    # The same backend through the legacy calls: the same text and counts.
+    session = NNSession(get_backend)
+    graph = session.load([b"preload:" + bytes(tiny_gguf)], GraphEncoding.GGML, ExecutionTarget.CPU)
+    context = graph.init_execution_context()
+    context.set_input(1, Tensor.from_array(np.frombuffer(json.dumps(config).encode(), np.uint8)))
+    context.set_input(0, Tensor.from_array(np.frombuffer(b"Once upon", np.uint8)))
+    context.compute()
+    assert bytes.fromhex(text) == context.get_output(0).tobytes() and text_dims == [len(text) // 2]
+    assert json.loads(bytes.fromhex(meta)) == json.loads(context.get_output(1).tobytes())
+    assert json.loads(bytes.fromhex(meta))["output_tokens"] == 6
+    session.close()
 
 
 # ------------------------------------------------------------------ ownership (18, 30, 40)
@@ -324,17 +430,25 @@ def test_moved_inputs_and_dropped_outputs_leave_no_host_state(
 def test_destructors_run_once_per_drop(
     conformance_wasm: Path, guest_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Case 30: each guest drop calls the host destructor exactly once, with the rep issued."""
+    """Case 30: each guest drop of a graph, context, output tensor or error calls the host
+    destructor exactly once, with the rep issued; input tensors move to the host instead."""
     issued: list[tuple[int, int]] = []
+    inputs: list[int] = []
     dropped: list[tuple[str, int]] = []
-    real_add = wit.WitNN._add
+    real_add, real_new = wit.WitNN._add, wit.WitNN._tensor_new
 
     def add(self: wit.WitNN, table: dict[int, Any], entry: Any, type_id: int) -> Any:
         handle = real_add(self, table, entry, type_id)
         issued.append((type_id, handle.rep))
         return handle
 
+    def tensor_new(self: wit.WitNN, store: Any, dims: list[int], case: str, data: bytes) -> Any:
+        handle = real_new(self, store, dims, case, data)
+        inputs.append(handle.rep)
+        return handle
+
     monkeypatch.setattr(wit.WitNN, "_add", add)
+    monkeypatch.setattr(wit.WitNN, "_tensor_new", tensor_new)
     for kind in ("tensor", "graph", "context", "error"):
         real = getattr(wit.WitNN, f"_drop_{kind}")
 
@@ -343,13 +457,20 @@ def test_destructors_run_once_per_drop(
             real(self, store, rep)
 
         monkeypatch.setattr(wit.WitNN, f"_drop_{kind}", drop)
-    scenario(conformance_wasm, guest_dir, "lifetimes", "double", SINGLE_INPUT)
+    seen = scenario(conformance_wasm, guest_dir, "drops", "double", SINGLE_INPUT)
+    assert "no-such-model" in assert_error(seen["error"], "not-found")
     names = {wit.TENSOR: "tensor", wit.GRAPH: "graph", wit.CONTEXT: "context", wit.ERROR: "error"}
-    assert len(dropped) == len(set(dropped))
-    # Every graph, context and output tensor the host issued was dropped once; inputs moved.
-    issued_kinds = {(names[type_id], rep) for type_id, rep in issued}
-    assert {entry for entry in dropped} <= issued_kinds
-    assert {entry for entry in issued_kinds if entry[0] in {"graph", "context"}} <= set(dropped)
+    by_kind: dict[str, set[int]] = {kind: set() for kind in names.values()}
+    for type_id, rep in issued:
+        by_kind[names[type_id]].add(rep)
+    outputs = by_kind["tensor"] - set(inputs)
+    assert len(by_kind["graph"]) == 3 and len(by_kind["context"]) == 3
+    assert len(outputs) == 4 and len(by_kind["error"]) == 1 and len(inputs) == 4
+    assert len(dropped) == len(set(dropped))  # once each
+    expected = {("tensor", rep) for rep in outputs} | {
+        (kind, rep) for kind in ("graph", "context", "error") for rep in by_kind[kind]
+    }
+    assert set(dropped) == expected  # every one dropped, with its own rep; no input tensor
 
 
 def test_closing_the_instance_frees_what_the_guest_kept(conformance_wasm: Path, guest_dir: Path) -> None:
@@ -427,6 +548,82 @@ def test_a_host_exception_comes_back_out_of_the_call(
         call_export(instance, "fresh")
 
 
+@pytest.mark.parametrize(
+    ("method", "operation", "args"),
+    [
+        ("_compute", "compute", ("compute", "pair", "a:1x4:1,2,3,4", "b:1x4:1,2,3,4")),
+        ("_get_output", "compute", ("compute", "pair", "a:1x4:1,2,3,4", "b:1x4:1,2,3,4")),
+    ],
+)
+def test_a_host_bug_traps_instead_of_becoming_an_error(
+    conformance_wasm: Path,
+    guest_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    operation: str,
+    args: tuple[str, ...],
+) -> None:
+    """Case 31: only NNErrors (what the guest can cause, framework failures translated by the
+    backends) become error resources; a wasinn bug traps the guest with one line."""
+
+    def bug(self: onnx.ONNXContext, *args: Any) -> None:
+        raise KeyError("some wasinn bug")
+
+    monkeypatch.setattr(onnx.ONNXContext, method, bug)
+    with pytest.raises(GuestTrap) as trapped:
+        Scenario(conformance_wasm, guest_dir, *args)
+    message = str(trapped.value)
+    assert message == f"guest trapped: wasinn bug in wasi:nn {operation}: KeyError: 'some wasinn bug'"
+
+
+def test_load_bugs_trap_too(conformance_wasm: Path, guest_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(self: onnx.ONNXBackend, *args: Any) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'run'")
+
+    monkeypatch.setattr(onnx.ONNXBackend, "load", bug)
+    with pytest.raises(GuestTrap, match="wasinn bug in wasi:nn load: AttributeError"):
+        Scenario(conformance_wasm, guest_dir, "load", "onnx", "cpu", "pair.onnx")
+
+
+def test_tensor_caps_apply_as_the_guest_builds(conformance_wasm: Path, guest_dir: Path) -> None:
+    """max_tensor_bytes / max_model_bytes bound every host-side tensor when it is made (the
+    constructor) or grown (chunks.append): neither has an error result, so it traps as a limit."""
+    capped = Limits(max_tensor_bytes=1_000, max_model_bytes=1_200_000)
+    fits = Scenario(conformance_wasm, guest_dir, "big", "1200000", limits=capped)
+    fits.instance.close()
+    assert fits.result == 1_200_000
+    with pytest.raises(
+        LimitExceeded, match="a tensor of 1,200,001 bytes exceeds the host's limit of 1,200,000"
+    ):
+        Scenario(conformance_wasm, guest_dir, "big", "1200001", limits=capped)
+    # 1 MiB in the constructor, then an append past the cap
+    with pytest.raises(LimitExceeded, match="a tensor of 1,500,000 bytes exceeds"):
+        Scenario(conformance_wasm, guest_dir, "chunked", "1500000", limits=capped)
+    only_tensors = Limits(max_tensor_bytes=1_000)
+    with pytest.raises(LimitExceeded, match="limit of 1,000 bytes"):
+        Scenario(conformance_wasm, guest_dir, "big", "1001", limits=only_tensors)
+
+
+def test_a_context_whose_preloaded_model_was_released(onnx_models: dict[str, Path]) -> None:
+    """A registry closed under a live context: every backend answers Lifecycle.GRAPH_RELEASED
+    (errno 1, a graph not Ready: abi §4.0) from the core; ONNX answered 5, others 1."""
+    preload = Preload("pair", GraphEncoding.ONNX, ExecutionTarget.CPU, (str(onnx_models["pair"]),))
+    registry = ModelRegistry([preload], get_backend)
+    session = NNSession(get_backend, registry)
+    graph = session.load_by_name("pair")
+    context = graph.init_execution_context()
+    x = Tensor.from_array(np.ones((1, 4), np.float32))
+    context.set_input("a", x)
+    context.set_input("b", x)
+    context.compute()
+    registry.close()
+    for operation in (context.compute, lambda: context.set_input("a", x), graph.init_execution_context):
+        with pytest.raises(NNError, match="the graph's model was released") as released:
+            operation()
+        assert released.value.errno == Lifecycle.GRAPH_RELEASED.errno == Errno.INVALID_ARGUMENT
+    session.close()
+
+
 # ------------------------------------------------------------------ old rcs (32-34)
 
 
@@ -439,7 +636,9 @@ def test_set_input_compute_get_output(conformance_wasm: Path, guest_dir: Path, v
     assert seen["first"] == seen["second"]
     assert seen["first"][:2] == [[1, 4], "FP32"] and floats(seen["first"][2]) == [2.0, 4.0, 6.0, 8.0]
     assert "no-such-output" in assert_error(seen["unknown"], "invalid-argument", "runtime-error")
-    assert_error(seen["bad-input"], "invalid-argument", "runtime-error")
+    # §6: set-input itself answers invalid-argument for a bad name, and keeps nothing of it.
+    assert "no-such-input" in assert_error(seen["bad-input"], "invalid-argument")
+    assert seen["after-bad-input"] == seen["first"]
 
 
 def test_the_06_25_error_constructor_echoes(conformance_wasm: Path, guest_dir: Path) -> None:
@@ -493,7 +692,8 @@ def test_the_stock_byte_list_converter_gives_the_same_bytes(
 
 def test_components_are_detected_and_cached_by_content(conformance_wasm: Path, tmp_path: Path) -> None:
     """Case 42: a compiled component is serialized under its content hash and deserialized
-    next time; another build under the same file name does not reuse it."""
+    next time; a rebuild under the same file name does not reuse it (a cache keyed by file
+    name would go stale)."""
     assert is_component(conformance_wasm)
     assert not is_component(REPO / "pyproject.toml")
     engine = Runtime(cache=False).engine
@@ -502,10 +702,15 @@ def test_components_are_detected_and_cached_by_content(conformance_wasm: Path, t
     (cached,) = (tmp_path / "cache").glob("*.cwasm")
     assert isinstance(cache.load(conformance_wasm), component.Component)
     assert list((tmp_path / "cache").glob("*.cwasm")) == [cached]
-    copy = tmp_path / "guest.wasm"
-    copy.write_bytes(wasmtime.wat2wasm((GUESTS / "wit_stale_handles.wat").read_text()))
-    cache.load(copy)
+    same_name = tmp_path / "guest.wasm"
+    shutil.copy(conformance_wasm, same_name)
+    cache.load(same_name)
+    assert list((tmp_path / "cache").glob("*.cwasm")) == [cached]  # same bytes, same entry
+    same_name.write_bytes(wasmtime.wat2wasm((GUESTS / "wit_stale_handles.wat").read_text()))
+    rebuilt = cache.load(same_name)
     assert len(list((tmp_path / "cache").glob("*.cwasm"))) == 2
+    with ComponentInstance(Runtime(cache=False), rebuilt, [str(same_name)]) as instance:
+        assert call_export(instance, "fresh") == 4  # the new component, not the cached old one
 
 
 def test_a_broken_component_is_a_module_error(tmp_path: Path) -> None:

@@ -93,21 +93,48 @@ def by_name(args):
     return attempt(lambda: graph.load_by_name(args[0]).__exit__(None, None, None) or "loaded")
 
 
-def compute(args):
-    """compute NAME:d0xd1:v0,v1,... [...] against model args[0] (a preload name or a file)."""
-    source, *specs = args
+def _context(source):
     if source.endswith(".onnx"):  # by bytes; otherwise by name
         g = graph.load([read(source)], graph.GraphEncoding.ONNX, graph.ExecutionTarget.CPU)
     else:
         g = graph.load_by_name(source)
-    ctx = g.init_execution_context()
+    return g.init_execution_context()
+
+
+def _inputs(specs):
+    """NAME:d0xd1:v0,v1,... (FP32) or NAME:text:STRING (U8 [len], e.g. a GGML prompt)."""
     inputs = []
     for spec in specs:
-        name, dims, values = spec.split(":")
+        name, dims, values = spec.split(":", 2)
+        if dims == "text":
+            data = values.encode()
+            inputs.append((name, tensor.Tensor([len(data)], tensor.TensorType.U8, data)))
+            continue
         inputs.append(
             (name, f32_tensor([int(d) for d in dims.split("x")], [float(v) for v in values.split(",")]))
         )
+    return inputs
+
+
+def compute(args):
+    """compute NAME:d0xd1:v0,v1,... [...] against model args[0] (a preload name or a file)."""
+    source, *specs = args
+    ctx = _context(source)
+    inputs = _inputs(specs)
     return attempt(lambda: outputs(ctx.compute(inputs)))
+
+
+def sequence(args):
+    """Computes on one context: SOURCE SPECS... [-- SPECS...]; one outcome per compute."""
+    source, *rest = args
+    ctx = _context(source)
+    calls = [[]]
+    for arg in rest:
+        if arg == "--":
+            calls.append([])
+        else:
+            calls[-1].append(arg)
+    return [attempt(lambda specs=specs: outputs(ctx.compute(_inputs(specs)))) for specs in calls]
 
 
 def typed(args):
@@ -142,6 +169,13 @@ def lifetimes(args):
     with third.init_execution_context() as ctx:
         result["again"] = outputs(ctx.compute([(name, f32_tensor([1, 4], [1, 2, 3, 4]))]))
     third.__exit__(None, None, None)
+    return result
+
+
+def drops(args):
+    """lifetimes, plus an error result the guest drops (case 30)."""
+    result = lifetimes(args)
+    result["error"] = by_name(["no-such-model"])
     return result
 
 
@@ -227,10 +261,13 @@ def old_api(args):
             result["unknown"] = failure(err)
         try:
             ctx.set_input("no-such-input", f32_tensor([1, 4], [1, 2, 3, 4], t_mod))
-            ctx.compute()
             result["bad-input"] = "ok"
         except Err as err:
             result["bad-input"] = failure(err)
+        # The refused set-input left nothing behind: the next compute works (and gives the same).
+        ctx.set_input(name, f32_tensor([1, 4], [1, 2, 3, 4], t_mod))
+        ctx.compute()
+        result["after-bad-input"] = describe(ctx.get_output(output))
     return result
 
 

@@ -31,6 +31,7 @@ from wasinn.core import (
     GuestTrap,
     InvalidArgument,
     InvalidEncoding,
+    LimitExceeded,
     NNError,
     NNSession,
     Tensor,
@@ -207,22 +208,25 @@ class WitNN:
         rep: int = handle.to_host(store).rep
         return rep
 
-    def _error(self, operation: str, error: BaseException) -> ResourceHost:
-        if isinstance(error, NNError):
-            code, message = error_code_of(error.errno), describe(error)
-        else:  # a framework surprise reaches the guest as an error, never a crash
-            code, message = "runtime-error", f"internal error: {type(error).__name__}: {describe(error)}"
+    def _error(self, operation: str, error: NNError) -> ResourceHost:
+        code, message = error_code_of(error.errno), describe(error)
         log.warning("%s: %s", operation, message)
         return self._add(self.errors, (code, message), ERROR)
 
     def _guarded(self, operation: str, work: Callable[[], T]) -> T | ResourceHost:
-        """``work()``, or an error resource for what the guest can cause; traps pass through."""
+        """``work()``, or an error resource for what the guest can cause (an :class:`NNError`:
+        the backends translate their frameworks' failures into those). Anything else is a
+        host bug and traps the guest, as wasmtime's ``ErrorCode::Trap`` does (§3.4, §11 case 31)."""
         try:
             return work()
+        except NNError as error:
+            return self._error(operation, error)
         except GuestTrap:
             raise
         except Exception as error:
-            return self._error(operation, error)
+            lines = str(error).splitlines()
+            detail = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            raise GuestTrap(f"guest trapped: wasinn bug in wasi:nn {operation}: {detail}") from error
 
     def _tagged(self, operation: str, work: Callable[[], ResourceHost]) -> Variant:
         """``result<own R, own error>``: both arms are resources, so wasmtime-py needs tags (§9.2)."""
@@ -237,7 +241,19 @@ class WitNN:
     # -- tensor
 
     def _tensor_new(self, store: Any, dims: list[int], case: str, data: bytes) -> ResourceHost:
+        self._check_size(len(data))
         return self._add(self.tensors, HostTensor(tuple(dims), case, data), TENSOR)
+
+    def _check_size(self, size: int) -> None:
+        """The host's tensor and model caps, applied as the guest builds a buffer: checked only at
+        compute or load, a guest could grow host memory without bound. The constructor and
+        ``append`` have no error result (§3.1), so going past the cap traps, as a limit does."""
+        limit = self.session.buffer_limit
+        if limit is not None and size > limit:
+            raise LimitExceeded(
+                f"wasi:nn: a tensor of {size:,} bytes exceeds the host's limit of {limit:,} bytes "
+                "(max_tensor_bytes / max_model_bytes)"
+            )
 
     def _tensor_dimensions(self, store: Any, self_: ResourceAny) -> list[int]:
         return list(self.tensors[self._rep(store, self_)].dims)
@@ -328,9 +344,20 @@ class WitNN:
 
     # -- inference, 08-19 and 06-25
 
-    def _set_input(self, store: Any, self_: ResourceAny, name: str, handle: ResourceAny) -> None:
+    def _set_input(
+        self, store: Any, self_: ResourceAny, name: str, handle: ResourceAny
+    ) -> ResourceHost | None:
         host = self.contexts[self._rep(store, self_)]
-        host.inputs[name] = self._take_tensor(store, handle)
+        tensor = self._take_tensor(store, handle)  # moved, whatever the outcome
+
+        def set_input() -> None:
+            graph = host.context.graph
+            if graph.input_names:  # a bad name is set-input's invalid-argument (§6), not compute's
+                graph.index_of("input", name)
+            host.inputs[name] = tensor
+
+        outcome = self._guarded("set-input", set_input)
+        return outcome if isinstance(outcome, ResourceHost) else None  # result<_, error>: ok is None
 
     def _compute_bound(self, store: Any, self_: ResourceAny) -> ResourceHost | None:
         host = self.contexts[self._rep(store, self_)]
@@ -362,6 +389,7 @@ class WitNN:
 
     def _append(self, store: Any, target: ResourceAny, data: bytes) -> None:
         tensor = self.tensors[self._rep(store, target)]
+        self._check_size(len(tensor.data) + len(data))
         if isinstance(tensor.data, bytes):
             tensor.data = bytearray(tensor.data)
         tensor.data += data
