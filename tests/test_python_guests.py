@@ -92,6 +92,24 @@ def test_birds_classify_alike_through_both_front_ends(built: Path, tmp_path: Pat
     assert ranked[0][0] == int(native.argmax())  # scores may differ by a quantisation step
 
 
+def test_a_model_past_the_per_call_limit_loads_by_bytes(built: Path, tmp_path: Path) -> None:
+    """wasinn_guest.load sends a model over 2 MiB through wasinn:nn/chunks load-parts: the
+    3.6 MB birds model, read by the guest, classifies as the preloaded one does."""
+    from wasinn.component import HOSTCALL_BYTE_LIMIT
+
+    model = shared_file(*BIRDS)
+    assert model.stat().st_size > HOSTCALL_BYTE_LIMIT  # graph.load would trap on it
+    shutil.copy(model, tmp_path / model.name)
+    birds_tensor(tmp_path)
+    wasm = python_guest(EXAMPLES / "classify_birds.py", built)
+    by_name = run_guest(wasm, "bird.tensor", cwd=tmp_path, preload=[f"birds:tensorflowlite:cpu:{model}"])
+    by_bytes = run_guest(wasm, "--model", model.name, "bird.tensor", cwd=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_bytes.returncode == 0, by_bytes.stderr
+    assert "1. class" in by_bytes.stdout
+    assert by_bytes.stdout == by_name.stdout
+
+
 def test_a_failing_python_guest_exits_1_with_its_message(built: Path, tmp_path: Path) -> None:
     wasm = python_guest(EXAMPLES / "classify_birds.py", built)
     usage = run_guest(wasm, cwd=tmp_path)
