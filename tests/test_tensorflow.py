@@ -42,14 +42,21 @@ def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import tf_models
 
-    directory = tmp_path_factory.mktemp("tf")
+    root = tmp_path_factory.mktemp("tf")
+    directory = root / "guest"
+    directory.mkdir()
     (directory / "mtcnn_tiny.pb").write_bytes(tf_models.mtcnn_tiny())
     (directory / "mobilenet_tiny.pb").write_bytes(tf_models.mobilenet_tiny())
+    (directory / "strings_tiny.pb").write_bytes(tf_models.string_feed())
     tf_models.saved_model(directory / "saved_model")
+    # A real SavedModel outside the mapping, named three ways: only the sandbox refuses them.
+    outside = root / "outside_model"
+    shutil.copytree(directory / "saved_model", outside)
+    (directory / "outside.txt").write_text(str(outside))
+    os.symlink(outside, directory / "escape")
     Image.new("RGB", (30, 30), (255, 0, 0)).save(directory / "red.jpg")
     Image.new("RGBA", (30, 30), (255, 0, 0, 255)).save(directory / "red.png")
     (directory / "random.bin").write_bytes(np.random.RandomState(1).bytes(100))
-    os.symlink(directory.parent, directory / "escape")  # leads outside the --dir mapping
     return directory
 
 
@@ -60,11 +67,14 @@ class Run:
     stderr: str
 
 
-def in_process(wasm: Path, directory: Path, *args: str, preload: Sequence[str] = ()) -> Run:
-    """``wasinn run --dir .:DIRECTORY`` in this process, which has imported TensorFlow once
-    already: a subprocess per run would import it again (5–10 s each)."""
+def in_process(
+    wasm: Path, directory: Path, *args: str, preload: Sequence[str] = (), dirs: Sequence[str] = ()
+) -> Run:
+    """``wasinn run --dir .:DIRECTORY [--dir DIRS]`` in this process, which has imported
+    TensorFlow once already: a subprocess per run would import it again (5–10 s each)."""
     out, err = directory / ".guest-stdout", directory / ".guest-stderr"
-    runtime = Runtime(dirs=[f".:{directory}"], preload=list(preload), stdout=out, stderr=err)
+    mappings = [f".:{directory}", *dirs]
+    runtime = Runtime(dirs=mappings, preload=list(preload), stdout=out, stderr=err)
     trap = ""
     try:
         code = runtime.run(wasm, list(args))
@@ -187,7 +197,7 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
     expected = {
         "c3.garbage": "1", "c3.untouched": "77", "c2.first": "0", "c2.first_id": "0",
         "c2.second": "0", "c2.second_id": "1", "c6.delete": "0", "c6.create": "0", "c6.reused_id": "0",
-        "c4.empty": "0", "c4.append_output": "1", "c5.model_oob": "3", "c5.out_oob": "3",
+        "c4.empty": "0", "c4.append_output": "1", "c5.model_oob": "3", "c5.out_oob": "3", "c5.next_id": "3",
         "c7.delete_999": "0", "c7.delete_once": "0", "c7.delete_twice": "0", "c7.run": "1",
         "c7.clear_input": "1", "c7.clear_output": "1",
         "c8.input_missing_op": "1", "c8.output_missing_op": "1",
@@ -205,6 +215,7 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
         "c18.append_i32": "0", "c18.run": "4", "c18.len": "0",
         "c15.short": "4", "c15.long": "0", "c16.scalar": "0",
         "x.negative_dim": "1", "x.string_dtype": "1",
+        "x.string_feed_append": "0", "x.string_feed_output": "0", "x.string_feed_run": "4",
         "c14.run": "0", "c14.len": "0", "c14.len_value": "4004", "c14.data8": "0", "c14.written8": "8",
         "c14.data5000": "0", "c14.written5000": "4004", "c14.tail_untouched": "1", "c14.data0": "0",
         "c14.written0": "0", "c14.data_oob": "3",
@@ -221,19 +232,26 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
         "factor:0": np.float32(0.5),
     }
 
-    def native(fetch: str, min_size: float) -> float:
-        return float(
-            tf_models.run_graph(model, {**feeds, "min_size:0": np.float32(min_size)}, [fetch])[0].flat[0]
-        )
+    def native(fetch: str, min_size: float) -> np.ndarray:
+        (result,) = tf_models.run_graph(model, {**feeds, "min_size:0": np.float32(min_size)}, [fetch])
+        return result.reshape(-1)
 
-    assert float(got["c20.box0"]) == pytest.approx(native("box:0", 20.0), rel=1e-7)
-    assert float(got["c17.box0"]) == pytest.approx(native("box:0", 40.0), rel=1e-7)
-    assert float(got["c19.prob0"]) == pytest.approx(native("prob:0", 40.0), rel=1e-7)
+    def floats(key: str) -> np.ndarray:  # "%.9g": every f32 round-trips
+        return np.array(got[key].split(","), np.float64).astype(np.float32)
+
+    # Whole outputs, bit for bit.
+    assert floats("c20.box").tobytes() == native("box:0", 20.0).tobytes()
+    assert floats("c17.box").tobytes() == native("box:0", 40.0).tobytes()
+    assert floats("c19.prob").tobytes() == native("prob:0", 40.0).tobytes()
     assert got["c11.top1_values"] == "2,1"  # top_k's indices over thresholds (0.6, 0.7, 0.8)
 
 
 def test_tflite_conformance(tf_dir: Path) -> None:
+    import tf_models
+
+    require_module("ai_edge_litert")
     shutil.copy(shared_file(*BIRDS), tf_dir / "birds.tflite")
+    (tf_dir / "mask.tflite").write_bytes(tf_models.tflite_boolean_mask())
     got = results(tf_dir, "tflite")
     expected = {
         "c30.tf_create": "0", "c29.run": "1", "c29.delete": "0", "c24.zeros": "1", "c24.empty": "1",
@@ -242,6 +260,13 @@ def test_tflite_conformance(tf_dir: Path) -> None:
         "c25.output_name": "1", "c26.output": "0", "c26.output_id": "0", "c26.input_name": "1",
         "c28.run": "0", "c28.wrong_len": "1", "c28.exact": "0", "c28.written": "0", "c28.id_past": "1",
         "x.delete": "0", "x.after_delete": "1",
+        # x[x > 0] over 8 values: 4 bytes after allocation, 5 values after the first run,
+        # 2 after the second; the buffer must match the size now, never the old one.
+        "dyn.create": "0", "dyn.input": "0", "dyn.len_before_run": "0", "dyn.len_before_run_value": "4",
+        "dyn.run": "0", "dyn.len": "0", "dyn.len_value": "20", "dyn.data_creation_size": "1",
+        "dyn.buffer_untouched": "1", "dyn.data": "0", "dyn.values": "1,2,3,5,6",
+        "dyn.input_two": "0", "dyn.run_two": "0", "dyn.len_two": "0", "dyn.len_two_value": "8",
+        "dyn.data_stale_size": "1", "dyn.data_two": "0", "dyn.values_two": "8,9",
     }  # fmt: skip
     assert got == expected
 
@@ -495,6 +520,23 @@ def test_wasi_nn_tensorflow_errors(tf_dir: Path, caplog: pytest.LogCaptureFixtur
 
 
 # --------------------------------------------------------------------------- paths
+
+
+def test_saved_models_refused_outside_the_mapping_load_inside_one(tf_dir: Path) -> None:
+    """The three SavedModel paths the conformance case refuses (1) name a loadable model:
+    mapped, the same model loads under each name, so only the sandbox refused them."""
+    import tf_models
+
+    root = tf_dir.parent
+    x = np.array([[0.5, 1.0, -1.5, 2.0]], np.float32)
+    x.tofile(root / "x.f32")
+    expected = tf_models.run_saved(root / "outside_model", x).tobytes()
+    for path in ("outside_model", "guest/escape", str(root / "outside_model")):
+        (root / "saved.bin").unlink(missing_ok=True)
+        args = ("saved", path, "x.f32", "4")
+        done = in_process(guest_wasm("wasmedge-tf"), root, *args, dirs=[f"{root}:{root}"])
+        assert done.returncode == 0, (path, done.stderr)
+        assert (root / "saved.bin").read_bytes() == expected, path
 
 
 def test_guest_paths_resolve_only_inside_mappings(tmp_path: Path) -> None:
