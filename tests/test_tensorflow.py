@@ -11,8 +11,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 import wasmtime
 
-from conftest import REPO, guest_wasm, require_module, shared_file
+from conftest import REPO, guest_wasm, missing, require_module, shared_file
 from wasinn import Runtime
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.wasmedge_image import WasmEdgeImage
@@ -332,7 +334,7 @@ def test_image_channel_rules(tf_dir: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TGA", "PPM", "PNG", "TIFF"])
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TGA", "PPM", "PNG"])
 def test_lossless_formats_decode_exactly(fmt: str) -> None:
     require_module("PIL")
     from PIL import Image
@@ -344,6 +346,58 @@ def test_lossless_formats_decode_exactly(fmt: str) -> None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, fmt)
     assert np.array_equal(stb_image.load(buffer.getvalue(), 2, 6, floats=False, bgr=False), pixels)
+
+
+def psd(planes: np.ndarray, *, mode: int = 3) -> bytes:
+    """A minimal Photoshop file (Pillow writes none): 8-bit, colour ``mode`` (3 = RGB), no
+    palette, resources or layers, then the raw (uncompressed) composite, one plane a channel."""
+    channels, height, width = planes.shape
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, channels, height, width, 8, mode)
+    empty_sections = struct.pack(">III", 0, 0, 0)  # colour mode data, resources, layers and masks
+    return header + empty_sections + struct.pack(">H", 0) + planes.astype(np.uint8).tobytes()
+
+
+def test_psd_composite_decodes(tf_dir: Path) -> None:
+    rgb = np.random.RandomState(8).randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    assert np.array_equal(load_via_guest(tf_dir, psd(rgb.transpose(2, 0, 1)), 0, 7, 5), rgb)
+    # A fourth channel is alpha, and stb un-blends the colour from Photoshop's white matte
+    # for 0 < alpha < 255: (uint8)(c / a + 255 (1 - 1/a)), a = alpha/255, in f32.
+    colour = np.array([[[200, 150, 255], [10, 20, 30], [230, 240, 250]]], np.uint8)
+    alpha = np.array([[[128], [0], [255]]], np.uint8)
+    planes = np.concatenate([colour, alpha], axis=2).transpose(2, 0, 1)
+    a = np.float32(128) / np.float32(255)
+    ra = np.float32(1) / a
+    first = (colour[0, 0].astype(np.float32) * ra + np.float32(255) * (np.float32(1) - ra)).astype(np.uint8)
+    expected = [first.tolist(), [10, 20, 30], [230, 240, 250]]
+    assert first.tolist() == [145, 45, 255]
+    assert load_via_guest(tf_dir, psd(planes), 0, 3, 1)[0].tolist() == expected
+
+
+def test_formats_stb_does_not_read_are_refused(tf_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Spec §4.3's formats only: whatever else Pillow reads is errno 1, and EPS never reaches
+    Ghostscript."""
+    from PIL import Image, features
+
+    pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [9, 99, 199]]], np.uint8).repeat(3, 0)
+    encoded: dict[str, bytes] = {}
+    for fmt in ("TIFF", "WEBP", "ICO", "PCX", "SGI", "QOI", "IM", "DDS", "JPEG2000", "EPS"):
+        if fmt in ("WEBP", "JPEG2000") and not features.check({"WEBP": "webp"}.get(fmt, "jpg_2000")):
+            missing(f"Pillow without its {fmt} codec")
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Pillow 13 deprecates writing IM
+            Image.fromarray(pixels).save(buffer, fmt)
+        encoded[fmt] = buffer.getvalue()
+    encoded["PPM P3 (ASCII)"] = b"P3\n2 1\n255\n255 0 0 0 255 0\n"
+    encoded["PGM P2 (ASCII)"] = b"P2\n2 1\n255\n7 9\n"
+    encoded["PSD grey"] = psd(np.full((1, 2, 2), 7), mode=1)
+    for fmt, data in encoded.items():
+        (tf_dir / "probe.img").write_bytes(data)
+        caplog.clear()
+        done = guest(tf_dir, "image", "0", "2", "6", "probe.img", "probe.out")
+        assert done.returncode != 0, fmt
+        assert "load_image failed with errno 1" in done.stderr, fmt
+        assert "Ghostscript" not in caplog.text, fmt
 
 
 def test_resize_follows_stb_filters() -> None:
