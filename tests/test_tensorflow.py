@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import struct
@@ -102,17 +103,43 @@ def results(directory: Path, group: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- case 1
 
 
+# Spec §2-§4's tables: import name -> number of i32 parameters; each returns one i32 errno.
+SPEC_IMPORTS = {
+    "wasmedge_tensorflow": {
+        "create_session": 3, "create_session_saved_model": 5, "delete_session": 1, "run_session": 1,
+        "get_output_tensor": 4, "get_tensor_len": 3, "get_tensor_data": 5, "append_input": 8,
+        "append_output": 3, "clear_input": 1, "clear_output": 1,
+    },
+    "wasmedge_tensorflowlite": {
+        "create_session": 3, "delete_session": 1, "run_session": 1, "get_output_tensor": 4,
+        "get_tensor_len": 3, "get_tensor_data": 5, "append_input": 5,
+    },
+    "wasmedge_image": {"load_jpg": 7, "load_png": 7, "load_image": 7},
+}  # fmt: skip
+
+
 def test_export_sets_match_the_spec() -> None:
-    assert set(WasmEdgeTensorflow.SIGNATURES) == {
-        "create_session", "create_session_saved_model", "delete_session", "run_session",
-        "get_output_tensor", "get_tensor_len", "get_tensor_data", "append_input", "append_output",
-        "clear_input", "clear_output",
-    }  # fmt: skip
-    assert set(WasmEdgeTensorflowLite.SIGNATURES) == {
-        "create_session", "delete_session", "run_session", "get_output_tensor", "get_tensor_len",
-        "get_tensor_data", "append_input",
-    }  # fmt: skip
-    assert set(WasmEdgeImage.SIGNATURES) == {"load_jpg", "load_png", "load_image"}
+    """Case 1: the names the host defines, and each one's type as the linker holds it."""
+    engine = wasmtime.Engine()
+    linker, store = wasmtime.Linker(engine), wasmtime.Store(engine)
+    modules = [
+        WasmEdgeTensorflow(lambda _: None),
+        WasmEdgeTensorflowLite(lambda _: None),
+        WasmEdgeImage(lambda _: None),
+    ]
+    for plugin in modules:
+        plugin.define(linker)
+    assert {plugin.NAME: set(plugin.SIGNATURES) for plugin in modules} == {
+        module: set(names) for module, names in SPEC_IMPORTS.items()
+    }
+    for module, names in SPEC_IMPORTS.items():
+        for name, arity in names.items():
+            defined = linker.get(store, module, name)
+            assert isinstance(defined, wasmtime.Func), (module, name)
+            func_type = defined.type(store)
+            params = [str(param) for param in func_type.params]
+            results = [str(result) for result in func_type.results]
+            assert (params, results) == (["i32"] * arity, ["i32"]), (module, name)
 
 
 def plugin_wat(*, memory_pages: int | None) -> str:
@@ -416,17 +443,108 @@ def test_resize_follows_stb_filters() -> None:
     assert stb_image.resize(step, 16, 1).min() < 0
 
 
+# An independent reference for spec §4.4 (WasmEdge 0.15+: stb_image_resize2's default filters,
+# not 0.13-0.14's align-corners bilinear): a dense weight matrix per axis in float64, the
+# kernels from the general Mitchell-Netravali (B, C) cubic, every tap visited one by one.
+CATMULL_ROM = (0.0, 0.5)
+MITCHELL = (1 / 3, 1 / 3)
+
+
+def bc_cubic(x: float, b: float, c: float) -> float:
+    x = abs(x)
+    if x < 1:
+        return ((12 - 9 * b - 6 * c) * x**3 + (-18 + 12 * b + 6 * c) * x**2 + (6 - 2 * b)) / 6
+    if x < 2:
+        return ((-b - 6 * c) * x**3 + (6 * b + 30 * c) * x**2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6
+    return 0.0
+
+
+def reference_weights(n_in: int, n_out: int, *, swap_kernels: bool = False) -> np.ndarray:
+    """Row i: the weights of output pixel i over the input pixels (edge taps clamped)."""
+    scale = n_out / n_in
+    weights = np.zeros((n_out, n_in))
+    if scale == 1:
+        return np.eye(n_in)
+    upsampling = (scale > 1) != swap_kernels
+    b, c = CATMULL_ROM if upsampling else MITCHELL
+    stretch = 1.0 if scale > 1 else scale  # downsampling widens the kernel to 2/scale pixels
+    for i in range(n_out):
+        centre = (i + 0.5) / scale
+        reach = 2 / stretch
+        for j in range(math.floor(centre - reach) - 1, math.ceil(centre + reach) + 2):
+            weights[i, min(max(j, 0), n_in - 1)] += bc_cubic((j + 0.5 - centre) * stretch, b, c)
+        weights[i] /= weights[i].sum()
+    return weights
+
+
+def reference_resize(
+    pixels: np.ndarray, width: int, height: int, *, swap_kernels: bool = False
+) -> np.ndarray:
+    rows = reference_weights(pixels.shape[0], height, swap_kernels=swap_kernels)
+    columns = reference_weights(pixels.shape[1], width, swap_kernels=swap_kernels)
+    planes = pixels.astype(np.float64).transpose(2, 0, 1)
+    return np.stack([rows @ plane @ columns.T for plane in planes], axis=2)
+
+
+def reference_u8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
+
+
+def test_reference_kernels_are_the_spec_formulas() -> None:
+    """The (B, C) cubic is Catmull-Rom (Keys a = -0.5) and Mitchell-Netravali at the spec's
+    parameters; spot values from their closed forms."""
+    assert bc_cubic(0, *CATMULL_ROM) == 1 and bc_cubic(1, *CATMULL_ROM) == 0
+    assert bc_cubic(0.5, *CATMULL_ROM) == pytest.approx(0.5625)  # 1.5 x^3 - 2.5 x^2 + 1
+    assert bc_cubic(1.5, *CATMULL_ROM) == pytest.approx(-0.0625)  # -0.5 x^3 + 2.5 x^2 - 4 x + 2
+    assert bc_cubic(0, *MITCHELL) == pytest.approx(8 / 9) and bc_cubic(1, *MITCHELL) == pytest.approx(1 / 18)
+    assert bc_cubic(2, *MITCHELL) == 0
+
+
+def patterned(width: int, height: int) -> np.ndarray:
+    """Edges, a ramp and ripples: every kernel leaves its own trace on these."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    red = x * 255 / (width - 1)
+    green = np.where((x // 8 + y // 8) % 2 == 0, 0.0, 255.0)
+    blue = 127.5 + 127.5 * np.sin(x / 3.0 + y / 5.0)
+    return np.stack([red, green, blue], axis=2).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 427), (160, 427), (60, 50)])
+def test_resize_matches_an_independent_stb_reference(tf_dir: Path, width: int, height: int) -> None:
+    """640x427 -> 224x224 is mobilenet's path (Mitchell both ways); 160x427 upsamples x
+    (Catmull-Rom) and downsamples y; 60x50 upsamples both. PNG input, so the decode is exact."""
+    from PIL import Image
+
+    pixels = patterned(width, height)
+    image = png(Image.fromarray(pixels))
+    reference = reference_resize(pixels, 224, 224)
+    got = load_via_guest(tf_dir, image, 0, 224, 224).astype(np.int64)
+    assert np.abs(got - reference_u8(reference)).max() <= 1
+    # The comparison tells the kernels apart: the other kernel on each axis is far off.
+    swapped = reference_u8(reference_resize(pixels, 224, 224, swap_kernels=True))
+    assert np.abs(got - swapped).max() > 8
+    floats = load_via_guest(tf_dir, image, 2, 224, 224)
+    linear = (pixels.astype(np.float64) / 255) ** 2.2
+    assert floats == pytest.approx(reference_resize(linear, 224, 224), abs=1e-5)
+
+
 # --------------------------------------------------------------------------- the examples' sequences
 
 
 def test_mobilenet_sequence_matches_native(tf_dir: Path) -> None:
+    from PIL import Image
+
     import tf_models
 
     shutil.copy(shared_file(*MOBILENET_IMAGE), tf_dir / "input.jpg")
     done = guest(tf_dir, "mobilenet", "mobilenet_tiny.pb", "input.jpg")
     assert done.returncode == 0, done.stderr
     pixels = np.fromfile(tf_dir / "image.bin", dtype=np.float32).reshape(1, 224, 224, 3)
-    assert 0 < pixels.mean() < 1  # f32 RGB with stb's gamma
+    # load_jpg type 2 = RGB32F: stb's (v/255)^2.2, then the default filters (same JPEG decoder).
+    with Image.open(tf_dir / "input.jpg") as jpeg:
+        decoded = np.asarray(jpeg.convert("RGB"))
+    linear = (decoded.astype(np.float64) / 255) ** 2.2
+    assert pixels[0] == pytest.approx(reference_resize(linear, 224, 224), abs=1e-5)
     model = (tf_dir / "mobilenet_tiny.pb").read_bytes()
     (native,) = tf_models.run_graph(model, {"input:0": pixels}, [tf_models.MOBILENET_OUTPUT + ":0"])
     assert (tf_dir / "out.bin").read_bytes() == native.tobytes()
