@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ import numpy as np
 import pytest
 import wasmtime
 
-from conftest import REPO, guest_wasm, require_module, shared_file
+from conftest import REPO, guest_wasm, missing, require_module, shared_file
 from wasinn import Runtime
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.wasmedge_image import WasmEdgeImage
@@ -42,14 +45,21 @@ def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import tf_models
 
-    directory = tmp_path_factory.mktemp("tf")
+    root = tmp_path_factory.mktemp("tf")
+    directory = root / "guest"
+    directory.mkdir()
     (directory / "mtcnn_tiny.pb").write_bytes(tf_models.mtcnn_tiny())
     (directory / "mobilenet_tiny.pb").write_bytes(tf_models.mobilenet_tiny())
+    (directory / "strings_tiny.pb").write_bytes(tf_models.string_feed())
     tf_models.saved_model(directory / "saved_model")
+    # A real SavedModel outside the mapping, named three ways: only the sandbox refuses them.
+    outside = root / "outside_model"
+    shutil.copytree(directory / "saved_model", outside)
+    (directory / "outside.txt").write_text(str(outside))
+    os.symlink(outside, directory / "escape")
     Image.new("RGB", (30, 30), (255, 0, 0)).save(directory / "red.jpg")
     Image.new("RGBA", (30, 30), (255, 0, 0, 255)).save(directory / "red.png")
     (directory / "random.bin").write_bytes(np.random.RandomState(1).bytes(100))
-    os.symlink(directory.parent, directory / "escape")  # leads outside the --dir mapping
     return directory
 
 
@@ -60,11 +70,14 @@ class Run:
     stderr: str
 
 
-def in_process(wasm: Path, directory: Path, *args: str, preload: Sequence[str] = ()) -> Run:
-    """``wasinn run --dir .:DIRECTORY`` in this process, which has imported TensorFlow once
-    already: a subprocess per run would import it again (5–10 s each)."""
+def in_process(
+    wasm: Path, directory: Path, *args: str, preload: Sequence[str] = (), dirs: Sequence[str] = ()
+) -> Run:
+    """``wasinn run --dir .:DIRECTORY [--dir DIRS]`` in this process, which has imported
+    TensorFlow once already: a subprocess per run would import it again (5–10 s each)."""
     out, err = directory / ".guest-stdout", directory / ".guest-stderr"
-    runtime = Runtime(dirs=[f".:{directory}"], preload=list(preload), stdout=out, stderr=err)
+    mappings = [f".:{directory}", *dirs]
+    runtime = Runtime(dirs=mappings, preload=list(preload), stdout=out, stderr=err)
     trap = ""
     try:
         code = runtime.run(wasm, list(args))
@@ -90,17 +103,43 @@ def results(directory: Path, group: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- case 1
 
 
+# Spec §2-§4's tables: import name -> number of i32 parameters; each returns one i32 errno.
+SPEC_IMPORTS = {
+    "wasmedge_tensorflow": {
+        "create_session": 3, "create_session_saved_model": 5, "delete_session": 1, "run_session": 1,
+        "get_output_tensor": 4, "get_tensor_len": 3, "get_tensor_data": 5, "append_input": 8,
+        "append_output": 3, "clear_input": 1, "clear_output": 1,
+    },
+    "wasmedge_tensorflowlite": {
+        "create_session": 3, "delete_session": 1, "run_session": 1, "get_output_tensor": 4,
+        "get_tensor_len": 3, "get_tensor_data": 5, "append_input": 5,
+    },
+    "wasmedge_image": {"load_jpg": 7, "load_png": 7, "load_image": 7},
+}  # fmt: skip
+
+
 def test_export_sets_match_the_spec() -> None:
-    assert set(WasmEdgeTensorflow.SIGNATURES) == {
-        "create_session", "create_session_saved_model", "delete_session", "run_session",
-        "get_output_tensor", "get_tensor_len", "get_tensor_data", "append_input", "append_output",
-        "clear_input", "clear_output",
-    }  # fmt: skip
-    assert set(WasmEdgeTensorflowLite.SIGNATURES) == {
-        "create_session", "delete_session", "run_session", "get_output_tensor", "get_tensor_len",
-        "get_tensor_data", "append_input",
-    }  # fmt: skip
-    assert set(WasmEdgeImage.SIGNATURES) == {"load_jpg", "load_png", "load_image"}
+    """Case 1: the names the host defines, and each one's type as the linker holds it."""
+    engine = wasmtime.Engine()
+    linker, store = wasmtime.Linker(engine), wasmtime.Store(engine)
+    modules = [
+        WasmEdgeTensorflow(lambda _: None),
+        WasmEdgeTensorflowLite(lambda _: None),
+        WasmEdgeImage(lambda _: None),
+    ]
+    for plugin in modules:
+        plugin.define(linker)
+    assert {plugin.NAME: set(plugin.SIGNATURES) for plugin in modules} == {
+        module: set(names) for module, names in SPEC_IMPORTS.items()
+    }
+    for module, names in SPEC_IMPORTS.items():
+        for name, arity in names.items():
+            defined = linker.get(store, module, name)
+            assert isinstance(defined, wasmtime.Func), (module, name)
+            func_type = defined.type(store)
+            params = [str(param) for param in func_type.params]
+            results = [str(result) for result in func_type.results]
+            assert (params, results) == (["i32"] * arity, ["i32"]), (module, name)
 
 
 def plugin_wat(*, memory_pages: int | None) -> str:
@@ -187,7 +226,7 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
     expected = {
         "c3.garbage": "1", "c3.untouched": "77", "c2.first": "0", "c2.first_id": "0",
         "c2.second": "0", "c2.second_id": "1", "c6.delete": "0", "c6.create": "0", "c6.reused_id": "0",
-        "c4.empty": "0", "c4.append_output": "1", "c5.model_oob": "3", "c5.out_oob": "3",
+        "c4.empty": "0", "c4.append_output": "1", "c5.model_oob": "3", "c5.out_oob": "3", "c5.next_id": "3",
         "c7.delete_999": "0", "c7.delete_once": "0", "c7.delete_twice": "0", "c7.run": "1",
         "c7.clear_input": "1", "c7.clear_output": "1",
         "c8.input_missing_op": "1", "c8.output_missing_op": "1",
@@ -205,6 +244,7 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
         "c18.append_i32": "0", "c18.run": "4", "c18.len": "0",
         "c15.short": "4", "c15.long": "0", "c16.scalar": "0",
         "x.negative_dim": "1", "x.string_dtype": "1",
+        "x.string_feed_append": "0", "x.string_feed_output": "0", "x.string_feed_run": "4",
         "c14.run": "0", "c14.len": "0", "c14.len_value": "4004", "c14.data8": "0", "c14.written8": "8",
         "c14.data5000": "0", "c14.written5000": "4004", "c14.tail_untouched": "1", "c14.data0": "0",
         "c14.written0": "0", "c14.data_oob": "3",
@@ -221,19 +261,26 @@ def test_tensorflow_conformance(tf_dir: Path) -> None:
         "factor:0": np.float32(0.5),
     }
 
-    def native(fetch: str, min_size: float) -> float:
-        return float(
-            tf_models.run_graph(model, {**feeds, "min_size:0": np.float32(min_size)}, [fetch])[0].flat[0]
-        )
+    def native(fetch: str, min_size: float) -> np.ndarray:
+        (result,) = tf_models.run_graph(model, {**feeds, "min_size:0": np.float32(min_size)}, [fetch])
+        return result.reshape(-1)
 
-    assert float(got["c20.box0"]) == pytest.approx(native("box:0", 20.0), rel=1e-7)
-    assert float(got["c17.box0"]) == pytest.approx(native("box:0", 40.0), rel=1e-7)
-    assert float(got["c19.prob0"]) == pytest.approx(native("prob:0", 40.0), rel=1e-7)
+    def floats(key: str) -> np.ndarray:  # "%.9g": every f32 round-trips
+        return np.array(got[key].split(","), np.float64).astype(np.float32)
+
+    # Whole outputs, bit for bit.
+    assert floats("c20.box").tobytes() == native("box:0", 20.0).tobytes()
+    assert floats("c17.box").tobytes() == native("box:0", 40.0).tobytes()
+    assert floats("c19.prob").tobytes() == native("prob:0", 40.0).tobytes()
     assert got["c11.top1_values"] == "2,1"  # top_k's indices over thresholds (0.6, 0.7, 0.8)
 
 
 def test_tflite_conformance(tf_dir: Path) -> None:
+    import tf_models
+
+    require_module("ai_edge_litert")
     shutil.copy(shared_file(*BIRDS), tf_dir / "birds.tflite")
+    (tf_dir / "mask.tflite").write_bytes(tf_models.tflite_boolean_mask())
     got = results(tf_dir, "tflite")
     expected = {
         "c30.tf_create": "0", "c29.run": "1", "c29.delete": "0", "c24.zeros": "1", "c24.empty": "1",
@@ -242,6 +289,13 @@ def test_tflite_conformance(tf_dir: Path) -> None:
         "c25.output_name": "1", "c26.output": "0", "c26.output_id": "0", "c26.input_name": "1",
         "c28.run": "0", "c28.wrong_len": "1", "c28.exact": "0", "c28.written": "0", "c28.id_past": "1",
         "x.delete": "0", "x.after_delete": "1",
+        # x[x > 0] over 8 values: 4 bytes after allocation, 5 values after the first run,
+        # 2 after the second; the buffer must match the size now, never the old one.
+        "dyn.create": "0", "dyn.input": "0", "dyn.len_before_run": "0", "dyn.len_before_run_value": "4",
+        "dyn.run": "0", "dyn.len": "0", "dyn.len_value": "20", "dyn.data_creation_size": "1",
+        "dyn.buffer_untouched": "1", "dyn.data": "0", "dyn.values": "1,2,3,5,6",
+        "dyn.input_two": "0", "dyn.run_two": "0", "dyn.len_two": "0", "dyn.len_two_value": "8",
+        "dyn.data_stale_size": "1", "dyn.data_two": "0", "dyn.values_two": "8,9",
     }  # fmt: skip
     assert got == expected
 
@@ -307,7 +361,7 @@ def test_image_channel_rules(tf_dir: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TGA", "PPM", "PNG", "TIFF"])
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TGA", "PPM", "PNG"])
 def test_lossless_formats_decode_exactly(fmt: str) -> None:
     require_module("PIL")
     from PIL import Image
@@ -319,6 +373,58 @@ def test_lossless_formats_decode_exactly(fmt: str) -> None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, fmt)
     assert np.array_equal(stb_image.load(buffer.getvalue(), 2, 6, floats=False, bgr=False), pixels)
+
+
+def psd(planes: np.ndarray, *, mode: int = 3) -> bytes:
+    """A minimal Photoshop file (Pillow writes none): 8-bit, colour ``mode`` (3 = RGB), no
+    palette, resources or layers, then the raw (uncompressed) composite, one plane a channel."""
+    channels, height, width = planes.shape
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, channels, height, width, 8, mode)
+    empty_sections = struct.pack(">III", 0, 0, 0)  # colour mode data, resources, layers and masks
+    return header + empty_sections + struct.pack(">H", 0) + planes.astype(np.uint8).tobytes()
+
+
+def test_psd_composite_decodes(tf_dir: Path) -> None:
+    rgb = np.random.RandomState(8).randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    assert np.array_equal(load_via_guest(tf_dir, psd(rgb.transpose(2, 0, 1)), 0, 7, 5), rgb)
+    # A fourth channel is alpha, and stb un-blends the colour from Photoshop's white matte
+    # for 0 < alpha < 255: (uint8)(c / a + 255 (1 - 1/a)), a = alpha/255, in f32.
+    colour = np.array([[[200, 150, 255], [10, 20, 30], [230, 240, 250]]], np.uint8)
+    alpha = np.array([[[128], [0], [255]]], np.uint8)
+    planes = np.concatenate([colour, alpha], axis=2).transpose(2, 0, 1)
+    a = np.float32(128) / np.float32(255)
+    ra = np.float32(1) / a
+    first = (colour[0, 0].astype(np.float32) * ra + np.float32(255) * (np.float32(1) - ra)).astype(np.uint8)
+    expected = [first.tolist(), [10, 20, 30], [230, 240, 250]]
+    assert first.tolist() == [145, 45, 255]
+    assert load_via_guest(tf_dir, psd(planes), 0, 3, 1)[0].tolist() == expected
+
+
+def test_formats_stb_does_not_read_are_refused(tf_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Spec §4.3's formats only: whatever else Pillow reads is errno 1, and EPS never reaches
+    Ghostscript."""
+    from PIL import Image, features
+
+    pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [9, 99, 199]]], np.uint8).repeat(3, 0)
+    encoded: dict[str, bytes] = {}
+    for fmt in ("TIFF", "WEBP", "ICO", "PCX", "SGI", "QOI", "IM", "DDS", "JPEG2000", "EPS"):
+        if fmt in ("WEBP", "JPEG2000") and not features.check({"WEBP": "webp"}.get(fmt, "jpg_2000")):
+            missing(f"Pillow without its {fmt} codec")
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Pillow 13 deprecates writing IM
+            Image.fromarray(pixels).save(buffer, fmt)
+        encoded[fmt] = buffer.getvalue()
+    encoded["PPM P3 (ASCII)"] = b"P3\n2 1\n255\n255 0 0 0 255 0\n"
+    encoded["PGM P2 (ASCII)"] = b"P2\n2 1\n255\n7 9\n"
+    encoded["PSD grey"] = psd(np.full((1, 2, 2), 7), mode=1)
+    for fmt, data in encoded.items():
+        (tf_dir / "probe.img").write_bytes(data)
+        caplog.clear()
+        done = guest(tf_dir, "image", "0", "2", "6", "probe.img", "probe.out")
+        assert done.returncode != 0, fmt
+        assert "load_image failed with errno 1" in done.stderr, fmt
+        assert "Ghostscript" not in caplog.text, fmt
 
 
 def test_resize_follows_stb_filters() -> None:
@@ -337,17 +443,108 @@ def test_resize_follows_stb_filters() -> None:
     assert stb_image.resize(step, 16, 1).min() < 0
 
 
+# An independent reference for spec §4.4 (WasmEdge 0.15+: stb_image_resize2's default filters,
+# not 0.13-0.14's align-corners bilinear): a dense weight matrix per axis in float64, the
+# kernels from the general Mitchell-Netravali (B, C) cubic, every tap visited one by one.
+CATMULL_ROM = (0.0, 0.5)
+MITCHELL = (1 / 3, 1 / 3)
+
+
+def bc_cubic(x: float, b: float, c: float) -> float:
+    x = abs(x)
+    if x < 1:
+        return ((12 - 9 * b - 6 * c) * x**3 + (-18 + 12 * b + 6 * c) * x**2 + (6 - 2 * b)) / 6
+    if x < 2:
+        return ((-b - 6 * c) * x**3 + (6 * b + 30 * c) * x**2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6
+    return 0.0
+
+
+def reference_weights(n_in: int, n_out: int, *, swap_kernels: bool = False) -> np.ndarray:
+    """Row i: the weights of output pixel i over the input pixels (edge taps clamped)."""
+    scale = n_out / n_in
+    weights = np.zeros((n_out, n_in))
+    if scale == 1:
+        return np.eye(n_in)
+    upsampling = (scale > 1) != swap_kernels
+    b, c = CATMULL_ROM if upsampling else MITCHELL
+    stretch = 1.0 if scale > 1 else scale  # downsampling widens the kernel to 2/scale pixels
+    for i in range(n_out):
+        centre = (i + 0.5) / scale
+        reach = 2 / stretch
+        for j in range(math.floor(centre - reach) - 1, math.ceil(centre + reach) + 2):
+            weights[i, min(max(j, 0), n_in - 1)] += bc_cubic((j + 0.5 - centre) * stretch, b, c)
+        weights[i] /= weights[i].sum()
+    return weights
+
+
+def reference_resize(
+    pixels: np.ndarray, width: int, height: int, *, swap_kernels: bool = False
+) -> np.ndarray:
+    rows = reference_weights(pixels.shape[0], height, swap_kernels=swap_kernels)
+    columns = reference_weights(pixels.shape[1], width, swap_kernels=swap_kernels)
+    planes = pixels.astype(np.float64).transpose(2, 0, 1)
+    return np.stack([rows @ plane @ columns.T for plane in planes], axis=2)
+
+
+def reference_u8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
+
+
+def test_reference_kernels_are_the_spec_formulas() -> None:
+    """The (B, C) cubic is Catmull-Rom (Keys a = -0.5) and Mitchell-Netravali at the spec's
+    parameters; spot values from their closed forms."""
+    assert bc_cubic(0, *CATMULL_ROM) == 1 and bc_cubic(1, *CATMULL_ROM) == 0
+    assert bc_cubic(0.5, *CATMULL_ROM) == pytest.approx(0.5625)  # 1.5 x^3 - 2.5 x^2 + 1
+    assert bc_cubic(1.5, *CATMULL_ROM) == pytest.approx(-0.0625)  # -0.5 x^3 + 2.5 x^2 - 4 x + 2
+    assert bc_cubic(0, *MITCHELL) == pytest.approx(8 / 9) and bc_cubic(1, *MITCHELL) == pytest.approx(1 / 18)
+    assert bc_cubic(2, *MITCHELL) == 0
+
+
+def patterned(width: int, height: int) -> np.ndarray:
+    """Edges, a ramp and ripples: every kernel leaves its own trace on these."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    red = x * 255 / (width - 1)
+    green = np.where((x // 8 + y // 8) % 2 == 0, 0.0, 255.0)
+    blue = 127.5 + 127.5 * np.sin(x / 3.0 + y / 5.0)
+    return np.stack([red, green, blue], axis=2).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 427), (160, 427), (60, 50)])
+def test_resize_matches_an_independent_stb_reference(tf_dir: Path, width: int, height: int) -> None:
+    """640x427 -> 224x224 is mobilenet's path (Mitchell both ways); 160x427 upsamples x
+    (Catmull-Rom) and downsamples y; 60x50 upsamples both. PNG input, so the decode is exact."""
+    from PIL import Image
+
+    pixels = patterned(width, height)
+    image = png(Image.fromarray(pixels))
+    reference = reference_resize(pixels, 224, 224)
+    got = load_via_guest(tf_dir, image, 0, 224, 224).astype(np.int64)
+    assert np.abs(got - reference_u8(reference)).max() <= 1
+    # The comparison tells the kernels apart: the other kernel on each axis is far off.
+    swapped = reference_u8(reference_resize(pixels, 224, 224, swap_kernels=True))
+    assert np.abs(got - swapped).max() > 8
+    floats = load_via_guest(tf_dir, image, 2, 224, 224)
+    linear = (pixels.astype(np.float64) / 255) ** 2.2
+    assert floats == pytest.approx(reference_resize(linear, 224, 224), abs=1e-5)
+
+
 # --------------------------------------------------------------------------- the examples' sequences
 
 
 def test_mobilenet_sequence_matches_native(tf_dir: Path) -> None:
+    from PIL import Image
+
     import tf_models
 
     shutil.copy(shared_file(*MOBILENET_IMAGE), tf_dir / "input.jpg")
     done = guest(tf_dir, "mobilenet", "mobilenet_tiny.pb", "input.jpg")
     assert done.returncode == 0, done.stderr
     pixels = np.fromfile(tf_dir / "image.bin", dtype=np.float32).reshape(1, 224, 224, 3)
-    assert 0 < pixels.mean() < 1  # f32 RGB with stb's gamma
+    # load_jpg type 2 = RGB32F: stb's (v/255)^2.2, then the default filters (same JPEG decoder).
+    with Image.open(tf_dir / "input.jpg") as jpeg:
+        decoded = np.asarray(jpeg.convert("RGB"))
+    linear = (decoded.astype(np.float64) / 255) ** 2.2
+    assert pixels[0] == pytest.approx(reference_resize(linear, 224, 224), abs=1e-5)
     model = (tf_dir / "mobilenet_tiny.pb").read_bytes()
     (native,) = tf_models.run_graph(model, {"input:0": pixels}, [tf_models.MOBILENET_OUTPUT + ":0"])
     assert (tf_dir / "out.bin").read_bytes() == native.tobytes()
@@ -495,6 +692,23 @@ def test_wasi_nn_tensorflow_errors(tf_dir: Path, caplog: pytest.LogCaptureFixtur
 
 
 # --------------------------------------------------------------------------- paths
+
+
+def test_saved_models_refused_outside_the_mapping_load_inside_one(tf_dir: Path) -> None:
+    """The three SavedModel paths the conformance case refuses (1) name a loadable model:
+    mapped, the same model loads under each name, so only the sandbox refused them."""
+    import tf_models
+
+    root = tf_dir.parent
+    x = np.array([[0.5, 1.0, -1.5, 2.0]], np.float32)
+    x.tofile(root / "x.f32")
+    expected = tf_models.run_saved(root / "outside_model", x).tobytes()
+    for path in ("outside_model", "guest/escape", str(root / "outside_model")):
+        (root / "saved.bin").unlink(missing_ok=True)
+        args = ("saved", path, "x.f32", "4")
+        done = in_process(guest_wasm("wasmedge-tf"), root, *args, dirs=[f"{root}:{root}"])
+        assert done.returncode == 0, (path, done.stderr)
+        assert (root / "saved.bin").read_bytes() == expected, path
 
 
 def test_guest_paths_resolve_only_inside_mappings(tmp_path: Path) -> None:

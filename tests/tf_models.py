@@ -97,3 +97,32 @@ def run_saved(directory: Path, x: np.ndarray) -> np.ndarray:
     loaded = t.saved_model.load(str(directory))
     result: np.ndarray = loaded.signatures["serving_default"](x=t.constant(x))["y"].numpy()
     return result
+
+
+MASKED_WIDTH = 8
+
+
+def tflite_boolean_mask() -> bytes:
+    """TFLite: ``x`` f32[8] → ``x[x > 0]``, an output whose size only the invoke decides
+    (4 bytes, shape [1], after allocation; 4 × the positive count after a run)."""
+    t = tf()
+
+    @t.function(input_signature=[t.TensorSpec([MASKED_WIDTH], t.float32, name="x")])
+    def positive(x: Any) -> Any:
+        return t.boolean_mask(x, x > 0)
+
+    converter = t.lite.TFLiteConverter.from_concrete_functions([positive.get_concrete_function()])
+    model: bytes = converter.convert()
+    return model
+
+
+def string_feed() -> bytes:
+    """A graph fed by a string placeholder ``text`` (``length`` = its byte length): no
+    fixed-size byte form, so no guest bytes can feed it."""
+    t = tf()
+    graph = t.Graph()
+    with graph.as_default():
+        text = t.compat.v1.placeholder(t.string, [], name="text")
+        t.strings.length(text, name="length")
+    data: bytes = graph.as_graph_def().SerializeToString()
+    return data

@@ -20,22 +20,59 @@ LDR_TO_HDR_GAMMA = np.float32(2.2)  # stb's default, never changed by WasmEdge
 
 
 class DecodeError(Exception):
-    """The bytes are no image Pillow (standing in for stb_image) can read."""
+    """The bytes are no image stb_image would read (or Pillow, standing in for it, cannot)."""
+
+
+# The Pillow readers of the formats stb_image v2.30 reads (spec §4.3); Pillow names the PNM
+# family PPM. stb's PIC and Radiance HDR have no Pillow reader. Every other Pillow reader is
+# kept away from guest bytes: WasmEdge answers 1 for TIFF, WebP and the rest, and EPS would
+# start Ghostscript.
+STB_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TGA", "PSD", "PPM")
+_STB_PNM_MAGIC = (b"P5", b"P6")  # stb reads binary PGM/PPM only: not P1-P4, PAM or PFM
+_PSD_RGB_MODES = ("RGB", "RGBA")  # stb reads PSD colour mode 3 (RGB) only
 
 
 def decode_rgb8(data: bytes) -> npt.NDArray[np.uint8]:
     """H×W×3 u8 as ``stbi_load(..., 3)`` gives: grey replicated, alpha dropped (not
-    composited), 16-bit samples reduced to their high byte, GIF's first frame."""
+    composited), 16-bit samples reduced to their high byte, GIF's first frame, PSD's composite."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.seek(0)
+        # Image.open leaves every format at its first image: GIF's frame 0 and PSD's
+        # composite (Pillow counts PSD layers from 1, so seek(0) would fail there).
+        with Image.open(io.BytesIO(data), formats=STB_FORMATS) as image:
+            _check_stb_reads(image.format, image.mode, data)
             image.load()
             pixels = _to_rgb(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+    except UnidentifiedImageError:
+        raise DecodeError(
+            f"{len(data)} bytes are no {', '.join(STB_FORMATS)} image (the formats stb_image reads)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, KeyError) as err:
         raise DecodeError(f"cannot decode {len(data)} image bytes: {err}") from None
     return np.ascontiguousarray(pixels)
+
+
+def _check_stb_reads(fmt: str | None, mode: str, data: bytes) -> None:
+    """Refuse the variants of stb's formats that Pillow reads and stb does not."""
+    if fmt == "PPM" and data[:2] not in _STB_PNM_MAGIC:
+        raise DecodeError(f"stb_image reads binary PGM/PPM (P5, P6) only, not {data[:2]!r}")
+    if fmt == "PSD" and mode not in _PSD_RGB_MODES:
+        raise DecodeError(f"stb_image reads RGB PSD files only, this one is {mode}")
+
+
+def _psd_unmatte(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """stb's "remove weird white matte from PSD": colour stored blended over white is
+    un-blended, ``(uint8)(c / a + 255 (1 - 1/a))`` in f32 with a = alpha / 255, for
+    0 < alpha < 255. A colour below the matte (negative, an undefined C cast) is clamped."""
+    alpha = rgba[:, :, 3:4]
+    partial = (alpha != 0) & (alpha != 255)
+    a = np.where(partial, alpha, 255).astype(np.float32) / np.float32(255.0)  # 1: unchanged
+    ra = np.float32(1.0) / a
+    inv_a = np.float32(255.0) * (np.float32(1.0) - ra)
+    unmatted = np.clip(rgba[:, :, :3].astype(np.float32) * ra + inv_a, 0, 255)
+    out: npt.NDArray[np.uint8] = np.where(partial, unmatted.astype(np.uint8), rgba[:, :, :3])
+    return out
 
 
 def _to_rgb(image: Any) -> npt.NDArray[np.uint8]:
@@ -48,6 +85,8 @@ def _to_rgb(image: Any) -> npt.NDArray[np.uint8]:
         grey = np.asarray(image)
         grey = grey if grey.ndim == 2 else grey[:, :, 0]
         return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "RGBA" and image.format == "PSD":
+        return _psd_unmatte(np.asarray(image))
     if mode in ("RGB", "RGBA", "RGBX", "RGBa"):
         return np.asarray(image)[:, :, :3]
     # Palette (tRNS ignored), bilevel, CMYK, YCbCr …: Pillow's own conversion.

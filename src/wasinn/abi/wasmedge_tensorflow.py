@@ -296,7 +296,8 @@ class WasmEdgeTensorflowLite(_Strings):
         memory = self._mem()
         entry = self._sessions.get(session)
         self._out(memory, out_ptr, "length")
-        write_u32(memory, out_ptr, self._output(entry, tensor_id).nbytes)
+        self._output(entry, tensor_id)  # the id check
+        write_u32(memory, out_ptr, entry.output_nbytes(tensor_id))
 
     def _get_tensor_data(
         self, session: int, tensor_id: int, buf_ptr: int, buf_len: int, out_ptr: int
@@ -307,9 +308,10 @@ class WasmEdgeTensorflowLite(_Strings):
         self._out(memory, out_ptr, "bytes-written")
         info = self._output(entry, tensor_id)
         write_u32(memory, out_ptr, 0)  # WasmEdge writes 0 and leaves it 0 on success too
-        if buf_len != info.nbytes:
-            raise InvalidArgument(
-                f"tflite: output {info.name!r} is {info.nbytes} bytes, the buffer {buf_len}"
-            )
+        # The size the last invoke left, not the one at creation: a dynamic output grows.
         payload = np.ascontiguousarray(entry.output(tensor_id)).reshape(-1).view(np.uint8)
+        if buf_len != payload.size:
+            raise InvalidArgument(
+                f"tflite: output {info.name!r} is {payload.size} bytes now, the buffer {buf_len}"
+            )
         self._copy_out(memory, payload, buf_ptr, payload.size, out_ptr, 0)

@@ -177,7 +177,9 @@ class TFSession:
             raise Busy("tensorflow: two inputs feed the same tensor")
         for tensor, (_, array) in zip(feed_tensors, feeds, strict=True):
             # session.run would silently convert; the C API WasmEdge uses refuses the mismatch.
-            if array.dtype != numpy_dtype(tensor.dtype.as_datatype_enum):
+            # A string/resource/variant tensor takes no raw bytes at all: the same run failure.
+            code = tensor.dtype.as_datatype_enum
+            if code not in _FEEDABLE_CODES or array.dtype != numpy_dtype(code):
                 raise Busy(f"tensorflow: {tensor.name} is {tensor.dtype.name}, the guest fed {array.dtype}")
         key = (feed_tensors, fetch_tensors)
         try:

@@ -1,11 +1,13 @@
 """TFLite interpreters for the ``wasmedge_tensorflowlite`` host module (spec §3).
 
-Tensors are addressed by name, the model keeps its static shapes, and WasmEdge's interpreter
-options apply (2 threads, no default delegates unless ``WASINN_TFLITE_XNNPACK`` asks for them).
+Tensors are addressed by name; inputs keep the model's static shapes, while outputs of ops such
+as ``boolean_mask`` take their size at each invoke. WasmEdge's interpreter options apply (2
+threads, no default delegates unless ``WASINN_TFLITE_XNNPACK`` asks for them).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,15 @@ class LiteSession:
         if info is None:
             raise InvalidArgument(f"tflite: the model has no output tensor {name!r}")
         return info.position
+
+    def output_nbytes(self, position: int) -> int:
+        """The output's byte size now: a dynamic output (``boolean_mask``, ``Where``) is
+        resized by each invoke, so the size at creation is only right until the first one."""
+        info = self.outputs[position]
+        if not self._invoked:
+            return info.nbytes
+        shape = self.interpreter.get_output_details()[position]["shape"]
+        return math.prod(int(d) for d in shape) * info.dtype.itemsize
 
     def output(self, position: int) -> npt.NDArray[Any]:
         info = self.outputs[position]
