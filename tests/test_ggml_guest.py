@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import guest_wasm, make_probe, run_guest
-from test_ggml import N_CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
+from test_ggml import CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
 from wasinn import Runtime
 from wasinn.core import Errno
 
@@ -89,11 +89,12 @@ def test_stream_stdout_writes_the_text_to_host_stdout(tiny_model: Path, tmp_path
 
 
 def test_load_by_name_with_config_honours_ctx_size(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
-    config = json.dumps({**GREEDY, "ctx-size": 64, "ignore-eos": True, "llama3": True})
+    # ctx-size 512, twice the tiny model's trained context: only an honoured ctx-size gives it
+    config = json.dumps({**GREEDY, "ctx-size": CTX, "ignore-eos": True, "llama3": True})
     out = chat(tiny_model, tmp_path, "--config", config)
     prompt_tokens = json.loads(out["metadata_before"][0])["input_tokens"]
     assert out["rc_compute"] == ["101"]
-    assert json.loads(out["metadata_after"][0])["output_tokens"] == N_CTX - prompt_tokens + 1
+    assert json.loads(out["metadata_after"][0])["output_tokens"] == CTX - prompt_tokens + 1
 
 
 def test_model_not_found_prints_like_the_upstream_guest(tmp_path: Path) -> None:
