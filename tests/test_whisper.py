@@ -115,6 +115,22 @@ def tiny_whisper_model() -> Path:
     return tiny_whisper()
 
 
+def test_load_refuses_target_auto_which_only_preloads_may_name(tiny_whisper_model: Path) -> None:
+    """WasmEdge's load refuses AUTO (3) before the whisper plugin, which ignores the target."""
+    from wasinn.core import ModelRegistry
+    from wasinn.options import parse_preload
+
+    nn = NNSession(get_backend)
+    builders = [b"preload:" + bytes(tiny_whisper_model)]
+    auto = errno_of(lambda: nn.load(builders, GraphEncoding.WHISPER, ExecutionTarget.AUTO))
+    assert auto == Errno.INVALID_ARGUMENT
+    assert nn.load(builders, GraphEncoding.WHISPER, ExecutionTarget.CPU)
+    nn.close()
+    registry = ModelRegistry([parse_preload(f"default:Whisper:AUTO:{tiny_whisper_model}")], get_backend)
+    assert NNSession(get_backend, registry).load_by_name("default")
+    registry.close()
+
+
 def test_transcript_equals_pywhispercpp_and_formats(tiny_whisper_model: Path) -> None:
     from pywhispercpp.model import Model
 

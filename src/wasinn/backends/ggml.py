@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from wasinn.backends._common import refuse_auto_in_load
 from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler, ensure_backend, gpu_offload_supported
 from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, json_schema_grammar, parse_metadata
 from wasinn.core import (
@@ -112,6 +113,7 @@ class GgmlBackend(Backend):
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> GgmlGraph:
+        refuse_auto_in_load("ggml", target, config)
         if not builders:
             raise InvalidArgument("ggml: load needs a builder (the model or preload:<path>)")
         raw_config = builders[1] if len(builders) > 1 else _config_bytes(config)
