@@ -131,6 +131,23 @@ def test_load_refuses_target_auto_which_only_preloads_may_name(tiny_whisper_mode
     registry.close()
 
 
+def test_set_input_metadata_errors(tiny_whisper_model: Path) -> None:
+    """Spec case 47: index 1 is the config JSON, checked like the load config."""
+    nn = NNSession(get_backend)
+    graph = nn.load([b"preload:" + bytes(tiny_whisper_model)], GraphEncoding.WHISPER, ExecutionTarget.CPU)
+    context = graph.init_execution_context()
+
+    def meta(raw: bytes) -> int:
+        tensor = Tensor((len(raw),), TensorType.U8, np.frombuffer(raw, dtype=np.uint8))
+        return errno_of(lambda: context.set_input(1, tensor))
+
+    assert meta(b'{"language": "xx"}') == Errno.INVALID_ARGUMENT
+    assert meta(b'{"language": "auto"}') == 0
+    assert meta(b'{"threads": -1}') == Errno.INVALID_ARGUMENT
+    assert meta(b"nan") == Errno.INVALID_ENCODING
+    nn.close()
+
+
 def test_transcript_equals_pywhispercpp_and_formats(tiny_whisper_model: Path) -> None:
     from pywhispercpp.model import Model
 
