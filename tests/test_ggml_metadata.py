@@ -67,6 +67,8 @@ def test_wrong_type_is_errno_1(raw: bytes) -> None:
         b'{"ubatch-size": -1}',
         b'{"yarn-orig-ctx": -1}',
         b'{"threads": 2147483648}',
+        b'{"threads": 513}',
+        b'{"threads-batch": 100000}',
         b'{"n-gpu-layers": -2147483649}',
         b'{"n-parallel": 2147483648}',
         b'{"top-k": 2147483648}',

@@ -98,6 +98,9 @@ FLASH_ATTN = {"on": 1, "enabled": 1, "off": 0, "disabled": 0, "auto": -1}
 DIMRE_METHODS = ("DIMRE_METHOD_PCA", "DIMRE_METHOD_MEAN")
 CLAMPED_AT_ZERO = frozenset({"temp", "top-p", "repeat-penalty", "presence-penalty", "frequency-penalty"})
 U32, I32 = range(0, 1 << 32), range(-(1 << 31), 1 << 31)
+# ggml.h's GGML_MAX_N_THREADS; tens of thousands of threads crash the host when the OS
+# cannot create them. Zero or negative is the default thread count.
+THREADS = range(I32.start, 512 + 1)
 # The ggml types llama.cpp accepts for the KV cache (common/arg.cpp ``kv_cache_types``):
 # f32 0, f16 1, q4_0 2, q4_1 3, q5_0 6, q5_1 7, q8_0 8, iq4_nl 20, bf16 30.
 KV_CACHE_TYPES = (0, 1, 2, 3, 6, 7, 8, 20, 30)
@@ -112,11 +115,10 @@ INT_DOMAINS: Mapping[str, Collection[int]] = {
     "cache-type-k": KV_CACHE_TYPES,
     "cache-type-v": KV_CACHE_TYPES,
     **dict.fromkeys(("ctx-size", "batch-size", "ubatch-size", "yarn-orig-ctx"), U32),
+    **dict.fromkeys(("threads", "threads-batch"), THREADS),
     **dict.fromkeys(
         (
             "n-parallel",
-            "threads",
-            "threads-batch",
             "n-gpu-layers",
             "main-gpu",
             "top-k",
@@ -198,6 +200,8 @@ def parse_metadata(raw: bytes, where: str = "metadata") -> dict[str, Any]:
 
 def _describe(domain: Collection[int]) -> str:
     if isinstance(domain, range):
+        if domain.start == I32.start and domain.stop != I32.stop:
+            return f"at most {domain.stop - 1}"
         return f"{domain.start}..{domain.stop - 1}"
     return "one of " + ", ".join(map(str, domain))
 
