@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guest_wasm, make_probe, run_guest
-from test_ggml import N_CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
+from conftest import Probe, guest_wasm, make_probe, run_guest
+from test_ggml import CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
 from wasinn import Runtime
 from wasinn.core import Errno
 
@@ -89,11 +89,12 @@ def test_stream_stdout_writes_the_text_to_host_stdout(tiny_model: Path, tmp_path
 
 
 def test_load_by_name_with_config_honours_ctx_size(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
-    config = json.dumps({**GREEDY, "ctx-size": 64, "ignore-eos": True, "llama3": True})
+    # ctx-size 512, twice the tiny model's trained context: only an honoured ctx-size gives it
+    config = json.dumps({**GREEDY, "ctx-size": CTX, "ignore-eos": True, "llama3": True})
     out = chat(tiny_model, tmp_path, "--config", config)
     prompt_tokens = json.loads(out["metadata_before"][0])["input_tokens"]
     assert out["rc_compute"] == ["101"]
-    assert json.loads(out["metadata_after"][0])["output_tokens"] == N_CTX - prompt_tokens + 1
+    assert json.loads(out["metadata_after"][0])["output_tokens"] == CTX - prompt_tokens + 1
 
 
 def test_model_not_found_prints_like_the_upstream_guest(tmp_path: Path) -> None:
@@ -155,4 +156,61 @@ def test_a_guest_names_model_files_through_its_dir_mappings(tiny_model: Path, tm
         assert probe.load(GGML, [b"preload:/models/tiny.gguf"]) == Errno.SUCCESS
         for outside in (str(tiny_model), "/models/../" + tiny_model.name, "tiny.gguf"):
             assert probe.load(GGML, [b"preload:" + outside.encode()]) == Errno.MODEL_NOT_FOUND, outside
+        probe.instance.close()
+
+
+def generate(probe: Probe, graph: int, out: int = 64) -> tuple[bytes, int]:
+    """init + prompt + compute on ``graph``: the context's text and output_tokens."""
+    assert probe.call("init_execution_context", graph, out) == 0
+    ctx = probe.u32(out)
+    assert probe.call("set_input", ctx, 0, probe.tensor([len(PROMPT)], U8, PROMPT)) == 0
+    assert probe.call("compute", ctx) == 0
+    buffer, size = probe.put(bytes(512)), out + 4
+    assert probe.call("get_output", ctx, 1, buffer, 512, size) == 0
+    tokens = json.loads(probe.read(buffer, probe.u32(size)))["output_tokens"]
+    assert probe.call("get_output", ctx, 0, buffer, 512, size) == 0
+    return probe.read(buffer, probe.u32(size)), tokens
+
+
+def test_unload_twice_and_a_context_after_unload(tiny_model: Path) -> None:  # noqa: F811
+    """Spec case 35, through the wasi_ephemeral_nn imports."""
+    with Runtime(cache=False, dirs=[f"/models:{tiny_model.parent}"]) as runtime:
+        probe = make_probe(runtime)
+        out, size = 64, 72
+        model = f"preload:/models/{tiny_model.name}".encode()
+        assert probe.load(GGML, [model, b'{"temp": 0, "n-predict": 3}']) == 0
+        graph = probe.u32(probe.HANDLE)
+        text, _ = generate(probe, graph, out)
+        ctx = probe.u32(out)
+        assert probe.call("unload", graph) == 0
+        assert probe.call("unload", graph) == Errno.INVALID_ARGUMENT
+        assert probe.call("init_execution_context", graph, out) == Errno.INVALID_ARGUMENT
+        buffer = probe.put(bytes(512))
+        assert probe.call("get_output", ctx, 0, buffer, 512, size) == 0
+        assert probe.read(buffer, probe.u32(size)) == text and text
+        assert probe.call("compute", ctx) == Errno.INVALID_ARGUMENT
+        assert probe.call("finalize_execution_context", ctx) == 0
+        assert probe.call("finalize_execution_context", ctx) == Errno.INVALID_ARGUMENT
+        probe.instance.close()
+
+
+def test_a_name_loaded_again_after_unload_takes_the_new_config(tiny_model: Path) -> None:  # noqa: F811
+    """Spec cases 11 and 37: while cached, a new config is ignored (same handle); after
+    unload, load_by_name_with_config builds a new graph with it."""
+    with Runtime(cache=False, preload=[f"default:GGML:AUTO:{tiny_model}"]) as runtime:
+        probe = make_probe(runtime)
+        name = probe.string("default")
+
+        def load(config: str) -> int:
+            assert probe.call("load_by_name_with_config", *name, *probe.string(config), 64) == 0
+            return probe.u32(64)
+
+        first = load('{"temp": 0, "n-predict": 2}')
+        assert generate(probe, first)[1] == 2
+        assert load('{"temp": 0, "n-predict": 5}') == first
+        assert generate(probe, first)[1] == 2
+        assert probe.call("unload", first) == 0
+        second = load('{"temp": 0, "n-predict": 5}')
+        assert second != first
+        assert generate(probe, second)[1] == 5
         probe.instance.close()

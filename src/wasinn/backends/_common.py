@@ -7,13 +7,23 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.core import InvalidArgument, Tensor, TensorType, format_dims
+from wasinn.core import ExecutionTarget, InvalidArgument, ModelConfig, Tensor, TensorType, format_dims
 
 
 def check_builder_count(backend: str, builders: Sequence[bytes], expected: int, what: str) -> None:
     if len(builders) != expected:
         raise InvalidArgument(
             f"{backend}: load needs exactly {expected} builder(s) ({what}), got {len(builders)}"
+        )
+
+
+def refuse_auto_in_load(backend: str, target: ExecutionTarget, config: ModelConfig | None) -> None:
+    """WasmEdge's GGML and whisper plugins ignore the target, but its ``load`` refuses AUTO (3)
+    before any plugin sees it; AUTO works only through ``--nn-preload`` (ggml-backend spec §1).
+    A guest's ``load`` reaches the backend without a config; a preloaded model always has one."""
+    if target is ExecutionTarget.AUTO and config is None:
+        raise InvalidArgument(
+            f"{backend}: load takes target cpu, gpu or tpu; auto is for --nn-preload models only"
         )
 
 

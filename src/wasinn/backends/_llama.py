@@ -112,7 +112,7 @@ class LlamaModel:
 
 
 class LlamaContext:
-    """One ``llama_context`` plus a token batch of ``batch-size`` slots."""
+    """One ``llama_context`` plus a token batch of min(``batch-size``, n_ctx) slots."""
 
     def __init__(self, model: LlamaModel, settings: Mapping[str, Any]) -> None:
         self.model = model
@@ -123,11 +123,8 @@ class LlamaContext:
             raise InvalidArgument(
                 f"ggml: batch-size must be >= 1 and ubatch-size >= 0, got {n_batch}, {n_ubatch}"
             )
-        ctx_size = int(settings.get("ctx-size", 0))
-        if ctx_size < 0:
-            raise InvalidArgument(f"ggml: ctx-size must be >= 0, got {ctx_size}")
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = ctx_size
+        params.n_ctx = int(settings.get("ctx-size", 0))
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch
         params.n_seq_max = max(int(settings.get("n-parallel", 1)), 1)
@@ -163,13 +160,23 @@ class LlamaContext:
             raise InvalidArgument("ggml: llama.cpp cannot create a context with these settings")
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
+        self.n_ubatch = int(llama_cpp.llama_n_ubatch(self.ctx))
+        # llama.cpp aborts the process when a non-causal batch (BERT-like models, or
+        # attention-type 1) has more tokens than n_ubatch; callers refuse such prompts.
+        self.causal = bool(llama_cpp.llama_get_causal_attn(self.ctx))
         self.pooling = int(llama_cpp.llama_pooling_type(self.ctx))
+        self.batch_size = n_batch
         self._batch_capacity = 0
         self._batch: Any = None
         self.resize_batch(n_batch)
-        self._aborted = False
 
-    def resize_batch(self, slots: int) -> None:
+    def resize_batch(self, batch_size: int) -> None:
+        """Keep ``batch_size`` (an embedding prompt longer than it is errno 102, spec §7), but
+        allocate at most n_ctx slots: ``llama_batch_init`` allocates every slot up front (a
+        batch-size of 4e9 crashes it), and no decode needs more, since prompts longer than
+        n_ctx − 4 tokens are refused before any decode."""
+        self.batch_size = batch_size
+        slots = min(batch_size, self.n_ctx)
         if slots == self._batch_capacity:
             return
         if self._batch is not None:

@@ -16,12 +16,14 @@ import os
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from wasinn.backends._common import refuse_auto_in_load
 from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler, ensure_backend, gpu_offload_supported
 from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, json_schema_grammar, parse_metadata
 from wasinn.core import (
@@ -111,6 +113,7 @@ class GgmlBackend(Backend):
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> GgmlGraph:
+        refuse_auto_in_load("ggml", target, config)
         if not builders:
             raise InvalidArgument("ggml: load needs a builder (the model or preload:<path>)")
         raw_config = builders[1] if len(builders) > 1 else _config_bytes(config)
@@ -149,6 +152,9 @@ class GgmlGraph(BackendGraph):
         self.lock = threading.RLock()
         self.model: LlamaModel | None = None
         self.context: LlamaContext | None = None
+        # The graph's live execution contexts: their samplers (a grammar sampler keeps the
+        # model's vocabulary) must go before the model is freed.
+        self._contexts: weakref.WeakSet[GgmlContext] = weakref.WeakSet()
         ensure_backend(bool(settings.get("enable-log") or settings.get("enable-debug-log")))
         self.model = LlamaModel(path, settings)
         try:
@@ -160,16 +166,26 @@ class GgmlGraph(BackendGraph):
     def init_execution_context(self) -> GgmlContext:
         if self.invalid:
             raise InvalidArgument("ggml: the graph is invalid after a failed metadata reload")
-        return GgmlContext(self)
+        with self.lock:
+            context = GgmlContext(self)
+            self._contexts.add(context)
+        return context
 
     # -- rebuilding after set_input(1) (spec §3.4)
 
     def reload_model(self) -> None:
+        self.free_model()
+        self.model = LlamaModel(self.path, self.settings)
+
+    def free_model(self) -> None:
+        """Free the llama context, then every context's sampler (each rebuilds its own at its
+        next compute), then the model they all point into."""
         self.drop_context()
+        for context in list(self._contexts):
+            context.drop_sampler()
         if self.model is not None:
             self.model.close()
             self.model = None
-        self.model = LlamaModel(self.path, self.settings)
 
     def rebuild_context(self) -> None:
         self.drop_context()
@@ -188,10 +204,7 @@ class GgmlGraph(BackendGraph):
         return self.model, self.context
 
     def close(self) -> None:
-        self.drop_context()
-        if self.model is not None:
-            self.model.close()
-            self.model = None
+        self.free_model()
         if self._owned:
             self._owned = False
             with contextlib.suppress(OSError):
@@ -229,13 +242,18 @@ class GgmlContext(BackendContext):
 
     # -- helpers
 
-    def _rebuild_sampler(self) -> None:
+    def _rebuild_sampler(self) -> Sampler:
         model, _ = self.graph.ready()
         settings = self.graph.settings
         new = Sampler(model, settings, settings.get("grammar"))
         if self.sampler is not None:
             self.sampler.close()
         self.sampler = new
+        return new
+
+    def _current_sampler(self) -> Sampler:
+        """This context's sampler, rebuilt if a model reload by another context dropped it."""
+        return self.sampler if self.sampler is not None else self._rebuild_sampler()
 
     def _reset_generation(self) -> None:
         self._pending = None
@@ -288,7 +306,6 @@ class GgmlContext(BackendContext):
 
         try:
             if changed("n-gpu-layers") or graph.model is None:
-                self._drop_sampler()
                 graph.reload_model()
             if changed("embedding") or graph.context is None:
                 graph.rebuild_context()
@@ -302,7 +319,7 @@ class GgmlContext(BackendContext):
         if changed("batch-size") and graph.context is not None:
             graph.context.resize_batch(int(graph.settings["batch-size"]))
 
-    def _drop_sampler(self) -> None:
+    def drop_sampler(self) -> None:
         if self.sampler is not None:
             self.sampler.close()
             self.sampler = None
@@ -320,7 +337,7 @@ class GgmlContext(BackendContext):
             self._embed(context)
             return
         self._evaluate_prompt(context)
-        assert self.sampler is not None
+        sampler = self._current_sampler()
         limit = int(self.settings.get("n-predict", -1))
         stream = bool(self.settings.get("stream-stdout", False))
         reverse = str(self.settings.get("reverse-prompt", "")).encode()
@@ -329,7 +346,7 @@ class GgmlContext(BackendContext):
         while limit < 0 or produced < limit:
             if self._cancelled:
                 raise BackendError("ggml: generation cancelled")
-            token = self.sampler.sample(context)
+            token = sampler.sample(context)
             piece = self._append(model, token)
             produced += 1
             if stream:
@@ -341,7 +358,7 @@ class GgmlContext(BackendContext):
                 return
             self._advance(context, token)
 
-    def _evaluate_prompt(self, context: LlamaContext) -> None:
+    def _check_prompt(self, context: LlamaContext) -> None:
         if not self.prompt:
             raise InvalidArgument("ggml: compute needs a prompt: call set_input(ctx, 0, text) first")
         limit = context.n_ctx - PROMPT_MARGIN
@@ -349,6 +366,14 @@ class GgmlContext(BackendContext):
             raise prompt_too_long(
                 len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx} − 4)"
             )
+        if not context.causal and len(self.prompt) > context.n_ubatch:
+            # llama.cpp asserts (aborting the host) on a non-causal batch over n_ubatch tokens
+            raise prompt_too_long(
+                len(self.prompt), context.n_ubatch, "of ubatch-size that non-causal attention allows"
+            )
+
+    def _evaluate_prompt(self, context: LlamaContext) -> None:
+        self._check_prompt(context)
         context.decode(self.prompt, 0)
         self.position = len(self.prompt)
 
@@ -366,15 +391,9 @@ class GgmlContext(BackendContext):
         self.position += 1
 
     def _embed(self, context: LlamaContext) -> None:
-        if len(self.prompt) > context.batch_capacity:
-            raise prompt_too_long(len(self.prompt), context.batch_capacity, "of batch-size in embedding mode")
-        if not self.prompt:
-            raise InvalidArgument("ggml: compute needs a prompt: call set_input(ctx, 0, text) first")
-        limit = context.n_ctx - PROMPT_MARGIN
-        if len(self.prompt) > limit:
-            raise prompt_too_long(
-                len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx} − 4)"
-            )
+        if len(self.prompt) > context.batch_size:
+            raise prompt_too_long(len(self.prompt), context.batch_size, "of batch-size in embedding mode")
+        self._check_prompt(context)
         context.decode(self.prompt, 0, all_outputs=True)
         self.output = bytearray(embedding_json(context.embedding_vector()))
 
@@ -404,8 +423,7 @@ class GgmlContext(BackendContext):
                 token, self._pending = self._pending, None
                 context.decode_one(token, self.position)
                 self.position += 1
-            assert self.sampler is not None
-            token = self.sampler.sample(context)
+            token = self._current_sampler().sample(context)
             self._append(model, token)
             if not self.graph.settings.get("ignore-eos", False) and model.is_eog(token):
                 raise end_of_sequence()
@@ -436,4 +454,4 @@ class GgmlContext(BackendContext):
         return self._get_output(index)
 
     def _release(self) -> None:
-        self._drop_sampler()
+        self.drop_sampler()

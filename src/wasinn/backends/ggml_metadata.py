@@ -9,7 +9,7 @@ of the wrong type → errno 1. It imports no framework.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from wasinn.core import InvalidArgument, InvalidEncoding
@@ -97,6 +97,37 @@ SPLIT_MODES = ("none", "layer", "row")
 FLASH_ATTN = {"on": 1, "enabled": 1, "off": 0, "disabled": 0, "auto": -1}
 DIMRE_METHODS = ("DIMRE_METHOD_PCA", "DIMRE_METHOD_MEAN")
 CLAMPED_AT_ZERO = frozenset({"temp", "top-p", "repeat-penalty", "presence-penalty", "frequency-penalty"})
+U32, I32 = range(0, 1 << 32), range(-(1 << 31), 1 << 31)
+# ggml.h's GGML_MAX_N_THREADS; tens of thousands of threads crash the host when the OS
+# cannot create them. Zero or negative is the default thread count.
+THREADS = range(I32.start, 512 + 1)
+# The ggml types llama.cpp accepts for the KV cache (common/arg.cpp ``kv_cache_types``):
+# f32 0, f16 1, q4_0 2, q4_1 3, q5_0 6, q5_1 7, q8_0 8, iq4_nl 20, bf16 30.
+KV_CACHE_TYPES = (0, 1, 2, 3, 6, 7, 8, 20, 30)
+# Integer keys that reach llama.cpp as C integers or enums. Outside these values ctypes would
+# silently truncate them, or llama.cpp would abort the host process on an unknown enum value
+# (GGML_ABORT/GGML_ASSERT); WasmEdge crashes there, wasinn answers errno 1. The enum ranges
+# are llama.h's (llama_pooling_type, llama_attention_type, llama_rope_scaling_type).
+INT_DOMAINS: Mapping[str, Collection[int]] = {
+    "pooling-type": range(-1, 5),
+    "attention-type": range(-1, 2),
+    "rope-scaling-type": range(-1, 4),
+    "cache-type-k": KV_CACHE_TYPES,
+    "cache-type-v": KV_CACHE_TYPES,
+    **dict.fromkeys(("ctx-size", "batch-size", "ubatch-size", "yarn-orig-ctx"), U32),
+    **dict.fromkeys(("threads", "threads-batch"), THREADS),
+    **dict.fromkeys(
+        (
+            "n-parallel",
+            "n-gpu-layers",
+            "main-gpu",
+            "top-k",
+            "last-n-penalty",
+            "dry-last-n-penalty",
+        ),
+        I32,
+    ),
+}
 
 
 def _is_int(value: Any) -> bool:
@@ -167,10 +198,21 @@ def parse_metadata(raw: bytes, where: str = "metadata") -> dict[str, Any]:
     return settings
 
 
+def _describe(domain: Collection[int]) -> str:
+    if isinstance(domain, range):
+        if domain.start == I32.start and domain.stop != I32.stop:
+            return f"at most {domain.stop - 1}"
+        return f"{domain.start}..{domain.stop - 1}"
+    return "one of " + ", ".join(map(str, domain))
+
+
 def _normalise(key: str, value: Any, where: str) -> Any:
     if key in FLOAT_KEYS:
         value = float(value)
         return max(value, 0.0) if key in CLAMPED_AT_ZERO else value
+    domain = INT_DOMAINS.get(key)
+    if domain is not None and value not in domain:
+        raise InvalidArgument(f"ggml: {where} {key} must be {_describe(domain)}, got {value}")
     if key == "seed":
         return value & 0xFFFFFFFF  # WasmEdge stores the int64 into a uint32
     if key == "split-mode" and value not in SPLIT_MODES:

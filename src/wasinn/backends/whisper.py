@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from wasinn.backends._common import refuse_auto_in_load
 from wasinn.backends.whisper_audio import (
     WHISPER_DEFAULTS,
     check_whisper_model,
@@ -82,6 +83,7 @@ class WhisperBackend(Backend):
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> WhisperGraph:
+        refuse_auto_in_load("whisper", target, config)
         if not builders:
             raise InvalidArgument("whisper: load needs a builder (the ggml whisper model)")
         raw = builders[1] if len(builders) > 1 else getattr(config, "raw", None)

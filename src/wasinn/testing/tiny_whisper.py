@@ -86,8 +86,9 @@ def write_tiny_whisper(
         out.write(np.abs(rng.standard_normal(N_MELS * N_FFT)).astype("<f4").tobytes())
         out.write(struct.pack("<i", BASE_VOCAB))
         for token in range(BASE_VOCAB):
-            # whisper.cpp looks " " up by text (suppress_blank); 220 is its GPT-2 id
-            word = b" " if token == 220 else f"w{token}".encode()
+            # whisper.cpp looks " " up by text (suppress_blank); 220 is its GPT-2 id. Words start
+            # with a space, as GPT-2's do, so segment texts have whisper's leading space.
+            word = b" " if token == 220 else f" w{token}".encode()
             out.write(struct.pack("<I", len(word)) + word)
         for name, ne in _shapes(state, layers):
             raw = name.encode()
@@ -104,7 +105,7 @@ def write_tiny_whisper(
 
 def tiny_whisper() -> Path:
     """The tiny whisper model, written once into the user cache."""
-    path = user_cache_dir() / "testing" / "tiny-whisper-v4.bin"
+    path = user_cache_dir() / "testing" / "tiny-whisper-v5.bin"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_tiny_whisper(path)
