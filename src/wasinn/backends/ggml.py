@@ -226,6 +226,8 @@ def _serialised(hook: Hook) -> Hook:
 
 
 class GgmlContext(BackendContext):
+    settings_inputs = frozenset({1})  # the metadata JSON (spec §3.4)
+
     def __init__(self, graph: GgmlGraph) -> None:
         self.graph = graph
         self.settings = {key: value for key, value in graph.settings.items() if key in PER_CONTEXT_KEYS}

@@ -136,6 +136,8 @@ class WhisperGraph(BackendGraph):
 
 
 class WhisperContext(BackendContext):
+    settings_inputs = frozenset({1})  # the metadata JSON (spec §3.4)
+
     def __init__(self, graph: WhisperGraph) -> None:
         self.graph = graph
         self.settings = dict(graph.settings)

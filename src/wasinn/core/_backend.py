@@ -110,6 +110,9 @@ class BackendContext(ABC):
     # What get_output answers before any successful compute, where the backend has no
     # better answer (override ``_output_before_compute`` for one).
     output_before_compute_errno: ClassVar[Errno] = Lifecycle.OUTPUT_BEFORE_COMPUTE.errno
+    # Inputs that are settings rather than data (GGML's and whisper's metadata at index 1):
+    # what they set lasts by design, so a WIT compute need not give them again.
+    settings_inputs: ClassVar[frozenset[int]] = frozenset()
     _released: bool = False
     _computed: bool = False
 

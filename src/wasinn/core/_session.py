@@ -171,12 +171,15 @@ class ExecutionContext:
 
         Each call starts clean (WIT spec §3.3, §11 cases 19 and 21): the backends keep inputs
         between computes, as the legacy ABI needs, so every input the model has, or, where it
-        names none, every input bound before, must be bound again here; otherwise a result
-        would silently mix in an earlier call's tensor.
+        names none, every data input bound before, must be bound again here; otherwise a result
+        would silently mix in an earlier call's tensor. Settings inputs (GGML's metadata) last.
         """
         bound = {self.set_input(key, tensor) for key, tensor in inputs}
         declared = self.graph.input_names
-        required = set(range(len(declared))) if declared else self._bound
+        if declared:
+            required = set(range(len(declared)))
+        else:
+            required = self._bound - self.backend_context.settings_inputs
         missing = sorted(required - bound)
         if missing:
             shown = ", ".join(declared[i] if declared else str(i) for i in missing)
