@@ -4,11 +4,15 @@ The contract is ``shared/spec/ggml-backend.md``: builder[0] is ``preload:<path>`
 GGUF bytes, builder[1] the metadata JSON (§3); set_input index 1 is metadata and any other
 index the prompt (§4); compute generates with errno 101/102 at the spec's token arithmetic
 (§5.1); compute_single/get_output_single/fini_single stream (§5.2); get_output index 1 is
-the metadata JSON (§5.3); ``embedding: true`` switches to embeddings (§7).
+the metadata JSON (§5.3); ``embedding: true`` switches to embeddings (§7); an image (an
+inline base64 ``<img>`` tag or the ``image`` setting) goes through llama.cpp's libmtmd and
+the ``mmproj`` projector (§6).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
 import math
@@ -18,14 +22,29 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from wasinn.backends._common import refuse_auto_in_load
-from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler, ensure_backend, gpu_offload_supported
-from wasinn.backends.ggml_metadata import PER_CONTEXT_KEYS, SAMPLER_KEYS, json_schema_grammar, parse_metadata
+from wasinn.backends._llama import (
+    LlamaContext,
+    LlamaModel,
+    Sampler,
+    default_threads,
+    ensure_backend,
+    gpu_offload_supported,
+)
+from wasinn.backends._mtmd import MARKER, Chunks, VisionContext
+from wasinn.backends.ggml_metadata import (
+    FLASH_ATTN,
+    PER_CONTEXT_KEYS,
+    SAMPLER_KEYS,
+    json_schema_grammar,
+    parse_metadata,
+)
 from wasinn.core import (
     Backend,
     BackendContext,
@@ -46,7 +65,8 @@ PRELOAD_PREFIX = b"preload:"
 BUILD_NUMBER = int(os.environ.get("WASINN_LLAMA_BUILD_NUMBER", "8757"))
 COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")
 PROMPT_MARGIN = 4  # WasmEdge refuses prompts longer than n_ctx − 4 tokens
-IMAGE_TAG = b'<img src="data:image/'
+# The inline image tag (spec §6): <img src="data:image/…;base64,…">
+IMAGE_TAG, BASE64_AT, TAG_END = b'<img src="data:image/', b";base64,", b'">'
 _EMPTY = np.zeros(0, dtype=np.uint8)
 REFUSED_TYPES = frozenset({TensorType.F64, TensorType.I64, TensorType.BF16})
 
@@ -87,11 +107,8 @@ def _check_gpu_layers(settings: Mapping[str, Any]) -> None:
 
 
 def _reject_unsupported(settings: Mapping[str, Any]) -> None:
-    for key in ("mmproj", "tts"):
-        if settings.get(key):
-            raise InvalidArgument(
-                f"ggml: {key!r} is not supported by wasinn's ggml backend (docs/backends/ggml.md)"
-            )
+    if settings.get("tts"):
+        raise InvalidArgument("ggml: 'tts' is not supported by wasinn's ggml backend (docs/backends/ggml.md)")
 
 
 def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
@@ -102,6 +119,52 @@ def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
     if "json-schema" in settings:
         settings["grammar"] = json_schema_grammar(settings.pop("json-schema"))
     return settings
+
+
+def inline_image(prompt: bytes) -> tuple[bytes, bytes] | None:
+    """The prompt's first ``<img src="data:image/…;base64,…">`` tag (spec §6): the prompt with
+    the whole tag replaced by the marker, and the decoded image bytes; None without a tag."""
+    start = prompt.find(IMAGE_TAG)
+    if start < 0:
+        return None
+    payload = prompt.find(BASE64_AT, start + len(IMAGE_TAG))
+    end = prompt.find(TAG_END, payload + len(BASE64_AT)) if payload >= 0 else -1
+    if end < 0:
+        raise InvalidArgument('ggml: the inline image tag is not <img src="data:image/...;base64,...">')
+    try:
+        image = base64.b64decode(prompt[payload + len(BASE64_AT) : end], validate=True)
+    except binascii.Error as err:
+        raise InvalidArgument(f"ggml: the inline image's base64 does not decode: {err}") from None
+    return prompt[:start] + MARKER + prompt[end + len(TAG_END) :], image
+
+
+def decode_image(data: bytes, what: str) -> npt.NDArray[np.uint8]:
+    """H×W×3 pixels as stb_image (which WasmEdge's mtmd uses) reads them, decoded in Python:
+    mtmd's own loader hands bytes it cannot read as an image to ffmpeg, as a video."""
+    from wasinn.stb_image import DecodeError, decode_rgb8
+
+    try:
+        return decode_rgb8(data)  # imports Pillow
+    except ImportError:
+        raise InvalidArgument("ggml: image prompts need Pillow: pip install 'wasinn[ggml]'") from None
+    except DecodeError as err:
+        raise InvalidArgument(f"ggml: {what} is not an image: {err}") from None
+
+
+@dataclass
+class ImagePrompt:
+    """A prompt with an image (spec §6), kept whole so that it can be tokenized again for a
+    vision context rebuilt after a model reload."""
+
+    text: bytes  # holding exactly one marker where the image goes
+    pixels: npt.NDArray[np.uint8]
+    mmproj: str  # the host path of the projector it was tokenized for
+    chunks: Chunks
+    vision: VisionContext  # the vision context that made ``chunks``
+    text_tokens: int
+
+    def close(self) -> None:
+        self.chunks.close()
 
 
 class GgmlBackend(Backend):
@@ -152,6 +215,10 @@ class GgmlGraph(BackendGraph):
         self.lock = threading.RLock()
         self.model: LlamaModel | None = None
         self.context: LlamaContext | None = None
+        # The mmproj bound to the model (spec §6): loaded by the first image prompt, freed with
+        # the model and loaded again by the next image prompt after a reload.
+        self.vision: VisionContext | None = None
+        self._vision_path = ""
         # The graph's live execution contexts: their samplers (a grammar sampler keeps the
         # model's vocabulary) must go before the model is freed.
         self._contexts: weakref.WeakSet[GgmlContext] = weakref.WeakSet()
@@ -178,9 +245,10 @@ class GgmlGraph(BackendGraph):
         self.model = LlamaModel(self.path, self.settings)
 
     def free_model(self) -> None:
-        """Free the llama context, then every context's sampler (each rebuilds its own at its
-        next compute), then the model they all point into."""
+        """Free the llama and vision contexts, then every context's sampler (each rebuilds its
+        own at its next compute), then the model they all point into."""
         self.drop_context()
+        self.drop_vision()
         for context in list(self._contexts):
             context.drop_sampler()
         if self.model is not None:
@@ -192,6 +260,24 @@ class GgmlGraph(BackendGraph):
         if self.model is None:
             raise InvalidArgument("ggml: the graph has no model")
         self.context = LlamaContext(self.model, self.settings)
+
+    def vision_for(self, mmproj: str) -> VisionContext:
+        """The vision context of the projector at host path ``mmproj``, loaded on first use."""
+        model, _ = self.ready()
+        if self.vision is not None and self._vision_path == mmproj:
+            return self.vision
+        self.drop_vision()
+        settings = self.settings
+        threads = int(settings.get("threads", default_threads()))
+        flash_attn = FLASH_ATTN[settings.get("flash-attn", "auto")]
+        self.vision = VisionContext(model, mmproj, threads if threads > 0 else default_threads(), flash_attn)
+        self._vision_path = mmproj
+        return self.vision
+
+    def drop_vision(self) -> None:
+        if self.vision is not None:
+            self.vision.close()
+            self.vision = None
 
     def drop_context(self) -> None:
         if self.context is not None:
@@ -233,6 +319,7 @@ class GgmlContext(BackendContext):
         self.settings = {key: value for key, value in graph.settings.items() if key in PER_CONTEXT_KEYS}
         self.sampler: Sampler | None = None
         self.prompt: list[int] = []
+        self.image: ImagePrompt | None = None  # the prompt, when it has an image (spec §6)
         self.output = bytearray()
         self.output_tokens = 0
         self.last_piece = b""
@@ -267,8 +354,10 @@ class GgmlContext(BackendContext):
             self.sampler.reset()
 
     def _metadata(self) -> npt.NDArray[np.uint8]:
+        # an image prompt reports its text tokens only (spec §5.3)
+        inputs = self.image.text_tokens if self.image is not None else len(self.prompt)
         text = (
-            f'{{"input_tokens": {len(self.prompt)}, "output_tokens": {self.output_tokens}, '
+            f'{{"input_tokens": {inputs}, "output_tokens": {self.output_tokens}, '
             f'"llama_build_number": {BUILD_NUMBER}, "llama_commit": "{COMMIT}"}}'
         )
         return _bytes(text.encode())
@@ -285,13 +374,64 @@ class GgmlContext(BackendContext):
             self._set_metadata(data)
             return
         model, context = self.graph.ready()
-        if IMAGE_TAG in data or self.settings.get("image"):
-            raise InvalidArgument(
-                "ggml: image prompts need mmproj, which wasinn's ggml backend does not support"
-            )
+        image = self._image_prompt(data)
         context.clear()  # WasmEdge clears the graph's KV cache on every prompt
-        self.prompt = model.tokenize(data)
+        self._drop_image()
+        self.image = image
+        self.prompt = [] if image is not None else model.tokenize(data)
         self.streaming = False
+
+    # -- images (spec §6)
+
+    def _image_prompt(self, data: bytes) -> ImagePrompt | None:
+        """The prompt's image, inline or the ``image`` file, tokenized with it; None for text."""
+        inline = inline_image(data) if IMAGE_TAG in data else None
+        image_path = str(self.settings.get("image", ""))
+        if inline is None and not image_path:
+            return None
+        mmproj = str(self.graph.settings.get("mmproj", ""))
+        if not mmproj:
+            raise InvalidArgument("ggml: an image prompt needs the mmproj setting (the vision projector)")
+        if inline is not None:
+            text, pixels = inline[0], decode_image(inline[1], "the inline image")
+        else:
+            host = self._host_path("image", image_path)
+            if not os.path.isfile(host):  # nor a FIFO or a device that would block or never end
+                raise InvalidArgument(f"ggml: the image {image_path!r} is not a file")
+            try:
+                with open(host, "rb") as file:
+                    raw = file.read()
+            except OSError as err:
+                raise InvalidArgument(f"ggml: cannot read the image {image_path!r}: {err.strerror}") from None
+            text, pixels = data, decode_image(raw, f"the image {image_path!r}")
+        return self._tokenize_image(text, pixels, self._host_path("mmproj", mmproj))
+
+    def _host_path(self, key: str, path: str) -> str:
+        """A path a guest set: a guest path, resolved through its --dir mappings."""
+        if self.guest_path is None:
+            return path
+        try:
+            return str(self.guest_path(path))
+        except InvalidArgument as err:
+            raise InvalidArgument(f"ggml: {key}: {err}") from None
+
+    def _tokenize_image(self, text: bytes, pixels: npt.NDArray[np.uint8], mmproj: str) -> ImagePrompt:
+        vision = self.graph.vision_for(mmproj)
+        chunks = vision.tokenize(text, pixels)
+        return ImagePrompt(text, pixels, mmproj, chunks, vision, chunks.text_tokens)
+
+    def _current_image(self, image: ImagePrompt) -> ImagePrompt:
+        """The image prompt, tokenized again if its vision context went with a model reload."""
+        if image.vision is self.graph.vision and image.vision.ctx is not None:
+            return image
+        self.image = self._tokenize_image(image.text, image.pixels, image.mmproj)
+        image.close()
+        return self.image
+
+    def _drop_image(self) -> None:
+        if self.image is not None:
+            self.image.close()
+            self.image = None
 
     def _set_metadata(self, raw: bytes) -> None:
         graph = self.graph
@@ -375,6 +515,11 @@ class GgmlContext(BackendContext):
             )
 
     def _evaluate_prompt(self, context: LlamaContext) -> None:
+        if self.image is not None:
+            # mtmd's evaluator has no n_ctx − 4 check (no 102); its failures are 1 (spec §5.1)
+            image = self._current_image(self.image)
+            self.position = image.vision.evaluate(image.chunks, context)
+            return
         self._check_prompt(context)
         context.decode(self.prompt, 0)
         self.position = len(self.prompt)
@@ -393,6 +538,8 @@ class GgmlContext(BackendContext):
         self.position += 1
 
     def _embed(self, context: LlamaContext) -> None:
+        if self.image is not None:
+            raise InvalidArgument("ggml: embedding mode takes text prompts only, not images")
         if len(self.prompt) > context.batch_size:
             raise prompt_too_long(len(self.prompt), context.batch_size, "of batch-size in embedding mode")
         self._check_prompt(context)
@@ -457,3 +604,4 @@ class GgmlContext(BackendContext):
 
     def _release(self) -> None:
         self.drop_sampler()
+        self._drop_image()

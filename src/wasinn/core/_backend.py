@@ -11,8 +11,9 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -113,6 +114,10 @@ class BackendContext(ABC):
     # Inputs that are settings rather than data (GGML's and whisper's metadata at index 1):
     # what they set lasts by design, so a WIT compute need not give them again.
     settings_inputs: ClassVar[frozenset[int]] = frozenset()
+    # The host path of a file the guest names in a setting (GGML's mmproj and image): set by
+    # the host for a guest's contexts, resolving through its --dir mappings (errno 1 outside
+    # them); None when the host calls through the Python API, whose paths are its own.
+    guest_path: Callable[[str], Path] | None = None
     _released: bool = False
     _computed: bool = False
 

@@ -73,6 +73,7 @@ class Graph:
             self.session.uncount_context()
             raise
         self._contexts += 1
+        backend_context.guest_path = self.session.guest_path
         context = ExecutionContext(self, backend_context)
         self.session.adopt_context(context)
         return context
@@ -257,6 +258,11 @@ class NNSession:
         self._contexts: set[ExecutionContext] = set()
         self._pending_contexts = 0
         self._lock = threading.Lock()
+
+    @property
+    def guest_path(self) -> Callable[[str], Path] | None:
+        """Resolves a path the guest names to a host path through its --dir mappings."""
+        return self._guest_path
 
     def load(self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> Graph:
         self._check_model_size(sum(len(blob) for blob in builders))
