@@ -26,13 +26,16 @@ export WASINN_MODELS ?= $(SHARED_DATA)
 # The llama-cpp-python sdist, kept: pip builds the ggml backend from it, and the tests take the
 # vocab-only GGUF it vendors to write their tiny llama (wasinn.testing.tiny_gguf). The build
 # compiles llama.cpp with cmake and the C++ compiler; pip caches the wheel, so it runs once.
-# LLAVA_BUILD=OFF skips the vision library (mtmd) the backend does not use: 127 compile steps
-# instead of 193, 12.7 min instead of 35.5 on the busy 2-core development machine.
+# The build includes llama.cpp's vision library (libmtmd), which the backend's mmproj/image
+# prompts use: 5.2 min (309 s) on the 2-core development machine with other jobs running
+# (12.7 min without it, -DLLAVA_BUILD=OFF, under a heavier load).
 LLAMA_VERSION := 0.3.36
 LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # The wheel built from it is kept outside the checkout, so a fresh clone on the same machine
-# (CI, another worktree) installs it in seconds instead of compiling llama.cpp again.
-WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels
+# (CI, another worktree) installs it in seconds instead of compiling llama.cpp again. The
+# directory is named for the vision build: a machine that cached the earlier wheel built
+# without libmtmd (wasinn/wheels) builds this one instead of reusing that.
+WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels-mtmd
 
 C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
@@ -47,10 +50,14 @@ $(BIN)/wasinn: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~10 min on 2 cores)"; \
-	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps -w $(WHEELHOUSE) $(LLAMA_SDIST); \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~5 min on 2 cores)"; \
+	  CMAKE_ARGS="$(CMAKE_ARGS)" $(BIN)/pip wheel -q --no-deps -w $(WHEELHOUSE) $(LLAMA_SDIST); \
 	fi
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION)
+	@# a venv that already holds the same version built without libmtmd keeps it: replace it
+	@$(BIN)/python -c "import llama_cpp.mtmd_cpp" 2>/dev/null || \
+	  $(BIN)/pip install -q --force-reinstall --no-deps --no-index --find-links $(WHEELHOUSE) \
+	    llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
 	touch $@
 
