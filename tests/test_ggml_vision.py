@@ -255,6 +255,63 @@ def test_a_model_reload_rebuilds_the_vision_context(vision: Session, native: Nat
     expect_native(vision, native, image)
 
 
+def test_context_arithmetic_counts_the_image_positions(tiny_model: Path, mmproj: Path) -> None:  # noqa: F811
+    """No n_ctx − 4 check for image prompts (spec §5.1): 101 after n_ctx − P + 1 tokens, P the
+    prompt's positions (its text tokens and the 16 image tokens); over n_ctx positions → 1."""
+    chat = Session(tiny_model, {**GREEDY, "mmproj": str(mmproj), "ignore-eos": True})
+    n_ctx, image_tokens = 256, 16
+    seen = []
+    try:
+        for words in (230, 236, 239):
+            chat.prompt(inline(b" a" * words + b"<image> hi", png(1)))
+            positions = chat.metadata()["input_tokens"] + image_tokens
+            seen.append(positions)
+            if positions <= n_ctx:
+                assert chat.compute() == Errno.CONTEXT_FULL
+                assert chat.metadata()["output_tokens"] == n_ctx - positions + 1
+            else:
+                assert chat.compute() == Errno.INVALID_ARGUMENT
+                assert chat.single() == Errno.INVALID_ARGUMENT
+        assert seen == [250, 256, 259]  # below n_ctx − 4, above it, above n_ctx
+    finally:
+        chat.close()
+
+
+def test_instances_sharing_a_preloaded_graph_compute_images_concurrently(
+    tiny_model: Path,  # noqa: F811
+    mmproj: Path,
+    native: NativeVision,
+) -> None:
+    """One vision context serves every instance of a preloaded graph; calls are serialised."""
+    import threading
+
+    from wasinn.core import ModelRegistry, Tensor, TensorType
+    from wasinn.options import parse_preload
+
+    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
+    expected = {seed: native.greedy(QUESTION, png(seed), N_PREDICT)[2] for seed in (1, 2, 3)}
+    config = json.dumps({**GREEDY, "n-predict": N_PREDICT, "mmproj": str(mmproj)}).encode()
+    results: dict[int, list[bytes]] = {}
+
+    def guest(seed: int) -> None:
+        nn = NNSession(get_backend, registry)
+        context = nn.load_by_name("default", config).init_execution_context()
+        prompt = np.frombuffer(inline(QUESTION, png(seed)), dtype=np.uint8)
+        for _ in range(3):
+            context.set_input(0, Tensor((len(prompt),), TensorType.U8, prompt))
+            context.compute()
+            results.setdefault(seed, []).append(bytes(context.get_output(0)))
+        nn.close()
+
+    threads = [threading.Thread(target=guest, args=(seed,)) for seed in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    registry.close()
+    assert results == {seed: [text] * 3 for seed, text in expected.items()}
+
+
 # ------------------------------------------------------------------ errors (spec §12: all errno 1)
 
 
@@ -279,6 +336,8 @@ def test_bad_images_and_markers_are_1(vision: Session, tmp_path: Path) -> None:
     assert refused(inline(QUESTION, png(1)[:60]))  # a truncated PNG
     assert refused(b'USER:<img src="data:image/png;base64,AAAA\nASSISTANT:')  # no closing ">
     assert refused(inline(QUESTION, png(1)) + b"<image>")  # the tag's marker and another
+    # the image's embeddings give no logits to sample from (llama.cpp would abort)
+    assert refused(inline(b"USER:<image>", png(1)))
     vision.meta({"image": str(tmp_path / "missing.png")})
     assert refused(QUESTION)
     (tmp_path / "text.png").write_bytes(b"not a picture")

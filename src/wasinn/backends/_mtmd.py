@@ -94,6 +94,10 @@ class VisionContext:
                     f"(found {text.count(MARKER)})"
                 )
             raise InvalidArgument(f"ggml: mtmd could not preprocess the image (status {status})")
+        if not chunks.ends_with_text:
+            # the image's embeddings give no logits: sampling would abort llama.cpp
+            chunks.close()
+            raise InvalidArgument("ggml: an image prompt must go on with text after the image")
         return chunks
 
     def evaluate(self, chunks: Chunks, context: LlamaContext) -> int:
@@ -145,6 +149,16 @@ class Chunks:
     @property
     def n_pos(self) -> int:
         return int(self.mtmd.mtmd_helper_get_n_pos(self.chunks))
+
+    @property
+    def ends_with_text(self) -> bool:
+        mtmd, count = self.mtmd, self.count
+        last = mtmd.mtmd_input_chunks_get(self.chunks, count - 1) if count else None
+        return bool(
+            last
+            and int(mtmd.mtmd_input_chunk_get_type(last)) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT
+            and int(mtmd.mtmd_input_chunk_get_n_tokens(last)) > 0
+        )
 
     @property
     def text_tokens(self) -> int:
