@@ -24,7 +24,7 @@ import pytest
 
 import wasinn
 from conftest import guest_wasm, missing, require_module, run_guest
-from test_ggml import GREEDY, Session, errno_of, tiny_model  # noqa: F401  (the fixture is shared)
+from test_ggml import GREEDY, Session, errno_of, run_isolated, tiny_model  # noqa: F401  (the fixture is shared)
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.backends import get_backend
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNSession
@@ -362,6 +362,32 @@ def test_a_missing_or_wrong_mmproj_is_1(tiny_model: Path) -> None:  # noqa: F811
             assert chat.compute() == 0
         finally:
             chat.close()
+
+
+def test_projectors_clip_cpp_would_abort_on_are_1(tiny_model: Path, mmproj: Path, tmp_path: Path) -> None:  # noqa: F811
+    """clip.cpp asserts (aborting the process) on a patch larger than the image or a width that
+    heads do not divide; in a fresh interpreter, so that a regression fails only this test."""
+    from wasinn.testing.tiny_mmproj import TinyMmprojShape, write_tiny_mmproj
+
+    crafted = [
+        write_tiny_mmproj(tmp_path / "patch.gguf", TinyMmprojShape(patch_size=100)),
+        write_tiny_mmproj(tmp_path / "heads.gguf", TinyMmprojShape(head_count=3)),
+    ]
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(mmproj.read_bytes()[:3000])
+    script = """
+    for path in sys.argv[2:-1]:
+        context = load(NNSession(get_backend), {"mmproj": path}).init_execution_context()
+        try:
+            context.set_input(0, u8(sys.argv[-1].encode()))
+        except NNError as err:
+            print(int(err.errno), err)
+    """
+    prompt = inline(b"USER:<image> hi", png(1)).decode()
+    done = run_isolated(script, str(tiny_model), *map(str, [*crafted, truncated]), prompt)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("1 ggml: the mmproj") for line in lines), lines
 
 
 def test_guest_paths_resolve_through_the_dir_mappings(

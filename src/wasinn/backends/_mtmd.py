@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,34 @@ def mtmd_library() -> ModuleType:
     return module
 
 
+def check_projector(path: str) -> None:
+    """The vision hyperparameters clip.cpp divides and reshapes by, checked before it reads
+    them: it asserts (aborting the host) where they do not fit, and a guest can write such a
+    file into a writable --dir. Tensor shapes are not checked: clip.cpp trusts them too."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(path).fields
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        raise InvalidArgument(f"ggml: the mmproj {path!r} is not a GGUF file ({err})") from None
+
+    def value(key: str) -> Any:
+        field = fields.get(key)
+        return field.contents() if field is not None else None
+
+    if value("clip.has_vision_encoder") is not True:
+        raise InvalidArgument(f"ggml: the mmproj {path!r} has no vision encoder")
+    image, patch = value("clip.vision.image_size"), value("clip.vision.patch_size")
+    width, heads = value("clip.vision.embedding_length"), value("clip.vision.attention.head_count")
+    head_width = value("clip.vision.attention.head_dim")
+    if not (isinstance(image, int) and isinstance(patch, int) and 0 < patch <= image):
+        raise InvalidArgument(f"ggml: the mmproj's patch size {patch} does not fit its image size {image}")
+    if not (isinstance(width, int) and isinstance(heads, int) and heads > 0 and width > 0):
+        raise InvalidArgument(f"ggml: the mmproj's width {width} or head count {heads} is not positive")
+    if head_width is None and width % heads:
+        raise InvalidArgument(f"ggml: the mmproj's width {width} does not divide into {heads} heads")
+
+
 class VisionContext:
     """One mtmd context: the mmproj (CLIP encoder and projector) bound to a text model."""
 
@@ -50,6 +79,7 @@ class VisionContext:
         mtmd = self.mtmd = mtmd_library()
         if not os.path.isfile(mmproj):
             raise InvalidArgument(f"ggml: the mmproj file {mmproj!r} does not exist")
+        check_projector(mmproj)
         params = mtmd.mtmd_context_params_default()
         params.print_timings = False
         params.n_threads = threads
