@@ -4,8 +4,8 @@ guests.
 
 Only :mod:`wasinn.backends.ggml` imports this module, and only when an image prompt arrives:
 a llama-cpp-python built without libmtmd (``-DLLAVA_BUILD=OFF``) still serves text, and its
-image prompts get errno 1. Every value is checked here before it reaches C, because llama.cpp
-answers some mistakes by aborting the process.
+image prompts get errno 1. What llama.cpp would abort the process on is checked here before
+it reaches C, where Python can know it (not a crafted projector's tensor shapes).
 """
 
 from __future__ import annotations
