@@ -27,8 +27,8 @@ export WASINN_MODELS ?= $(SHARED_DATA)
 # vocab-only GGUF it vendors to write their tiny llama (wasinn.testing.tiny_gguf). The build
 # compiles llama.cpp with cmake and the C++ compiler; pip caches the wheel, so it runs once.
 # The build includes llama.cpp's vision library (libmtmd), which the backend's mmproj/image
-# prompts use: 5.2 min (309 s) on the 2-core development machine with other jobs running
-# (12.7 min without it, -DLLAVA_BUILD=OFF, under a heavier load).
+# prompts use: 5.2 min (309 s) on the 2-core development machine with other jobs running,
+# against 3 min for a build without it (-DLLAVA_BUILD=OFF) on the same machine, quiet.
 LLAMA_VERSION := 0.3.36
 LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # The wheel built from it is kept outside the checkout, so a fresh clone on the same machine
