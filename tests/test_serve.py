@@ -90,6 +90,17 @@ def test_the_time_limit_is_per_request_504_and_the_server_keeps_serving() -> Non
             assert client.post("/echo?spin=200", content=b"").status_code == 200
 
 
+def test_the_gas_limit_is_a_guest_fault_500_and_the_server_keeps_serving() -> None:
+    """Running out of fuel is deterministic, the guest's own doing: 500, not the time limit's 504."""
+    with echo_client(limits=Limits(gas=20_000_000)) as client:
+        spent = client.post("/echo?spin=5000", content=b"")
+        assert spent.status_code == 500
+        assert spent.json() == {"error": "gas limit of 20000000 exceeded"}
+        # Each request gets the whole allowance.
+        for _ in range(2):
+            assert client.post("/echo", content=b"fuelled").content == b"args:\nfuelled"
+
+
 def test_the_memory_limit_is_per_request() -> None:
     with echo_client(limits=Limits(memory_pages=64 * 16)) as client:  # 64 MiB
         refused = client.post("/echo?alloc=100", content=b"")
@@ -104,19 +115,96 @@ def test_a_body_over_the_limit_is_413() -> None:
         assert client.post("/echo", content=b"x" * 1000).status_code == 200
 
 
+def gauge(text: str, name: str, pool: str) -> int:
+    """One per-pool gauge of /metrics."""
+    prefix = f'{name}{{pool="{pool}"}} '
+    values = [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
+    assert len(values) == 1, f"/metrics has no {prefix}line"
+    return int(values[0])
+
+
+def post_in_threads(client: TestClient, urls: list[str]) -> tuple[list[threading.Thread], list[int]]:
+    """Start one thread per POST; the statuses land in the list, in the order they answer."""
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda url=url: statuses.append(client.post(url, content=b"").status_code), daemon=True
+        )
+        for url in urls
+    ]
+    for thread in threads:
+        thread.start()
+    return threads, statuses
+
+
+def wait_for_gauge(client: TestClient, name: str, value: int) -> None:
+    for _ in range(500):
+        if gauge(client.get("/metrics").text, name, "echo") == value:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} never reached {value}")
+
+
 def test_requests_beyond_the_waiting_bound_are_503_at_once() -> None:
     with echo_client(workers=1, max_waiting=1) as client:
-        answers: list[int] = []
-        slow = threading.Thread(target=lambda: answers.append(client.post("/echo?spin=1500").status_code))
-        slow.start()
-        time.sleep(0.5)
+        running, first = post_in_threads(client, ["/echo?spin=1500"])
+        wait_for_gauge(client, "wasinn_guests_running", 1)
+        waiting, second = post_in_threads(client, ["/echo?spin=10"])  # the one allowed to wait
+        wait_for_gauge(client, "wasinn_requests_waiting", 1)
         started = time.perf_counter()
         refused = client.post("/echo", content=b"")
         assert time.perf_counter() - started < 0.5
-        slow.join()
+        for thread in running + waiting:
+            thread.join()
+    assert first == second == [200]
     assert refused.status_code == 503
-    assert refused.json() == {"error": "1 requests are already waiting for a worker; retry later"}
-    assert answers == [200]
+    assert refused.json() == {
+        "error": "1 requests are already waiting for a worker of this route; retry later"
+    }
+
+
+def test_requests_running_on_a_worker_do_not_count_as_waiting() -> None:
+    """--max-waiting 0: as many requests as workers are served, none waits, none is refused."""
+    with echo_client(workers=3, max_waiting=0) as client:
+        threads, statuses = post_in_threads(client, ["/echo?spin=300"] * 3)
+        for thread in threads:
+            thread.join()
+    assert statuses == [200, 200, 200]
+
+
+def test_the_waiting_bound_is_per_route() -> None:
+    echo = guest_wasm("serve-echo")
+    config = ServeConfig(routes={"echo": echo, "other": echo}, workers=1, max_waiting=0, cache=False)
+    with TestClient(build_app(config)) as client:
+        threads, statuses = post_in_threads(client, ["/echo?spin=1000"])
+        wait_for_gauge(client, "wasinn_guests_running", 1)
+        assert client.post("/echo", content=b"").status_code == 503  # its one worker is busy
+        assert client.post("/other", content=b"").status_code == 200  # another route's is not
+        for thread in threads:
+            thread.join()
+    assert statuses == [200]
+
+
+def test_no_more_guests_run_at_once_than_workers() -> None:
+    spin_ms, count = 400, 6
+    with echo_client(workers=2) as client:
+        started = time.perf_counter()
+        threads, statuses = post_in_threads(client, [f"/echo?spin={spin_ms}"] * count)
+        running, waiting = [], []
+        while any(thread.is_alive() for thread in threads):
+            text = client.get("/metrics").text
+            running.append(gauge(text, "wasinn_guests_running", "echo"))
+            waiting.append(gauge(text, "wasinn_requests_waiting", "echo"))
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        after = client.get("/metrics").text
+    assert statuses == [200] * count
+    assert max(running) == 2 and max(waiting) >= 1, (running, waiting)
+    # The guest spins on the wall clock, so even 2 cores run 6 at once in one round: 3 rounds
+    # mean the bound held.
+    assert seconds >= count / 2 * spin_ms / 1000
+    assert gauge(after, "wasinn_guests_running", "echo") == 0
+    assert gauge(after, "wasinn_requests_waiting", "echo") == 0
 
 
 def test_healthz_and_prometheus_metrics_count_every_answer() -> None:

@@ -73,6 +73,13 @@ class GuestPool:
         if self._ticker is not None:
             self._ticker.__enter__()
         self._closed = False
+        self._running = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Guests of this pool running now (never more than ``slots``)."""
+        return self._running
 
     def run(
         self, body: bytes, args: list[str], on_stdout: Callable[[bytes], object] | None = None
@@ -85,6 +92,8 @@ class GuestPool:
         guest was stopped; the pool stays usable either way.
         """
         slot = self._free.get()
+        with self._count_lock:
+            self._running += 1
         release_freed_memory()  # earlier requests' buffers, before this one's are made
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
@@ -103,6 +112,8 @@ class GuestPool:
         finally:
             with contextlib.suppress(OSError):  # an idle slot holds no request's bytes (in RAM)
                 os.truncate(slot / "stdout", 0)
+            with self._count_lock:
+                self._running -= 1
             self._free.put(slot)
 
     def close(self) -> None:
