@@ -98,14 +98,16 @@ class GuestPool:
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
-            with (
-                self.runtime.instantiate(
-                    self.module, args, stdin=body, stdout=stdout, stderr=stderr
-                ) as instance,
-                _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext(),
-            ):
-                instance.restart_clock()
-                code = instance.run()
+            instance = self.runtime.instantiate(self.module, args, stdin=body, stdout=stdout, stderr=stderr)
+            try:
+                with instance, _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
+                    instance.restart_clock()
+                    code = instance.run()
+            finally:
+                # The store holds the guest's linear memory (the request's megabytes); it sits in
+                # a reference cycle, so without this it waits for Python's cyclic collector: RSS
+                # climbed ~7 MB a request and fell by 150 MB at each collection.
+                instance.store.close()
             seconds = time.perf_counter() - started
             output = b"" if on_stdout else stdout.read_bytes()
             return GuestResult(code, output, _tail(stderr, STDERR_KEEP_BYTES), seconds)
