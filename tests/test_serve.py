@@ -365,6 +365,12 @@ def test_help_names_the_options() -> None:
     assert result.returncode == 0
     for option in ("--workers", "--nn-preload", "--time-limit", "--memory-page-limit", "--demo", "--ray"):
         assert option in result.stdout
+    assert "--replicas" in result.stdout and "--workers" in wasinn_cli("batch", "--help").stdout
+    alone = wasinn_cli("serve", "--replicas", "2", f"echo={guest_wasm('serve-echo')}")
+    assert (alone.returncode, alone.stderr) == (
+        2,
+        "wasinn: error: --replicas and --address are options of --ray\n",
+    )
 
 
 def test_serve_is_not_imported_by_wasinn() -> None:

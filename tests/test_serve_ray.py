@@ -132,6 +132,8 @@ def test_wasinn_batch_ray_segments_a_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     # The cluster it started is addressed on loopback, not the machine's network address.
     assert "wasinn batch: Ray cluster at 127.0.0.1:" in result.stderr
+    # --workers reached Ray Data: its progress log counts the Segmenter actor pool.
+    assert "Map(Segmenter)" in result.stderr and "Actors: 2 (" in result.stderr
     assert f"3 pictures segmented into {tmp_path / 'out'}" in result.stderr
     rows = [json.loads(line) for line in (tmp_path / "out" / "shares.jsonl").read_text().splitlines()]
     assert [row["name"] for row in rows] == ["a.jpg", "b.jpg", "c.jpg"]
