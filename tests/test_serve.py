@@ -54,6 +54,15 @@ def test_a_guest_reads_stdin_given_as_bytes(size: int, tmp_path: Path) -> None:
     assert stdout.read_bytes() == b"args:\n" + body
 
 
+def test_a_short_answer_after_a_long_one_is_only_its_own() -> None:
+    """The response is the mapped stdout file of its own run, never what a slot held before."""
+    big = os.urandom(5_505_024)
+    with echo_client(workers=1) as client:
+        assert client.post("/echo", content=big).content == b"args:\n" + big
+        assert client.post("/echo?arg=short", content=b"tail").content == b"args: short\ntail"
+        assert client.post("/echo", content=b"").content == b"args:\n"
+
+
 def test_named_query_parameters_become_options() -> None:
     with echo_client() as client:
         assert client.get("/echo?color=red&verbose").content == b"args: --color red --verbose\n"

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import anyio
@@ -114,6 +115,8 @@ async def run_guest(
     body: bytes,
     args: list[str],
     on_stdout: Callable[[bytes], object] | None = None,
+    *,
+    mapped: bool = False,
 ) -> GuestResult:
     """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time)."""
     limiter = state.limiter(pool)
@@ -126,7 +129,8 @@ async def run_guest(
         )
     try:
         # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
-        return await anyio.to_thread.run_sync(pool.run, body, args, on_stdout, limiter=limiter)
+        run = partial(pool.run, body, args, on_stdout, mapped=mapped)
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
     except TimeLimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
     except GuestTrap as trap:  # a trap, or the gas or memory limit: the guest's own fault
@@ -163,7 +167,8 @@ class GuestRoute:
 
     async def handle(self, request: Request) -> Response:
         body = await read_body(request, self.state)
-        result = await run_guest(self.state, self.pool, body, query_args(request))
+        # The response is sent straight from the mapped stdout file (GuestPool.run).
+        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=True)
         guest_status(result)
         return Response(
             result.stdout,
