@@ -57,7 +57,7 @@ def test_a_guest_reads_stdin_given_as_bytes(size: int, tmp_path: Path) -> None:
 def test_a_short_answer_after_a_long_one_is_only_its_own() -> None:
     """The response is the mapped stdout file of its own run, never what a slot held before."""
     big = os.urandom(5_505_024)
-    with echo_client(workers=1) as client:
+    with echo_client(workers=1, mapped_responses=True) as client:
         assert client.post("/echo", content=big).content == b"args:\n" + big
         assert client.post("/echo?arg=short", content=b"tail").content == b"args: short\ntail"
         assert client.post("/echo", content=b"").content == b"args:\n"

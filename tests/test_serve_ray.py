@@ -73,7 +73,9 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
     from wasinn.serve.ray import serve_on_ray
 
     port = free_port()
-    config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False)
+    # mapped_responses as `wasinn serve` sets it: the deployment must turn it off (Ray Serve
+    # pickles response bodies; a memoryview of a mapped file cannot be).
+    config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False, mapped_responses=True)
     stop = threading.Event()
     options = {"port": port, "until": stop, "replicas": 2}
     server = threading.Thread(target=serve_on_ray, args=(config,), kwargs=options)

@@ -62,6 +62,7 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64  # per pool (route): requests waiting for one of its worker slots
+    mapped_responses: bool = False  # ServeConfig.mapped_responses
     pools: list[GuestPool] = field(default_factory=list)
     limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
@@ -167,8 +168,8 @@ class GuestRoute:
 
     async def handle(self, request: Request) -> Response:
         body = await read_body(request, self.state)
-        # The response is sent straight from the mapped stdout file (GuestPool.run).
-        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=True)
+        mapped = self.state.mapped_responses
+        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=mapped)
         guest_status(result)
         return Response(
             result.stdout,

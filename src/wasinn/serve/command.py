@@ -113,6 +113,7 @@ def serve_command(
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
+            mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
         )
         if demo:
             config = with_demo(config)

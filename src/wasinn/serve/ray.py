@@ -7,6 +7,7 @@ travel between processes, the config does. ``ray`` is imported only here (the ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -71,6 +72,9 @@ def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
     """A bound Ray Serve application serving ``config``'s routes (and page, with ``demo``)."""
     _ray()
     from ray import serve
+
+    # Ray Serve pickles each response body from the replica to its proxy: bytes, not a mapping.
+    config = dataclasses.replace(config, mapped_responses=False)
 
     def app_builder() -> Any:
         return build_app(config)
