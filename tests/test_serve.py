@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,10 @@ def gauge(text: str, name: str, pool: str) -> int:
     return int(values[0])
 
 
-def post_in_threads(client: TestClient, urls: list[str]) -> tuple[list[threading.Thread], list[int]]:
-    """Start one thread per POST; the statuses land in the list, in the order they answer."""
+@contextmanager
+def posting(client: TestClient, urls: list[str]) -> Iterator[tuple[list[threading.Thread], list[int]]]:
+    """One thread per POST; the statuses land in the list as they answer. The threads are
+    joined on the way out, even when an assertion failed, before the client is closed."""
     statuses: list[int] = []
     threads = [
         threading.Thread(
@@ -144,7 +147,11 @@ def post_in_threads(client: TestClient, urls: list[str]) -> tuple[list[threading
     ]
     for thread in threads:
         thread.start()
-    return threads, statuses
+    try:
+        yield threads, statuses
+    finally:
+        for thread in threads:
+            thread.join(timeout=60)
 
 
 def wait_for_gauge(client: TestClient, name: str, value: int) -> None:
@@ -156,16 +163,16 @@ def wait_for_gauge(client: TestClient, name: str, value: int) -> None:
 
 
 def test_requests_beyond_the_waiting_bound_are_503_at_once() -> None:
-    with echo_client(workers=1, max_waiting=1) as client:
-        running, first = post_in_threads(client, ["/echo?spin=1500"])
+    with (
+        echo_client(workers=1, max_waiting=1) as client,
+        posting(client, ["/echo?spin=1500"]) as (_, first),
+    ):
         wait_for_gauge(client, "wasinn_guests_running", 1)
-        waiting, second = post_in_threads(client, ["/echo?spin=10"])  # the one allowed to wait
-        wait_for_gauge(client, "wasinn_requests_waiting", 1)
-        started = time.perf_counter()
-        refused = client.post("/echo", content=b"")
-        assert time.perf_counter() - started < 0.5
-        for thread in running + waiting:
-            thread.join()
+        with posting(client, ["/echo?spin=10"]) as (_, second):  # the one allowed to wait
+            wait_for_gauge(client, "wasinn_requests_waiting", 1)
+            started = time.perf_counter()
+            refused = client.post("/echo", content=b"")
+            assert time.perf_counter() - started < 0.5
     assert first == second == [200]
     assert refused.status_code == 503
     assert refused.json() == {
@@ -175,37 +182,35 @@ def test_requests_beyond_the_waiting_bound_are_503_at_once() -> None:
 
 def test_requests_running_on_a_worker_do_not_count_as_waiting() -> None:
     """--max-waiting 0: as many requests as workers are served, none waits, none is refused."""
-    with echo_client(workers=3, max_waiting=0) as client:
-        threads, statuses = post_in_threads(client, ["/echo?spin=300"] * 3)
-        for thread in threads:
-            thread.join()
+    with (
+        echo_client(workers=3, max_waiting=0) as client,
+        posting(client, ["/echo?spin=300"] * 3) as (_, statuses),
+    ):
+        pass
     assert statuses == [200, 200, 200]
 
 
 def test_the_waiting_bound_is_per_route() -> None:
     echo = guest_wasm("serve-echo")
     config = ServeConfig(routes={"echo": echo, "other": echo}, workers=1, max_waiting=0, cache=False)
-    with TestClient(build_app(config)) as client:
-        threads, statuses = post_in_threads(client, ["/echo?spin=1000"])
+    with TestClient(build_app(config)) as client, posting(client, ["/echo?spin=1000"]) as (_, statuses):
         wait_for_gauge(client, "wasinn_guests_running", 1)
         assert client.post("/echo", content=b"").status_code == 503  # its one worker is busy
         assert client.post("/other", content=b"").status_code == 200  # another route's is not
-        for thread in threads:
-            thread.join()
     assert statuses == [200]
 
 
 def test_no_more_guests_run_at_once_than_workers() -> None:
     spin_ms, count = 400, 6
+    running, waiting = [], []
     with echo_client(workers=2) as client:
         started = time.perf_counter()
-        threads, statuses = post_in_threads(client, [f"/echo?spin={spin_ms}"] * count)
-        running, waiting = [], []
-        while any(thread.is_alive() for thread in threads):
-            text = client.get("/metrics").text
-            running.append(gauge(text, "wasinn_guests_running", "echo"))
-            waiting.append(gauge(text, "wasinn_requests_waiting", "echo"))
-            time.sleep(0.02)
+        with posting(client, [f"/echo?spin={spin_ms}"] * count) as (threads, statuses):
+            while any(thread.is_alive() for thread in threads):
+                text = client.get("/metrics").text
+                running.append(gauge(text, "wasinn_guests_running", "echo"))
+                waiting.append(gauge(text, "wasinn_requests_waiting", "echo"))
+                time.sleep(0.02)
         seconds = time.perf_counter() - started
         after = client.get("/metrics").text
     assert statuses == [200] * count
