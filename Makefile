@@ -41,7 +41,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest clean
 
 all: setup examples
 
@@ -123,6 +123,16 @@ demo: setup examples
 
 bench: setup examples
 	$(BIN)/wasinn bench --json build/bench.json
+
+# The full load test of docs/serving.md (about 8 minutes of both cores): `wasinn serve --demo
+# --workers 2` on a loopback port, 2,000 random tensors at concurrency 16, then 200 malformed
+# bodies; it stops the server itself and fails when an answer is wrong or the deadline cut it.
+LOAD_REQUESTS ?= 2000
+LOAD_DEADLINE ?= 1800
+LOAD_JSON ?= benchmarks/results-serve-load.json
+loadtest: setup examples
+	$(BIN)/python -m wasinn.serve.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
+	  --malformed 200 --workers 2 --deadline $(LOAD_DEADLINE) --json $(LOAD_JSON)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

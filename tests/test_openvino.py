@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +163,72 @@ def test_road_segmentation_guest_matches_native(road_model: tuple[Path, Path], t
     print(f"road-segmentation: run {elapsed:.2f}s, max |diff| {max_diff:.2e}, agreement {agreement:.5f}")
     assert agreement >= 0.999
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _backend_graph(xml: Path, weights: Path) -> Any:
+    from wasinn.backends import get_backend
+    from wasinn.core import ExecutionTarget, GraphEncoding
+
+    backend = get_backend(GraphEncoding.OPENVINO)
+    return backend.load([xml.read_bytes(), weights.read_bytes()], ExecutionTarget.CPU)
+
+
+def _f32(values: list[float]) -> Any:
+    from wasinn.core import Tensor, TensorType
+
+    return Tensor((1, 4), TensorType.F32, np.array([values], np.float32).view(np.uint8).reshape(-1))
+
+
+def test_a_finished_contexts_infer_request_serves_the_next_context(tiny_ir: tuple[Path, Path]) -> None:
+    """A server makes a context per request: the next one takes the last one's warm infer
+    request (no fresh buffers to fault in), and sees nothing of its inputs or outputs."""
+    from wasinn.core import NNError
+
+    graph = _backend_graph(*tiny_ir)
+    first = graph.init_execution_context()
+    first.set_input(0, _f32([1, 1, 1, 1]))
+    first.compute()
+    np.testing.assert_array_equal(first.get_output(0), [[1.5, 0, 2.5, 0]])
+    used = first.request
+    first.close()
+    second = graph.init_execution_context()
+    with pytest.raises(NNError):
+        second.get_output(0)  # the first context's output is not this one's
+    with pytest.raises(NNError):
+        second.compute()  # nor are its inputs
+    second.set_input(0, _f32([-1, -1, 2, 0]))
+    assert second.request is used
+    second.compute()
+    np.testing.assert_array_equal(second.get_output(0), [[0, 2.5, 5.5, 1]])
+    # A cancelled request is not handed on.
+    second.cancel()
+    second.close()
+    third = graph.init_execution_context()
+    third.set_input(0, _f32([0, 0, 0, 0]))
+    assert third.request is not used
+    graph.close()
+
+
+def test_a_reused_infer_request_starts_a_stateful_model_afresh(tmp_path: Path) -> None:
+    """y = x + (the sum of the earlier x of this context): a new context starts from zero."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino.op.util import Variable, VariableInfo
+
+    from conftest import save_ir
+
+    info = VariableInfo()
+    info.data_shape, info.data_type, info.variable_id = ov.PartialShape([1, 4]), ov.Type.f32, "sum"
+    variable = Variable(info)
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    total = ops.add(ops.read_value(ops.constant(np.zeros((1, 4), np.float32)), variable), x)
+    model = ov.Model([ops.result(total)], [ops.assign(total, variable)], [x], "sum")
+    graph = _backend_graph(*save_ir(model, tmp_path, "sum"))
+    for _ in range(2):
+        context = graph.init_execution_context()
+        for step in (1, 2):
+            context.set_input(0, _f32([1, 2, 3, 4]))
+            context.compute()
+            np.testing.assert_array_equal(context.get_output(0), [[step * v for v in (1, 2, 3, 4)]])
+        context.close()
+    graph.close()

@@ -26,19 +26,17 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 @pytest.fixture
 def local_cluster() -> Iterator[None]:
+    """A 2-CPU local cluster started as wasinn starts one: on loopback only."""
     require_module("ray")
-    with keep_fault_handlers():  # as wasinn.serve.ray does: Ray's handlers would eat guest traps
-        import ray
+    from wasinn.serve.ray import _ray, connect
 
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            configure_logging=False,
-            log_to_driver=False,
-        )
+    address = connect(None, num_cpus=2, configure_logging=False, log_to_driver=False)
+    ray = _ray()
+    # Ray would otherwise put its node (and GCS) on the machine's network address.
+    assert address.startswith("127.0.0.1:")
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
     yield
-    with keep_fault_handlers():
+    with keep_fault_handlers():  # as wasinn.serve.ray does: Ray's handlers would eat guest traps
         ray.shutdown()
 
 
@@ -70,12 +68,17 @@ def test_guest_traps_stay_traps_after_ray_starts_and_stops(tmp_path: Path) -> No
 
 
 def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
+    from ray import serve
+
     from wasinn.serve.ray import serve_on_ray
 
     port = free_port()
-    config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False)
+    # mapped_responses as `wasinn serve` sets it: the deployment must turn it off (Ray Serve
+    # pickles response bodies; a memoryview of a mapped file cannot be).
+    config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False, mapped_responses=True)
     stop = threading.Event()
-    server = threading.Thread(target=serve_on_ray, args=(config,), kwargs={"port": port, "until": stop})
+    options = {"port": port, "until": stop, "replicas": 2}
+    server = threading.Thread(target=serve_on_ray, args=(config,), kwargs=options)
     server.start()
     try:
         base = f"http://127.0.0.1:{port}"
@@ -91,6 +94,20 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
         assert answer.content == b"args: ray\nthrough Ray Serve"
         failure = httpx.post(f"{base}/echo?exit=65&stderr=bad", content=b"", timeout=60)
         assert (failure.status_code, failure.json()) == (400, {"error": "bad", "exit_code": 65})
+        # A trap inside a replica is the guest's 500 (wasmtime's fault handlers survived Ray).
+        trapped = httpx.post(f"{base}/echo?trap", content=b"", timeout=60)
+        assert trapped.status_code == 500
+        assert trapped.json()["error"].startswith("guest trapped: wasm `unreachable` instruction executed")
+        assert httpx.post(f"{base}/echo", content=b"after", timeout=60).content == b"args:\nafter"
+        # /metrics answers for the replica that takes the scrape.
+        metrics = httpx.get(f"{base}/metrics", timeout=60).text
+        assert 'wasinn_guests_running{pool="echo"} 0' in metrics
+        assert 'wasinn_requests_total{route="echo",status="' in metrics
+        rss = [line for line in metrics.splitlines() if line.startswith("process_resident_memory_bytes ")]
+        assert len(rss) == 1 and int(rss[0].split()[1]) > 0
+        # --replicas reached Ray Serve: two replica processes run the app.
+        deployments = serve.status().applications["wasinn"].deployments
+        assert [d.replica_states for d in deployments.values()] == [{"RUNNING": 2}]
     finally:
         stop.set()
         server.join(timeout=120)
@@ -112,8 +129,13 @@ def test_wasinn_batch_ray_segments_a_folder(tmp_path: Path) -> None:
         shutil.copy(photo, pictures / name)
     (pictures / "notes.txt").write_text("not a picture")
     env = {**os.environ, "WASINN_MODELS": str(shared_file())}
-    result = wasinn_cli("batch", "--ray", str(pictures), "--out", str(tmp_path / "out"), env=env, timeout=600)
+    out = str(tmp_path / "out")
+    result = wasinn_cli("batch", "--ray", "--workers", "2", str(pictures), "--out", out, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # The cluster it started is addressed on loopback, not the machine's network address.
+    assert "wasinn batch: Ray cluster at 127.0.0.1:" in result.stderr
+    # --workers reached Ray Data: its progress log counts the Segmenter actor pool.
+    assert "Map(Segmenter)" in result.stderr and "Actors: 2 (" in result.stderr
     assert f"3 pictures segmented into {tmp_path / 'out'}" in result.stderr
     rows = [json.loads(line) for line in (tmp_path / "out" / "shares.jsonl").read_text().splitlines()]
     assert [row["name"] for row in rows] == ["a.jpg", "b.jpg", "c.jpg"]

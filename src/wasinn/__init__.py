@@ -15,6 +15,7 @@ from wasinn.core import (
     Preload,
     Tensor,
     TensorType,
+    TimeLimitExceeded,
     WasinnError,
 )
 from wasinn.options import DirMapping
@@ -41,6 +42,7 @@ __all__ = [
     "Runtime",
     "Tensor",
     "TensorType",
+    "TimeLimitExceeded",
     "WasinnError",
     "__version__",
     "backends",

@@ -21,7 +21,7 @@ from wasmtime import component
 from wasinn.abi import _bytelists
 from wasinn.abi.wit import WitNN
 from wasinn.backends import backends
-from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError
+from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError, TimeLimitExceeded
 from wasinn.runtime import ModuleCache, first_line
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class ComponentInstance:
         # A component call reports traps as plain WasmtimeErrors: recognise them by their text.
         trap_code = error.trap_code if isinstance(error, wasmtime.Trap) else None
         if trap_code is wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text:
-            return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+            return TimeLimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
         if trap_code is wasmtime.TrapCode.OUT_OF_FUEL or "all fuel consumed" in text:
             return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
         if "fuel allocated for hostcalls has been exhausted" in text:

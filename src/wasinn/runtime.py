@@ -32,6 +32,7 @@ from wasinn.core import (
     ModuleError,
     NNSession,
     Preload,
+    TimeLimitExceeded,
 )
 from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
@@ -433,14 +434,14 @@ class Instance:
     def _translate(self, error: BaseException) -> BaseException:
         """The wasinn exception for what stopped the guest."""
         if isinstance(error, LimitExceeded):
-            return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded during compute")
+            return TimeLimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded during compute")
         if isinstance(error, GuestExit | GuestTrap):
             return error
         if isinstance(error, wasmtime.ExitTrap):
             return GuestExit(error.code)
         if isinstance(error, wasmtime.Trap):
             if error.trap_code is wasmtime.TrapCode.INTERRUPT:
-                return LimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+                return TimeLimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
             if error.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
                 return LimitExceeded(f"gas limit of {self.limits.gas} exceeded")
             return GuestTrap(describe_trap(error))

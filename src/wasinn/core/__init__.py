@@ -22,6 +22,7 @@ from wasinn.core._errors import (
     ModuleError,
     NNError,
     NotFound,
+    TimeLimitExceeded,
     TooLarge,
     WasinnError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Tensor",
     "TensorKey",
     "TensorType",
+    "TimeLimitExceeded",
     "TooLarge",
     "WasinnError",
     "format_dims",

@@ -52,6 +52,10 @@ class LimitExceeded(GuestTrap):
     """The guest ran past a limit it was given: time, gas (fuel) or memory."""
 
 
+class TimeLimitExceeded(LimitExceeded):
+    """The guest ran past its time limit: unlike gas, a slow host can be the cause (HTTP 504)."""
+
+
 class GuestExit(WasinnError):
     """The guest called ``proc_exit``; carries its exit code."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
-from wasinn.core._errors import BackendError, Errno, InvalidArgument, LimitExceeded, NNError, NotFound
+from wasinn.core._errors import BackendError, Errno, InvalidArgument, NNError, NotFound, TimeLimitExceeded
 from wasinn.core._registry import ModelRegistry, SharedModel
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
@@ -391,7 +391,7 @@ def run_within(context: BackendContext, seconds: float) -> None:
         context.cancel()
         # A framework thread still running at interpreter exit aborts the process.
         worker.join(CANCEL_GRACE_SECONDS)
-        raise LimitExceeded("time limit exceeded during native inference")
+        raise TimeLimitExceeded("time limit exceeded during native inference")
     error = outcome[0] if outcome else None
     if error is not None:
         raise error

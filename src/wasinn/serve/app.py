@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import anyio
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from wasinn.core import GuestTrap, LimitExceeded, WasinnError
+from wasinn.core import GuestTrap, TimeLimitExceeded, WasinnError
 from wasinn.serve.metrics import Metrics
 from wasinn.serve.pool import GuestPool, GuestResult
 
@@ -60,11 +61,22 @@ class ServerState:
 
     metrics: Metrics = field(default_factory=Metrics)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_waiting: int = 64
-    waiting: int = 0
+    max_waiting: int = 64  # per pool (route): requests waiting for one of its worker slots
+    mapped_responses: bool = False  # ServeConfig.mapped_responses
     pools: list[GuestPool] = field(default_factory=list)
     limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
+
+    def limiter(self, pool: GuestPool) -> anyio.CapacityLimiter:
+        """The pool's slots as seen by the event loop (made in it: anyio binds it there)."""
+        limiter = self.limiters.get(pool)
+        if limiter is None:
+            limiter = self.limiters[pool] = anyio.CapacityLimiter(pool.slots)
+        return limiter
+
+    def waiting(self, pool: GuestPool) -> int:
+        limiter = self.limiters.get(pool)
+        return limiter.statistics().tasks_waiting if limiter is not None else 0
 
 
 def error_response(status: int, message: str, **details: object) -> JSONResponse:
@@ -104,25 +116,28 @@ async def run_guest(
     body: bytes,
     args: list[str],
     on_stdout: Callable[[bytes], object] | None = None,
+    *,
+    mapped: bool = False,
 ) -> GuestResult:
-    """Run in a worker thread; too many already waiting for a slot → 503, stopped guest → 500/504."""
-    if state.waiting >= state.max_waiting:
-        raise HTTPFailure(503, f"{state.waiting} requests are already waiting for a worker; retry later")
-    state.waiting += 1
+    """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time)."""
+    limiter = state.limiter(pool)
+    waiting = limiter.statistics().tasks_waiting
+    # Only a request that would wait counts against --max-waiting: those running hold a slot.
+    # No await between this check and the limiter's acquire, so no other request slips in.
+    if limiter.available_tokens < 1 and waiting >= state.max_waiting:
+        raise HTTPFailure(
+            503, f"{waiting} requests are already waiting for a worker of this route; retry later"
+        )
     try:
         # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
-        limiter = state.limiters.get(pool)
-        if limiter is None:
-            limiter = state.limiters[pool] = anyio.CapacityLimiter(pool.slots)
-        return await anyio.to_thread.run_sync(pool.run, body, args, on_stdout, limiter=limiter)
-    except LimitExceeded as exceeded:
+        run = partial(pool.run, body, args, on_stdout, mapped=mapped)
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
+    except TimeLimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
-    except GuestTrap as trap:
+    except GuestTrap as trap:  # a trap, or the gas or memory limit: the guest's own fault
         raise HTTPFailure(500, str(trap)) from None
     except WasinnError as err:
         raise HTTPFailure(500, str(err)) from None
-    finally:
-        state.waiting -= 1
 
 
 def guest_status(result: GuestResult) -> None:
@@ -153,7 +168,8 @@ class GuestRoute:
 
     async def handle(self, request: Request) -> Response:
         body = await read_body(request, self.state)
-        result = await run_guest(self.state, self.pool, body, query_args(request))
+        mapped = self.state.mapped_responses
+        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=mapped)
         guest_status(result)
         return Response(
             result.stdout,
@@ -188,7 +204,8 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         return JSONResponse({"status": "ok", "routes": [h.path for h in handlers]})
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+        pools = [(pool.name, pool.running, state.waiting(pool)) for pool in state.pools]
+        return PlainTextResponse(state.metrics.render(pools), media_type="text/plain; version=0.0.4")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -35,9 +35,15 @@ def _missing_extra(err: ImportError) -> None:
 )
 @click.option("--memory-page-limit", type=click.IntRange(min=0), metavar="PAGES", help="Per request.")
 @click.option("--time-limit", type=click.IntRange(min=0), metavar="MS", help="Per request: over it, 504.")
-@click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request.")
+@click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request: out of fuel, 500.")
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0))
-@click.option("--max-waiting", default=64, show_default=True, type=click.IntRange(min=0), help="Then 503.")
+@click.option(
+    "--max-waiting",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Requests of one route that may wait for one of its workers; the next gets 503.",
+)
 @click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
 @click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
 @click.option(
@@ -53,6 +59,12 @@ def _missing_extra(err: ImportError) -> None:
     help="The guest for --openai (default: the built llm-serve.wasm).",
 )
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    help="With --ray: server processes (Serve replicas), each with --workers per route.  [default: 1]",
+)
+@click.option("--address", default=None, help="With --ray: the cluster to join (default: start a local one).")
 @click.option("-v", "--verbose", is_flag=True)
 @click.argument("routes", nargs=-1, metavar="ROUTE=MODULE.wasm...")
 def serve_command(
@@ -72,6 +84,8 @@ def serve_command(
     openai: tuple[str, ...],
     openai_guest: Path | None,
     use_ray: bool,
+    replicas: int | None,
+    address: str | None,
     verbose: bool,
     routes: tuple[str, ...],
 ) -> None:
@@ -80,6 +94,8 @@ def serve_command(
     from wasinn.runtime import Limits
 
     configure_logging(verbose)
+    if not use_ray and (replicas is not None or address is not None):
+        fail("--replicas and --address are options of --ray")
     try:
         from wasinn.serve.server import ServeConfig, build_app, parse_routes, with_demo
     except ImportError as err:
@@ -97,13 +113,21 @@ def serve_command(
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
+            mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
         )
         if demo:
             config = with_demo(config)
         if use_ray:
             from wasinn.serve.ray import serve_on_ray
 
-            serve_on_ray(config, host=host, port=port)
+            serve_on_ray(
+                config,
+                host=host,
+                port=port,
+                address=address,
+                replicas=replicas or 1,
+                progress=lambda line: click.echo(f"wasinn serve: {line}", err=True),
+            )
             return
         app = build_app(config)
     except WasinnError as err:
@@ -131,8 +155,15 @@ def serve_command(
     show_default=True,
     help="Where the overlays and shares.jsonl go.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ray Data workers, each with its own copy of the model.",
+)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def batch_command(use_ray: bool, address: str | None, out: Path, directory: Path) -> None:
+def batch_command(use_ray: bool, address: str | None, out: Path, workers: int, directory: Path) -> None:
     """Road-segment every picture in DIRECTORY with Ray Data; write overlays and shares.jsonl."""
     from wasinn.core import WasinnError
 
@@ -141,7 +172,13 @@ def batch_command(use_ray: bool, address: str | None, out: Path, directory: Path
     except ImportError as err:
         _missing_extra(err)
     try:
-        count = batch_segment(directory, out, address=address)
+        count = batch_segment(
+            directory,
+            out,
+            address=address,
+            workers=workers,
+            progress=lambda line: click.echo(f"wasinn batch: {line}", err=True),
+        )
     except WasinnError as err:
         fail(str(err))
     click.echo(f"{count} pictures segmented into {out}", err=True)

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 # Upper bounds in seconds: from a tiny guest's few milliseconds to a slow model's seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,7 +40,8 @@ class Metrics:
         with self._lock:
             return self._requests[(route, status)]
 
-    def render(self) -> str:
+    def render(self, pools: Sequence[tuple[str, int, int]] = ()) -> str:
+        """The text format; ``pools`` are (name, guests running, requests waiting) per guest pool."""
         lines = [
             "# HELP wasinn_requests_total Requests answered, by route and HTTP status.",
             "# TYPE wasinn_requests_total counter",
@@ -64,6 +66,14 @@ class Metrics:
                 "# TYPE wasinn_requests_in_flight gauge",
                 f"wasinn_requests_in_flight {self.in_flight}",
             ]
+        lines += [
+            "# HELP wasinn_guests_running Guests running now, by pool (a route; an OpenAI model: two).",
+            "# TYPE wasinn_guests_running gauge",
+            *(f'wasinn_guests_running{{pool="{name}"}} {running}' for name, running, _ in pools),
+            "# HELP wasinn_requests_waiting Requests waiting for a worker slot, by pool.",
+            "# TYPE wasinn_requests_waiting gauge",
+            *(f'wasinn_requests_waiting{{pool="{name}"}} {waiting}' for name, _, waiting in pools),
+        ]
         lines += [
             "# HELP process_resident_memory_bytes Resident memory of the server process.",
             "# TYPE process_resident_memory_bytes gauge",

@@ -147,7 +147,7 @@ class ChatCompletionsRoute(_OpenAIRoute):
             return await self._stream(model, chat, args, prompt)
         result = await run_guest(self.state, model.chat, prompt, args)
         guest_status(result)
-        text, _, done = parse_guest_output(result.stdout)
+        text, _, done = parse_guest_output(bytes(result.stdout))
         answer = chat_completion(completion_id(), model.name, text.decode(errors="replace"), done)
         return JSONResponse(answer)
 
@@ -235,7 +235,7 @@ class EmbeddingsRoute(_OpenAIRoute):
         for index, text in enumerate(embed.inputs):
             result = await run_guest(self.state, model.embeddings, text.encode(), args)
             guest_status(result)
-            _, vectors, done = parse_guest_output(result.stdout)
+            _, vectors, done = parse_guest_output(bytes(result.stdout))
             items.append(embedding_item(index, vectors[0], embed.base64))
             prompt_tokens += done.prompt_tokens
         return JSONResponse(embeddings_response(model.name, items, prompt_tokens))

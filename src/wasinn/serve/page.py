@@ -49,7 +49,7 @@ def photo_tensor(photo: bytes) -> tuple[bytes, Pixels]:
     return tensor.tobytes(), rgb
 
 
-def overlay_picture(labels: bytes, rgb: Pixels) -> tuple[bytes, dict[str, float]]:
+def overlay_picture(labels: bytes | memoryview, rgb: Pixels) -> tuple[bytes, dict[str, float]]:
     """PNG of the classes blended over the photo, and each class's share in percent."""
     from PIL import Image
 

@@ -13,6 +13,7 @@ for 5.5 MB. Making the instance itself costs about a millisecond (docs/serving.m
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import queue
 import shutil
@@ -39,7 +40,7 @@ class GuestResult:
     """What one run of a guest produced."""
 
     exit_code: int
-    stdout: bytes
+    stdout: bytes | memoryview  # a memoryview: the mapped stdout file (``run(mapped=True)``)
     stderr: bytes
     seconds: float
 
@@ -73,36 +74,61 @@ class GuestPool:
         if self._ticker is not None:
             self._ticker.__enter__()
         self._closed = False
+        self._running = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Guests of this pool running now (never more than ``slots``)."""
+        return self._running
 
     def run(
-        self, body: bytes, args: list[str], on_stdout: Callable[[bytes], object] | None = None
+        self,
+        body: bytes,
+        args: list[str],
+        on_stdout: Callable[[bytes], object] | None = None,
+        *,
+        mapped: bool = False,
     ) -> GuestResult:
         """Run the guest with ``body`` as stdin and ``args`` as arguments; blocks for a free slot.
 
         With ``on_stdout``, what the guest writes goes to it as it comes (its stdout file is
         read every few milliseconds while it runs; the result's ``stdout`` is then empty).
+        With ``mapped``, the result's ``stdout`` is a read-only memoryview of the stdout file,
+        mapped, not read: no copy, and its pages go back when the view is collected.
         Raises :class:`~wasinn.core.LimitExceeded` or :class:`~wasinn.core.GuestTrap` when the
         guest was stopped; the pool stays usable either way.
         """
         slot = self._free.get()
+        with self._count_lock:
+            self._running += 1
         release_freed_memory()  # earlier requests' buffers, before this one's are made
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
-            with (
-                self.runtime.instantiate(
-                    self.module, args, stdin=body, stdout=stdout, stderr=stderr
-                ) as instance,
-                _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext(),
-            ):
-                instance.restart_clock()
-                code = instance.run()
+            instance = self.runtime.instantiate(self.module, args, stdin=body, stdout=stdout, stderr=stderr)
+            try:
+                with instance, _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
+                    instance.restart_clock()
+                    code = instance.run()
+            finally:
+                # The store holds the guest's linear memory (the request's megabytes); it sits in
+                # a reference cycle, so without this it waits for Python's cyclic collector: RSS
+                # climbed ~7 MB a request and fell by 150 MB at each collection.
+                instance.store.close()
             seconds = time.perf_counter() - started
-            output = b"" if on_stdout else stdout.read_bytes()
+            if on_stdout:
+                output: bytes | memoryview = b""
+            elif mapped:
+                output = _map(stdout)
+            else:
+                output = stdout.read_bytes()
             return GuestResult(code, output, _tail(stderr, STDERR_KEEP_BYTES), seconds)
         finally:
             with contextlib.suppress(OSError):  # an idle slot holds no request's bytes (in RAM)
                 os.truncate(slot / "stdout", 0)
+            with self._count_lock:
+                self._running -= 1
             self._free.put(slot)
 
     def close(self) -> None:
@@ -146,6 +172,17 @@ class _Tail:
     def _follow(self) -> None:
         while not self._stop.wait(self.POLL_SECONDS):
             self._drain()
+
+
+def _map(path: Path) -> memoryview | bytes:
+    """The file's bytes as a read-only mapping, and the file unlinked (its pages then live as
+    long as the mapping, and the slot's next guest writes a new file). 7.3 MB of road scores
+    reach the response 4-5 ms sooner than read into a bytes object first."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        view = memoryview(mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ)) if size else b""
+    path.unlink()
+    return view
 
 
 def _tail(path: Path, limit: int) -> bytes:

@@ -7,8 +7,11 @@ travel between processes, the config does. ``ray`` is imported only here (the ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,21 +33,48 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local one addressed as 127.0.0.1.
+# Ray turns a node address of 127.0.0.1 into the machine's network address (so that other
+# nodes can reach it) unless multi-node clusters are off, as they are on macOS and Windows.
+# Off, every server of a local cluster (GCS, raylet, workers, Serve) binds to 127.0.0.1.
+# Read when ray is imported, and inherited by the processes the cluster starts.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-    Ray's own gRPC servers still listen on every interface (docs/serving.md).
+
+def _local_only() -> None:
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    constants: Any = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray was imported before: its switch is already read
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def connect(address: str | None, **init_options: Any) -> str:
+    """Join the cluster at ``address``, or start a local one on 127.0.0.1 only; its GCS address.
+
+    Every entry point (Serve, Data) comes through here, so none starts a cluster on the
+    machine's network address. ``init_options`` go to ``ray.init`` (tests: ``num_cpus``).
     """
+    if address is None and not _ray_initialized():
+        _local_only()
+        init_options.setdefault("include_dashboard", False)
     ray = _ray()
-    local = {"_node_ip_address": "127.0.0.1", "include_dashboard": False} if address is None else {}
     with keep_fault_handlers():  # Ray's crash handlers would turn every guest trap into a host crash
-        ray.init(address=address, ignore_reinit_error=True, **local)
+        ray.init(address=address, ignore_reinit_error=True, **init_options)
+    gcs: str = ray.get_runtime_context().gcs_address
+    return gcs
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
 
 def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
     """A bound Ray Serve application serving ``config``'s routes (and page, with ``demo``)."""
     _ray()
     from ray import serve
+
+    # Ray Serve pickles each response body from the replica to its proxy: bytes, not a mapping.
+    config = dataclasses.replace(config, mapped_responses=False)
 
     def app_builder() -> Any:
         return build_app(config)
@@ -65,12 +95,21 @@ def serve_on_ray(
     address: str | None = None,
     replicas: int = 1,
     until: threading.Event | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``config`` on Ray Serve at http://host:port/ until SIGTERM/SIGINT (or ``until`` is set)."""
+    """Run ``config`` on Ray Serve at http://host:port/ until SIGTERM/SIGINT (or ``until`` is set).
+
+    ``replicas`` processes each build the whole app (``config.workers`` guest threads per
+    route in each): Ray Serve spreads the requests over them.
+    """
+    if replicas < 1:
+        raise ConfigError(f"Ray Serve needs at least one replica, got {replicas}")
     _ray()
     from ray import serve
 
-    connect(address)
+    cluster = connect(address)
+    if progress is not None:
+        progress(f"Ray cluster at {cluster}, {replicas} replica(s)")
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(config, replicas=replicas), name="wasinn", route_prefix="/")
     stop = until or threading.Event()
@@ -118,17 +157,25 @@ def batch_segment(
     workers: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """Segment every picture in ``directory`` on Ray Data: ``out``/NAME.png and ``out``/shares.jsonl."""
+    """Segment every picture in ``directory`` on Ray Data: ``out``/NAME.png and ``out``/shares.jsonl.
+
+    ``workers`` Ray Data actors each load the model once and segment their share of the
+    pictures.
+    """
+    if workers < 1:
+        raise ConfigError(f"a batch needs at least one worker, got {workers}")
     ray = _ray()
     pictures = pictures_in(directory)
     out.mkdir(parents=True, exist_ok=True)
-    with keep_fault_handlers():
-        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    cluster = connect(address)
+    if progress is not None:
+        progress(f"Ray cluster at {cluster}, {workers} worker(s)")
     # The model and guest are found here, on the driver; workers get their paths.
     config = with_demo(ServeConfig(), download=False)
     settings = {"guest": str(config.routes[ROAD_ROUTE]), "preload": config.preload, "out": str(out.resolve())}
     dataset = ray.data.from_items([{"path": str(p.resolve())} for p in pictures])
-    rows = dataset.map(Segmenter, fn_constructor_kwargs=settings, concurrency=workers).take_all()
+    pool = ray.data.ActorPoolStrategy(size=workers)
+    rows = dataset.map(Segmenter, fn_constructor_kwargs=settings, compute=pool).take_all()
     rows.sort(key=lambda row: str(row["name"]))
     with open(out / "shares.jsonl", "w") as lines:
         for row in rows:
