@@ -99,10 +99,15 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
         assert trapped.status_code == 500
         assert trapped.json()["error"].startswith("guest trapped: wasm `unreachable` instruction executed")
         assert httpx.post(f"{base}/echo", content=b"after", timeout=60).content == b"args:\nafter"
-        # /metrics answers for the replica that takes the scrape.
-        metrics = httpx.get(f"{base}/metrics", timeout=60).text
-        assert 'wasinn_guests_running{pool="echo"} 0' in metrics
-        assert 'wasinn_requests_total{route="echo",status="' in metrics
+        # /metrics answers for the replica that takes the scrape, which with two replicas may
+        # have served none of the requests above: scrape until one that did answers.
+        counted = 'wasinn_requests_total{route="echo",status="'
+        scrapes = [httpx.get(f"{base}/metrics", timeout=60).text for _ in range(3)]
+        while counted not in scrapes[-1] and len(scrapes) < 40:
+            scrapes.append(httpx.get(f"{base}/metrics", timeout=60).text)
+        metrics = scrapes[-1]
+        assert all('wasinn_guests_running{pool="echo"} 0' in scrape for scrape in scrapes)
+        assert counted in metrics
         rss = [line for line in metrics.splitlines() if line.startswith("process_resident_memory_bytes ")]
         assert len(rss) == 1 and int(rss[0].split()[1]) > 0
         # --replicas reached Ray Serve: two replica processes run the app.
