@@ -309,3 +309,17 @@ def python_guest(source: Path, directory: Path, *, versions: Sequence[str] = ())
     target = directory / source.with_suffix(".wasm").name
     build(source, target, versions=versions or NN_VERSIONS[:1])
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The tiny random-weight llama GGUF (wasinn.testing.tiny_gguf), written once per machine."""
+    require_module("llama_cpp")
+    require_module("gguf")
+    from wasinn.testing.tiny_gguf import VocabUnavailable, tiny_llama
+
+    try:
+        return tiny_llama()
+    except VocabUnavailable as err:
+        missing(str(err))
+        raise

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from conftest import Probe, make_probe, requires_no_gpu
-from test_ggml import tiny_model  # noqa: F401  (the fixture is shared)
 from wasinn import Errno, Runtime
 
 OPENVINO, ONNX, TENSORFLOW, TFLITE, AUTODETECT, GGML = 0, 1, 2, 4, 5, 6
@@ -71,7 +70,7 @@ def test_04_builder_count_overflows_memory(probe: Probe) -> None:
     assert probe.call("load", 0, 0x20000000, OPENVINO, CPU, OUT) == Errno.INVALID_ARGUMENT
 
 
-def test_05_auto_target_is_decided_by_the_backend(tiny_model: Path) -> None:  # noqa: F811
+def test_05_auto_target_is_decided_by_the_backend(tiny_model: Path) -> None:
     # WasmEdge refuses AUTO in load before any backend sees it; wasinn passes it to the backend
     # (documented difference), and GGML, like WasmEdge, takes AUTO only from --nn-preload
     # (ggml-backend spec case 5). The same GGUF bytes load with target CPU.

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 import wasinn
-from conftest import require_module
 from wasinn.backends import get_backend
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession, Tensor, TensorType
 
@@ -32,21 +31,6 @@ PROMPT = b"Once upon a time, "
 # of the spec's n_ctx arithmetic (§5.1) use CTX, which only an honoured ctx-size gives.
 TRAINED_CTX, CTX = 256, 512
 GREEDY = {"temp": 0, "threads": 1}
-
-
-@pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    require_module("llama_cpp")
-    require_module("gguf")
-    from wasinn.testing.tiny_gguf import VocabUnavailable, tiny_llama
-
-    try:
-        return tiny_llama()
-    except VocabUnavailable as err:
-        from conftest import missing
-
-        missing(str(err))
-        raise
 
 
 class Session:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Probe, guest_wasm, make_probe, run_guest
-from test_ggml import CTX, PROMPT, Native, tiny_model  # noqa: F401  (the fixture is shared)
+from test_ggml import CTX, PROMPT, Native
 from wasinn import Runtime
 from wasinn.core import Errno
 
@@ -44,11 +44,11 @@ def chat(model: Path, tmp_path: Path, *options: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def native(tiny_model: Path) -> Native:  # noqa: F811
+def native(tiny_model: Path) -> Native:
     return Native(tiny_model)
 
 
-def test_compute_and_get_output_equal_native(tiny_model: Path, native: Native, tmp_path: Path) -> None:  # noqa: F811
+def test_compute_and_get_output_equal_native(tiny_model: Path, native: Native, tmp_path: Path) -> None:
     out = chat(tiny_model, tmp_path, "--meta", json.dumps({**GREEDY, "n-predict": 16}))
     tokens, text = native.greedy(PROMPT, 16)
     assert out["rc_load"] == ["0"] and out["graph"] == ["0"] and out["rc_compute"] == ["0"]
@@ -58,7 +58,7 @@ def test_compute_and_get_output_equal_native(tiny_model: Path, native: Native, t
     assert after["output_tokens"] == len(tokens)
 
 
-def test_streaming_loop_until_end_of_sequence(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_streaming_loop_until_end_of_sequence(tiny_model: Path, tmp_path: Path) -> None:
     out = chat(
         tiny_model, tmp_path, "--stream", "--meta", json.dumps({**GREEDY, "grammar": 'root ::= "yes"'})
     )
@@ -70,7 +70,7 @@ def test_streaming_loop_until_end_of_sequence(tiny_model: Path, tmp_path: Path) 
     assert out["rc_fini"] == ["0"]
 
 
-def test_stream_stdout_writes_the_text_to_host_stdout(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_stream_stdout_writes_the_text_to_host_stdout(tiny_model: Path, tmp_path: Path) -> None:
     meta = json.dumps({**GREEDY, "n-predict": 8, "stream-stdout": True})
     done = run_guest(
         guest_wasm("ggml-chat"),
@@ -88,7 +88,7 @@ def test_stream_stdout_writes_the_text_to_host_stdout(tiny_model: Path, tmp_path
     assert streamed.encode() == text and text
 
 
-def test_load_by_name_with_config_honours_ctx_size(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_load_by_name_with_config_honours_ctx_size(tiny_model: Path, tmp_path: Path) -> None:
     # ctx-size 512, twice the tiny model's trained context: only an honoured ctx-size gives it
     config = json.dumps({**GREEDY, "ctx-size": CTX, "ignore-eos": True, "llama3": True})
     out = chat(tiny_model, tmp_path, "--config", config)
@@ -108,7 +108,7 @@ def test_model_not_found_prints_like_the_upstream_guest(tmp_path: Path) -> None:
     assert done.stdout.strip() == "Model not found"
 
 
-def test_abi_buffers_and_errno_through_guest_memory(tiny_model: Path) -> None:  # noqa: F811
+def test_abi_buffers_and_errno_through_guest_memory(tiny_model: Path) -> None:
     """Spec cases 4, 17, 27, 31, 32 through the wasi_ephemeral_nn imports themselves."""
     runtime = Runtime(cache=False, dirs=[f"/models:{tiny_model.parent}"])
     probe = make_probe(runtime)
@@ -139,7 +139,7 @@ def test_abi_buffers_and_errno_through_guest_memory(tiny_model: Path) -> None:  
     runtime.close()
 
 
-def test_unload_and_load_again_like_test_unload(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unload_and_load_again_like_test_unload(tiny_model: Path, tmp_path: Path) -> None:
     config = json.dumps({"enable-log": False, "n-gpu-layers": 0, "temp": 0, "n-predict": 4})
     out = chat(tiny_model, tmp_path, "--reload", "5", "--config", config)
     assert out["graph"] == ["0", "1", "2", "3", "4"]
@@ -147,7 +147,7 @@ def test_unload_and_load_again_like_test_unload(tiny_model: Path, tmp_path: Path
     assert len(set(out["text_hex"])) == 1  # the same greedy text every time
 
 
-def test_a_guest_names_model_files_through_its_dir_mappings(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_guest_names_model_files_through_its_dir_mappings(tiny_model: Path, tmp_path: Path) -> None:
     """``preload:<path>`` from a guest is a guest path: WasmEdge opens it on the host, wasinn
     only inside the --dir mappings (a host file outside them is model-not-found, 103)."""
     shutil.copy(tiny_model, tmp_path / "tiny.gguf")
@@ -172,7 +172,7 @@ def generate(probe: Probe, graph: int, out: int = 64) -> tuple[bytes, int]:
     return probe.read(buffer, probe.u32(size)), tokens
 
 
-def test_unload_twice_and_a_context_after_unload(tiny_model: Path) -> None:  # noqa: F811
+def test_unload_twice_and_a_context_after_unload(tiny_model: Path) -> None:
     """Spec case 35, through the wasi_ephemeral_nn imports."""
     with Runtime(cache=False, dirs=[f"/models:{tiny_model.parent}"]) as runtime:
         probe = make_probe(runtime)
@@ -194,7 +194,7 @@ def test_unload_twice_and_a_context_after_unload(tiny_model: Path) -> None:  # n
         probe.instance.close()
 
 
-def test_a_name_loaded_again_after_unload_takes_the_new_config(tiny_model: Path) -> None:  # noqa: F811
+def test_a_name_loaded_again_after_unload_takes_the_new_config(tiny_model: Path) -> None:
     """Spec cases 11 and 37: while cached, a new config is ignored (same handle); after
     unload, load_by_name_with_config builds a new graph with it."""
     with Runtime(cache=False, preload=[f"default:GGML:AUTO:{tiny_model}"]) as runtime:

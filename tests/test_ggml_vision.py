@@ -24,7 +24,7 @@ import pytest
 
 import wasinn
 from conftest import guest_wasm, missing, require_module, run_guest
-from test_ggml import GREEDY, Session, errno_of, run_isolated, tiny_model  # noqa: F401  (the fixture is shared)
+from test_ggml import GREEDY, Session, errno_of, run_isolated
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.backends import get_backend
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNSession
@@ -149,14 +149,14 @@ class NativeVision:
 
 
 @pytest.fixture(scope="module")
-def native(tiny_model: Path, mmproj: Path) -> Iterator[NativeVision]:  # noqa: F811
+def native(tiny_model: Path, mmproj: Path) -> Iterator[NativeVision]:
     reference = NativeVision(tiny_model, mmproj)
     yield reference
     reference.close()
 
 
 @pytest.fixture
-def vision(tiny_model: Path, mmproj: Path) -> Iterator[Session]:  # noqa: F811
+def vision(tiny_model: Path, mmproj: Path) -> Iterator[Session]:
     chat = Session(tiny_model, {**GREEDY, "mmproj": str(mmproj), "n-predict": N_PREDICT})
     yield chat
     chat.close()
@@ -221,7 +221,7 @@ def test_streaming_an_image_prompt_equals_compute(vision: Session, native: Nativ
     assert b"".join(pieces) == b"".join(native.piece(token) for token in tokens[:N_PREDICT])
 
 
-def test_text_prompt_after_an_image_prompt_is_evaluated_as_text(tiny_model: Path, vision: Session) -> None:  # noqa: F811
+def test_text_prompt_after_an_image_prompt_is_evaluated_as_text(tiny_model: Path, vision: Session) -> None:
     """WasmEdge HEAD keeps evaluating the last image prompt (spec §6); wasinn the current one."""
     plain = Session(tiny_model, {**GREEDY, "n-predict": N_PREDICT})
     try:
@@ -255,7 +255,7 @@ def test_a_model_reload_rebuilds_the_vision_context(vision: Session, native: Nat
     expect_native(vision, native, image)
 
 
-def test_context_arithmetic_counts_the_image_positions(tiny_model: Path, mmproj: Path) -> None:  # noqa: F811
+def test_context_arithmetic_counts_the_image_positions(tiny_model: Path, mmproj: Path) -> None:
     """No n_ctx − 4 check for image prompts (spec §5.1): 101 after n_ctx − P + 1 tokens, P the
     prompt's positions (its text tokens and the 16 image tokens); over n_ctx positions → 1."""
     chat = Session(tiny_model, {**GREEDY, "mmproj": str(mmproj), "ignore-eos": True})
@@ -278,7 +278,7 @@ def test_context_arithmetic_counts_the_image_positions(tiny_model: Path, mmproj:
 
 
 def test_instances_sharing_a_preloaded_graph_compute_images_concurrently(
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mmproj: Path,
     native: NativeVision,
 ) -> None:
@@ -315,7 +315,7 @@ def test_instances_sharing_a_preloaded_graph_compute_images_concurrently(
 # ------------------------------------------------------------------ errors (spec §12: all errno 1)
 
 
-def test_image_prompts_without_mmproj_are_1(tiny_model: Path, mmproj: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_image_prompts_without_mmproj_are_1(tiny_model: Path, mmproj: Path, tmp_path: Path) -> None:
     """Spec case 41, with real images."""
     (tmp_path / "one.png").write_bytes(png(1))
     chat = Session(tiny_model, GREEDY)
@@ -351,7 +351,7 @@ def test_bad_images_and_markers_are_1(vision: Session, tmp_path: Path) -> None:
     assert vision.compute() == 0  # the context still works after the refusals
 
 
-def test_a_missing_or_wrong_mmproj_is_1(tiny_model: Path) -> None:  # noqa: F811
+def test_a_missing_or_wrong_mmproj_is_1(tiny_model: Path) -> None:
     require_vision()
     for mmproj in ("/nonexistent/mmproj.gguf", str(tiny_model)):  # the text model is no projector
         chat = Session(tiny_model, {**GREEDY, "mmproj": mmproj, "n-predict": N_PREDICT})
@@ -364,7 +364,7 @@ def test_a_missing_or_wrong_mmproj_is_1(tiny_model: Path) -> None:  # noqa: F811
             chat.close()
 
 
-def test_projectors_clip_cpp_would_abort_on_are_1(tiny_model: Path, mmproj: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_projectors_clip_cpp_would_abort_on_are_1(tiny_model: Path, mmproj: Path, tmp_path: Path) -> None:
     """clip.cpp asserts (aborting the process) on a patch larger than the image or a width that
     heads do not divide; in a fresh interpreter, so that a regression fails only this test."""
     from wasinn.testing.tiny_mmproj import TinyMmprojShape, write_tiny_mmproj
@@ -391,7 +391,7 @@ def test_projectors_clip_cpp_would_abort_on_are_1(tiny_model: Path, mmproj: Path
 
 
 def test_guest_paths_resolve_through_the_dir_mappings(
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mmproj: Path,
     native: NativeVision,
     tmp_path: Path,
@@ -418,7 +418,7 @@ def test_guest_paths_resolve_through_the_dir_mappings(
 
 
 def test_the_wasmedge_ggml_call_sequence_through_wasinn_run(
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     mmproj: Path,
     native: NativeVision,
     tmp_path: Path,
@@ -445,7 +445,7 @@ def test_the_wasmedge_ggml_call_sequence_through_wasinn_run(
     assert (after["input_tokens"], after["output_tokens"]) == (text_tokens, len(tokens))
 
 
-def test_without_libmtmd_image_prompts_are_1_and_text_works(tiny_model: Path, mmproj: Path) -> None:  # noqa: F811
+def test_without_libmtmd_image_prompts_are_1_and_text_works(tiny_model: Path, mmproj: Path) -> None:
     """A llama-cpp-python built without libmtmd (LLAVA_BUILD=OFF) serves text; images get 1.
     MTMD_CPP_LIB points llama_cpp.mtmd_cpp at a directory without the library."""
     script = f"""

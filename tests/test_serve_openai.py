@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import guest_wasm, require_module
-from test_ggml import Native, tiny_model  # noqa: F401  (the fixture is shared)
+from test_ggml import Native
 
 require_module("starlette")
 require_module("httpx")
@@ -50,13 +50,13 @@ def config(model: Path, **options: Any) -> ServeConfig:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model: Path) -> Iterator[TestClient]:  # noqa: F811
+def client(tiny_model: Path) -> Iterator[TestClient]:
     with TestClient(build_app(config(tiny_model))) as test_client:
         yield test_client
 
 
 @pytest.fixture(scope="module")
-def native(tiny_model: Path) -> Iterator[Native]:  # noqa: F811
+def native(tiny_model: Path) -> Iterator[Native]:
     reference = Native(tiny_model)
     yield reference
     reference.close()
@@ -155,7 +155,7 @@ def native_embedding(model: Path, text: str) -> np.ndarray[Any, Any]:
     return vector[-1] if vector.ndim == 2 else vector
 
 
-def test_embeddings_equal_native(client: TestClient, tiny_model: Path, native: Native) -> None:  # noqa: F811
+def test_embeddings_equal_native(client: TestClient, tiny_model: Path, native: Native) -> None:
     inputs = ["Once upon a time,", "the end"]
     response = client.post("/v1/embeddings", json={"model": "tiny", "input": inputs})
     assert response.status_code == 200, response.text
@@ -231,7 +231,7 @@ def test_models_health_and_metrics(client: TestClient) -> None:
     assert 'wasinn_requests_total{route="v1/chat/completions",status="200"}' in client.get("/metrics").text
 
 
-def test_openai_needs_a_preloaded_ggml_model(tiny_model: Path) -> None:  # noqa: F811
+def test_openai_needs_a_preloaded_ggml_model(tiny_model: Path) -> None:
     with pytest.raises(ConfigError, match="no --nn-preload model of that name"):
         build_app(
             ServeConfig(
@@ -242,7 +242,7 @@ def test_openai_needs_a_preloaded_ggml_model(tiny_model: Path) -> None:  # noqa:
         )
 
 
-def test_the_command_line_streams_over_http(tiny_model: Path) -> None:  # noqa: F811
+def test_the_command_line_streams_over_http(tiny_model: Path) -> None:
     process, base = start_server(
         "--nn-preload",
         f"tiny:GGML:AUTO:{tiny_model}",

@@ -369,36 +369,21 @@ def test_pytorch_binds_inputs_in_list_order(conformance_wasm: Path, guest_dir: P
     assert "input(s) 1 not given" in assert_error(partial, "runtime-error")
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf() -> Path:
-    require_module("llama_cpp")
-    require_module("gguf")
-    from wasinn.testing.tiny_gguf import VocabUnavailable, tiny_llama
-
-    try:
-        return tiny_llama()
-    except VocabUnavailable as err:
-        from conftest import missing
-
-        missing(str(err))
-        raise
-
-
 def test_a_ggml_compute_returns_its_text_and_metadata(
-    conformance_wasm: Path, guest_dir: Path, tiny_gguf: Path
+    conformance_wasm: Path, guest_dir: Path, tiny_model: Path
 ) -> None:
     """A backend that names no outputs declares how many it makes (GGML: the text, then the
     metadata JSON); asking by index until one failed never ended on GGML."""
     config = {"n-predict": 6, "temp": 0, "threads": 1}
     seen = scenario(
         conformance_wasm, guest_dir, "compute", "tiny", f"1:text:{json.dumps(config)}", "0:text:Once upon",
-        preload=[f"tiny:ggml:cpu:{tiny_gguf}"],
+        preload=[f"tiny:ggml:cpu:{tiny_model}"],
     )  # fmt: skip
     (text_name, text_dims, text_kind, text), (meta_name, _, meta_kind, meta) = seen["ok"]
     assert (text_name, meta_name, text_kind, meta_kind) == ("0", "1", "U8", "U8")
     # The same backend through the legacy calls: the same text and counts.
     session = NNSession(get_backend)
-    graph = session.load([b"preload:" + bytes(tiny_gguf)], GraphEncoding.GGML, ExecutionTarget.CPU)
+    graph = session.load([b"preload:" + bytes(tiny_model)], GraphEncoding.GGML, ExecutionTarget.CPU)
     context = graph.init_execution_context()
     context.set_input(1, Tensor.from_array(np.frombuffer(json.dumps(config).encode(), np.uint8)))
     context.set_input(0, Tensor.from_array(np.frombuffer(b"Once upon", np.uint8)))
