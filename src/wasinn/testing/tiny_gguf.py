@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,7 @@ class TinyLlamaShape:
 
     @property
     def tag(self) -> str:
-        text = repr(self).encode()
-        return hashlib.sha256(text).hexdigest()[:12]
+        return shape_tag(self)
 
 
 def _sdist_candidates() -> Iterator[Path]:
@@ -139,11 +138,7 @@ def write_tiny_llama(path: Path, shape: TinyLlamaShape = TinyLlamaShape(), vocab
     writer.add_add_bos_token(tokenizer["tokenizer.ggml.add_bos_token"])
     writer.add_add_eos_token(tokenizer["tokenizer.ggml.add_eos_token"])
 
-    rng = np.random.default_rng(shape.seed)
-
-    def weights(*dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
-
+    weights = random_weights(shape.seed)
     ones = np.ones(embd, dtype=np.float32)
     kv_width = embd * kv_heads // heads
     writer.add_tensor("token_embd.weight", weights(n_vocab, embd))
@@ -165,6 +160,34 @@ def write_tiny_llama(path: Path, shape: TinyLlamaShape = TinyLlamaShape(), vocab
         writer.add_tensor(prefix + "ffn_up.weight", weights(ff, embd))
         writer.add_tensor(prefix + "ffn_down.weight", weights(embd, ff))
 
+    return finish(writer, partial, path)
+
+
+def tiny_llama(shape: TinyLlamaShape = TinyLlamaShape()) -> Path:
+    """The tiny model for ``shape``, written once into the user cache and reused."""
+    return cached(f"tiny-llama-{shape.tag}.gguf", lambda path: write_tiny_llama(path, shape))
+
+
+# -- shared by the tiny GGUF writers (this module's llama, tiny_mmproj's projector)
+
+
+def shape_tag(shape: object) -> str:
+    """A short hash of a shape dataclass: the cached file's name changes with any field."""
+    return hashlib.sha256(repr(shape).encode()).hexdigest()[:12]
+
+
+def random_weights(seed: int) -> Callable[..., np.ndarray[Any, np.dtype[np.float32]]]:
+    """N(0, 1) × 0.02 float32 tensors of the given numpy shape, from one seeded stream."""
+    rng = np.random.default_rng(seed)
+
+    def weights(*dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
+
+    return weights
+
+
+def finish(writer: Any, partial: Path, path: Path) -> Path:
+    """Write the GGUF to ``partial`` and move it into place, so readers never see half a file."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -173,10 +196,10 @@ def write_tiny_llama(path: Path, shape: TinyLlamaShape = TinyLlamaShape(), vocab
     return path
 
 
-def tiny_llama(shape: TinyLlamaShape = TinyLlamaShape()) -> Path:
-    """The tiny model for ``shape``, written once into the user cache and reused."""
-    path = user_cache_dir() / "testing" / f"tiny-llama-{shape.tag}.gguf"
+def cached(name: str, write: Callable[[Path], Path]) -> Path:
+    """``name`` in the user cache's testing folder, written by ``write`` the first time."""
+    path = user_cache_dir() / "testing" / name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_llama(path, shape)
+        write(path)
     return path

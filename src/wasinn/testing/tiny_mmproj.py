@@ -12,16 +12,13 @@ deterministically, which is what the tests compare. The file is written with the
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from wasinn.paths import user_cache_dir
-from wasinn.testing.tiny_gguf import TinyLlamaShape
+from wasinn.testing.tiny_gguf import TinyLlamaShape, cached, finish, random_weights, shape_tag
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class TinyMmprojShape:
 
     @property
     def tag(self) -> str:
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+        return shape_tag(self)
 
 
 def write_tiny_mmproj(path: Path, shape: TinyMmprojShape = TinyMmprojShape()) -> Path:
@@ -66,11 +63,7 @@ def write_tiny_mmproj(path: Path, shape: TinyMmprojShape = TinyMmprojShape()) ->
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
 
-    rng = np.random.default_rng(shape.seed)
-
-    def weights(*dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
-
+    weights = random_weights(shape.seed)
     ones, zeros = np.ones(embd, dtype=np.float32), np.zeros(embd, dtype=np.float32)
     # numpy shapes are ggml's ne reversed: the patch convolution is ne [p, p, 3, embd]
     writer.add_tensor("v.patch_embd.weight", weights(embd, 3, shape.patch_size, shape.patch_size))
@@ -96,18 +89,9 @@ def write_tiny_mmproj(path: Path, shape: TinyMmprojShape = TinyMmprojShape()) ->
     writer.add_tensor("mm.2.weight", weights(shape.text_embedding_length, hidden) * 50)
     writer.add_tensor("mm.2.bias", weights(shape.text_embedding_length))
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    partial.replace(path)
-    return path
+    return finish(writer, partial, path)
 
 
 def tiny_mmproj(shape: TinyMmprojShape = TinyMmprojShape()) -> Path:
     """The tiny projector for ``shape``, written once into the user cache and reused."""
-    path = user_cache_dir() / "testing" / f"tiny-mmproj-{shape.tag}.gguf"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_mmproj(path, shape)
-    return path
+    return cached(f"tiny-mmproj-{shape.tag}.gguf", lambda path: write_tiny_mmproj(path, shape))
