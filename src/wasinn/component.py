@@ -9,6 +9,7 @@ hash like modules (a Python guest takes seconds to compile and milliseconds to d
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from wasinn.abi import _bytelists
 from wasinn.abi.wit import WitNN
 from wasinn.backends import backends
 from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError, TimeLimitExceeded
-from wasinn.runtime import ModuleCache, first_line
+from wasinn.runtime import EPOCH_TICK_SECONDS, ModuleCache, Stdio, first_line
 
 if TYPE_CHECKING:
     from wasinn.runtime import Runtime
@@ -75,13 +76,22 @@ def _installed_backends() -> set[GraphEncoding]:
 class ComponentInstance:
     """One instantiated component: its store, WASI p2 state and ``wasi:nn`` resources."""
 
-    def __init__(self, runtime: Runtime, compiled: component.Component, argv: Sequence[str]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        compiled: component.Component,
+        argv: Sequence[str],
+        stdio: Stdio | None = None,
+    ) -> None:
         self.limits = runtime.limits
         self.store, deadline = runtime.new_store()
-        self.store.set_wasi(runtime.wasi_config(argv))
+        self.store.set_wasi(runtime.wasi_config(argv, stdio))
         # The host functions live in wasmtime-py's global table until the store is freed, so
-        # nothing they reach may hold this object (or its store) alive: no bound method here.
-        self.nn = runtime.new_session(lambda: None if deadline is None else deadline - time.monotonic())
+        # nothing they reach may hold this object (or its store) alive: no bound method here,
+        # only a cell that restart_clock moves.
+        self._deadline = [deadline]
+        cell = self._deadline
+        self.nn = runtime.new_session(lambda: None if cell[0] is None else cell[0] - time.monotonic())
         _bytelists.install()
         installed = _installed_backends()
         self.wit = WitNN(self.nn, installed.__contains__)
@@ -93,6 +103,14 @@ class ComponentInstance:
             self.instance = linker.instantiate(self.store, compiled)
         except wasmtime.WasmtimeError as err:
             raise ModuleError(f"{argv[0]}: cannot link: {first_line(err)}") from None
+
+    def restart_clock(self) -> None:
+        """Start the time limit now (as :meth:`wasinn.runtime.Instance.restart_clock`)."""
+        limit = self.limits.time_limit_ms
+        if limit is None:
+            return
+        self._deadline[0] = time.monotonic() + limit / 1000
+        self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
 
     def run(self) -> int:
         """Call the component's ``wasi:cli/run`` export; its exit code."""

@@ -38,6 +38,8 @@ from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
 
 if TYPE_CHECKING:
+    from wasmtime.component import Component
+
     from wasinn.component import ComponentInstance
 
 # Bump when the engine configuration below changes: it is part of the cache key.
@@ -260,9 +262,38 @@ class Runtime:
             compiled, program = module, "main.wasm"
         else:
             compiled, program = self.modules.load(Path(module)), str(module)
+        return Instance(self, compiled, [program, *args], self._stdio(stdin, stdout, stderr))
+
+    def compile_guest(self, path: Path) -> wasmtime.Module | Component:
+        """The compiled module or component at ``path`` (by its header), through the caches."""
+        from wasinn.component import component_cache, is_component  # it builds on this module
+
+        if is_component(path):
+            return component_cache(self).load(path)
+        compiled: wasmtime.Module = self.modules.load(path)
+        return compiled
+
+    def instantiate_guest(
+        self,
+        compiled: wasmtime.Module | Component,
+        args: Sequence[str] = (),
+        *,
+        stdin: InputStream | None = None,
+        stdout: OutputStream | None = None,
+        stderr: OutputStream | None = None,
+    ) -> Instance | ComponentInstance:
+        """:meth:`instantiate` for a module or a component from :meth:`compile_guest`."""
+        if isinstance(compiled, wasmtime.Module):
+            return self.instantiate(compiled, args, stdin=stdin, stdout=stdout, stderr=stderr)
+        from wasinn.component import ComponentInstance
+
+        return ComponentInstance(self, compiled, ["main.wasm", *args], self._stdio(stdin, stdout, stderr))
+
+    def _stdio(
+        self, stdin: InputStream | None, stdout: OutputStream | None, stderr: OutputStream | None
+    ) -> Stdio:
         default_in, default_out, default_err = self.stdio
-        stdio = (default_in if stdin is None else stdin, stdout or default_out, stderr or default_err)
-        return Instance(self, compiled, [program, *args], stdio)
+        return (default_in if stdin is None else stdin, stdout or default_out, stderr or default_err)
 
     def run(self, module: str | Path, args: Sequence[str] = ()) -> int:
         """Run the module's ``_start`` and return its exit code.

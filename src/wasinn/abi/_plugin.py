@@ -20,7 +20,7 @@ import wasmtime
 
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import U32, GuestMemory
-from wasinn.core import Errno, GuestTrap, InvalidArgument, NNError
+from wasinn.core import UNGATED, Errno, GuestTrap, InvalidArgument, NNError, first_use
 
 log = logging.getLogger("wasinn.plugin")
 
@@ -34,6 +34,12 @@ class PluginModule:
     SIGNATURES: ClassVar[dict[str, int]]  # import name → number of i32 parameters
     OUT_OF_BOUNDS: ClassVar[Errno]  # the errno of a guest range past the memory (and of no memory)
     FAILURE: ClassVar[Errno] = Errno.BUSY  # the errno of an unexpected framework exception
+    # The native library behind the module, whose first-use gate its calls pass through
+    # (wasinn.core._first_use): sessions are made one at a time, and every call is one at a
+    # time until a run has finished. "" for a module that calls no framework.
+    FRAMEWORK: ClassVar[str] = ""
+    CREATING_CALLS: ClassVar[frozenset[str]] = frozenset({"create_session", "create_session_saved_model"})
+    WARMING_CALL: ClassVar[str] = "run_session"
 
     def __init__(self, park: Callable[[BaseException], None]) -> None:
         self._park = park
@@ -56,9 +62,16 @@ class PluginModule:
         """Release what the guest left open."""
 
     def _errno_of(self, name: str, implementation: Callable[..., None]) -> Callable[..., int]:
+        gate = first_use(self.FRAMEWORK) if self.FRAMEWORK else UNGATED
+        enter = gate.serial if name in self.CREATING_CALLS else gate.until_warm
+        warms = name == self.WARMING_CALL
+
         def call(*params: int) -> int:
             try:
-                implementation(*[param & U32 for param in params])  # the ABI reads every i32 as u32
+                with enter():
+                    implementation(*[param & U32 for param in params])  # the ABI reads every i32 as u32
+                    if warms:
+                        gate.mark_warm()
             except NNError as err:
                 log.warning("%s.%s: %s", self.NAME, name, err)
                 return int(err.errno)

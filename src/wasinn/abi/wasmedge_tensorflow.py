@@ -82,6 +82,7 @@ class TFState:
 
 class WasmEdgeTensorflow(_Strings):
     NAME = TF_MODULE
+    FRAMEWORK = "tensorflow"
     SIGNATURES = {
         "create_session": 3,
         "create_session_saved_model": 5,
@@ -238,6 +239,7 @@ class WasmEdgeTensorflow(_Strings):
 
 class WasmEdgeTensorflowLite(_Strings):
     NAME = TFLITE_MODULE
+    FRAMEWORK = "tflite"
     SIGNATURES = {
         "create_session": 3,
         "delete_session": 1,

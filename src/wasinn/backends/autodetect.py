@@ -156,4 +156,4 @@ class AutodetectBackend(Backend):
         backend = self._resolve(detect_encoding(builders))
         if config is not None:
             config.require_honoured(backend)
-        return backend.load(builders, target, config)
+        return backend.load_graph(builders, target, config)

@@ -2,12 +2,12 @@
 
 Private modules, one concept each, re-exported here: ``_errors`` (the exception hierarchy),
 ``_types`` (encodings, targets, tensors by name), ``_backend`` (the backend ABCs and the
-lifecycle rules), ``_registry`` (named models shared across instances) and ``_session``
+lifecycle rules), ``_first_use`` (each framework's gate for safe concurrent first use), ``_registry`` (named models shared across instances) and ``_session``
 (one instance's graphs and contexts). The ABI front-ends in :mod:`wasinn.abi` translate
 guest calls into these objects; numbering and handles live there.
 """
 
-from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle, ModelConfig
+from wasinn.core._backend import UNGATED, Backend, BackendContext, BackendGraph, Lifecycle, ModelConfig
 from wasinn.core._errors import (
     BackendError,
     Busy,
@@ -26,6 +26,7 @@ from wasinn.core._errors import (
     TooLarge,
     WasinnError,
 )
+from wasinn.core._first_use import FirstUse, first_use
 from wasinn.core._registry import BackendResolver, ModelRegistry, Preload, SharedModel
 from wasinn.core._session import ExecutionContext, Graph, NNSession, TensorKey, run_within
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor, TensorType, format_dims
@@ -41,6 +42,7 @@ __all__ = [
     "Errno",
     "ExecutionContext",
     "ExecutionTarget",
+    "FirstUse",
     "Graph",
     "GraphEncoding",
     "GuestExit",
@@ -63,7 +65,9 @@ __all__ = [
     "TensorType",
     "TimeLimitExceeded",
     "TooLarge",
+    "UNGATED",
     "WasinnError",
+    "first_use",
     "format_dims",
     "run_within",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wasinn.core._errors import Errno, InvalidArgument, InvalidEncoding, NNError
+from wasinn.core._first_use import FirstUse, first_use
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
 
@@ -100,12 +101,20 @@ class ModelConfig:
             )
 
 
+# The gate of graphs and contexts made without Backend.load_graph (tests driving a backend
+# directly, the WasmEdge plug-in modules, which hold their framework's gate themselves).
+UNGATED = FirstUse("")
+UNGATED.mark_warm()
+
+
 class BackendContext(ABC):
     """One inference session on a graph.
 
     Subclasses implement ``_set_input``, ``_compute`` and ``_get_output`` (and ``_release``
-    for resources); the public methods here guard the lifecycle first. ``_get_output`` is
-    called only after a successful ``_compute``.
+    for resources); the public methods here guard the lifecycle first, and pass through the
+    framework's first-use gate (:mod:`wasinn.core._first_use`): one thread at a time until
+    the framework has finished one compute. ``_get_output`` is called only after a
+    successful ``_compute``.
     """
 
     # What get_output answers before any successful compute, where the backend has no
@@ -118,17 +127,22 @@ class BackendContext(ABC):
     # the host for a guest's contexts, resolving through its --dir mappings (errno 1 outside
     # them); None when the host calls through the Python API, whose paths are its own.
     guest_path: Callable[[str], Path] | None = None
+    # Set by BackendGraph.new_context to the framework's gate.
+    first_use: FirstUse = UNGATED
     _released: bool = False
     _computed: bool = False
 
     def set_input(self, index: int, tensor: Tensor) -> None:
         self._require_live("set_input")
-        self._set_input(index, tensor)
+        with self.first_use.until_warm():
+            self._set_input(index, tensor)
 
     def compute(self) -> None:
         self._require_live("compute")
         self._computed = False
-        self._compute()
+        with self.first_use.until_warm():
+            self._compute()
+            self.first_use.mark_warm()
         self._computed = True
 
     def get_output(self, index: int) -> npt.NDArray[np.generic]:
@@ -136,7 +150,8 @@ class BackendContext(ABC):
         self._require_live("get_output")
         if not self._computed:
             return self._output_before_compute(index)
-        return self._get_output(index)
+        with self.first_use.until_warm():
+            return self._get_output(index)
 
     def output_count(self) -> int | None:
         """How many outputs a compute makes, for a graph that names none (its ``output_names``
@@ -145,15 +160,19 @@ class BackendContext(ABC):
 
     def compute_single(self) -> None:
         self._require_live("compute_single")
-        self._compute_single()
+        with self.first_use.until_warm():
+            self._compute_single()
+            self.first_use.mark_warm()
 
     def get_output_single(self, index: int) -> npt.NDArray[np.generic]:
         self._require_live("get_output_single")
-        return self._get_output_single(index)
+        with self.first_use.until_warm():
+            return self._get_output_single(index)
 
     def fini_single(self) -> None:
         self._require_live("fini_single")
-        self._fini_single()
+        with self.first_use.until_warm():
+            self._fini_single()
 
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop a ``compute`` running on another thread, where the framework can; best effort."""
@@ -162,7 +181,8 @@ class BackendContext(ABC):
         """Release framework resources; idempotent."""
         if not self._released:
             self._released = True
-            self._release()
+            with self.first_use.until_warm():
+                self._release()
 
     @property
     def released(self) -> bool:
@@ -206,8 +226,18 @@ class BackendGraph(ABC):
     model shared between instances; the host serialises those calls per graph.
     """
 
+    # Set by Backend.load_graph to the framework's gate.
+    first_use: FirstUse = UNGATED
+
     @abstractmethod
     def init_execution_context(self) -> BackendContext: ...
+
+    def new_context(self) -> BackendContext:
+        """``init_execution_context`` through the framework's gate (one thread at a time)."""
+        with self.first_use.serial():
+            context = self.init_execution_context()
+        context.first_use = self.first_use
+        return context
 
     @property
     def input_names(self) -> Sequence[str] | None:
@@ -231,7 +261,8 @@ class BackendGraph(ABC):
         gets :attr:`Lifecycle.GRAPH_RELEASED` from the core instead of a per-backend answer."""
         if not self._released:
             self._released = True
-            self.close()
+            with self.first_use.until_warm():
+                self.close()
 
     @property
     def released(self) -> bool:
@@ -251,8 +282,29 @@ class Backend(ABC):
     # True for backends that read the config JSON themselves (GGML's metadata: unknown keys
     # ignored, a non-object a no-op, strict types); ModelConfig then carries only ``raw``.
     parses_config: ClassVar[bool] = False
+    # The native library behind the backend: backends (and plug-in modules) over one library
+    # share its first-use gate. Defaults to ``name``.
+    framework: ClassVar[str] = ""
 
     @abstractmethod
     def load(
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> BackendGraph: ...
+
+    @property
+    def first_use(self) -> FirstUse:
+        return first_use(self.framework or self.name)
+
+    def load_graph(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> BackendGraph:
+        """``load`` through the framework's gate (one load at a time); how the host loads.
+
+        The graph (and its contexts, through :meth:`BackendGraph.new_context`) carry the gate.
+        """
+        gate = self.first_use
+        with gate.serial():
+            graph = self.load(builders, target, config)
+        if graph.first_use is UNGATED:  # autodetect returns the real backend's graph, gated
+            graph.first_use = gate
+        return graph

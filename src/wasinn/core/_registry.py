@@ -116,7 +116,7 @@ class ModelRegistry:
             # reads), wasinn gives every backend a parsed config (docs/backends.md).
             settings = ModelConfig.parse(config, backend) if config else ModelConfig()
             target = settings.device if settings.device is not None else entry.preload.target
-            graph = backend.load(entry.builders, target, settings)
+            graph = backend.load_graph(entry.builders, target, settings)
             shared = SharedModel(name, backend.encoding, graph)
             with self._lock:
                 self._loaded[key] = shared

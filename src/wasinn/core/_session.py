@@ -68,7 +68,7 @@ class Graph:
         self.session.count_context()
         try:
             with self._shared.lock if self._shared is not None else self.lock:
-                backend_context = self.backend_graph.init_execution_context()
+                backend_context = self.backend_graph.new_context()
         except BaseException:
             self.session.uncount_context()
             raise
@@ -268,7 +268,7 @@ class NNSession:
         self._check_model_size(sum(len(blob) for blob in builders))
         backend = self._resolve_backend(encoding)
         builders = self._sandboxed(builders, encoding)
-        return self._adopt(backend.load(builders, target), backend.encoding, None)
+        return self._adopt(backend.load_graph(builders, target), backend.encoding, None)
 
     def _sandboxed(self, builders: Sequence[bytes], encoding: GraphEncoding) -> Sequence[bytes]:
         """A guest's ``preload:<path>`` builder names a *guest* file (WasmEdge opens it as a host

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import wasmtime
 
 from wasinn.core import ConfigError
 from wasinn.runtime import Runtime, epoch_ticker
@@ -60,7 +59,8 @@ class GuestPool:
         self.runtime = runtime
         self.module_path = module_path
         self.name = name or module_path.stem
-        self.module: wasmtime.Module = runtime.modules.load(module_path)
+        # A core module or a component (wasi:nn over WIT), compiled once for every request.
+        self.module = runtime.compile_guest(module_path)
         self.slots = slots
         self._spool = Path(tempfile.mkdtemp(prefix=f"wasinn-serve-{self.name}-", dir=_spool_root()))
         # Removed on close(), or when the pool is collected or the process exits without one.
@@ -106,7 +106,9 @@ class GuestPool:
         try:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
-            instance = self.runtime.instantiate(self.module, args, stdin=body, stdout=stdout, stderr=stderr)
+            instance = self.runtime.instantiate_guest(
+                self.module, args, stdin=body, stdout=stdout, stderr=stderr
+            )
             try:
                 with instance, _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
                     instance.restart_clock()
