@@ -66,8 +66,12 @@ def _openvino(stage: Path, rng: np.random.Generator) -> ColdRoute:
         hidden = ops.relu(ops.convolution(hidden, weights, [2, 2], [1, 1], [1, 1], [1, 1]))
         channels = width
     pooled = ops.reduce_mean(hidden, ops.constant(np.array([2, 3])), False)
-    scores = ops.matmul(pooled, ops.constant(rng.standard_normal((64, 1001)).astype(np.float32)), False, False)
-    ov.save_model(ov.Model([ops.softmax(scores, 1)], [x], "mobilish"), stage / "mob.xml", compress_to_fp16=False)
+    scores = ops.matmul(
+        pooled, ops.constant(rng.standard_normal((64, 1001)).astype(np.float32)), False, False
+    )
+    ov.save_model(
+        ov.Model([ops.softmax(scores, 1)], [x], "mobilish"), stage / "mob.xml", compress_to_fp16=False
+    )
     rng.standard_normal((1, 3, 224, 224)).astype(np.float32).tofile(stage / "mob.f32")
     return _nn_run("openvino", "openvino", ["mob.xml", "mob.bin"], ["0:f32:1x3x224x224:mob.f32"], "f32")
 
@@ -83,7 +87,10 @@ def _tflite(stage: Path, rng: np.random.Generator) -> ColdRoute:
 def _onnx(stage: Path, rng: np.random.Generator) -> ColdRoute:
     from onnx import TensorProto, helper, numpy_helper, save
 
-    weights = {"w": rng.standard_normal((8, 3)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
+    weights = {
+        "w": rng.standard_normal((8, 3)).astype(np.float32),
+        "b": rng.standard_normal(3).astype(np.float32),
+    }
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["x", "w", "b"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=1)],
         "mlp",

@@ -109,7 +109,9 @@ def test_concurrent_first_requests_on_a_cold_server(
     answers = first_requests(cold_server, routes)
     for route in routes:
         wrong = [a for a in answers[route.name] if a != (200, expected[route.name])]
-        assert not wrong, f"start {start}, route {route.name}: {len(wrong)} of {CONCURRENT} wrong: {wrong[:2]}"
+        assert not wrong, (
+            f"start {start}, route {route.name}: {len(wrong)} of {CONCURRENT} wrong: {wrong[:2]}"
+        )
     assert time.monotonic() - began < REQUEST_TIMEOUT
     health = httpx.get(f"{cold_server}/healthz", timeout=10)
     assert health.status_code == 200

@@ -269,7 +269,8 @@ class Runtime:
         from wasinn.component import component_cache, is_component  # it builds on this module
 
         if is_component(path):
-            return component_cache(self).load(path)
+            built: Component = component_cache(self).load(path)
+            return built
         compiled: wasmtime.Module = self.modules.load(path)
         return compiled
 

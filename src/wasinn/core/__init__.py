@@ -2,7 +2,8 @@
 
 Private modules, one concept each, re-exported here: ``_errors`` (the exception hierarchy),
 ``_types`` (encodings, targets, tensors by name), ``_backend`` (the backend ABCs and the
-lifecycle rules), ``_first_use`` (each framework's gate for safe concurrent first use), ``_registry`` (named models shared across instances) and ``_session``
+lifecycle rules), ``_first_use`` (each framework's gate for safe concurrent first use),
+``_registry`` (named models shared across instances) and ``_session``
 (one instance's graphs and contexts). The ABI front-ends in :mod:`wasinn.abi` translate
 guest calls into these objects; numbering and handles live there.
 """

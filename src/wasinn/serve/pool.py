@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from wasinn.core import ConfigError
 from wasinn.runtime import Runtime, epoch_ticker
 from wasinn.serve.metrics import release_freed_memory
