@@ -63,6 +63,10 @@ def require_module(name: str) -> None:
 @pytest.fixture(scope="session")
 def openvino_available() -> None:
     require_module("openvino")
+    from wasinn._offline import openvino_telemetry_off
+
+    with openvino_telemetry_off():  # the tests' own import of openvino stays quiet too
+        import openvino  # noqa: F401
 
 
 def require_backend(encoding: GraphEncoding, *modules: str) -> Backend:

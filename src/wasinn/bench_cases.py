@@ -196,8 +196,13 @@ def call_overhead(plan: Plan) -> list[Record]:
 
 
 NATIVE_ROAD_SCRIPT = """\
+import os
 import sys
 import numpy as np
+
+# Telemetry off at import, as wasinn imports OpenVINO (wasinn._offline): otherwise this side
+# alone would fork a sender child at import and wait for it at exit (~0.15 s here).
+os.environ["CI"] = "true"
 import openvino as ov
 from openvino.preprocess import PrePostProcessor
 

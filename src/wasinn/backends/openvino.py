@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-import openvino as ov
-from openvino.preprocess import PrePostProcessor
 
+from wasinn._offline import openvino_telemetry_off
 from wasinn.backends._common import (
     check_builder_count,
     check_index,
@@ -38,6 +37,10 @@ from wasinn.core import (
     Tensor,
     TensorType,
 )
+
+with openvino_telemetry_off():  # OpenVINO's first import would otherwise phone home (a fork)
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
 
 MAX_DIMS = 8  # WasmEdge's limit for an OpenVINO input
 IDLE_REQUESTS = 2  # finished contexts' infer requests kept per compiled variant, for the next

@@ -48,11 +48,13 @@ class NativeRoad:
     copy-in + infer + copy-out, on wasinn's own backend Core (the same defaults)."""
 
     def __init__(self, xml: Path, weights: Path, data: npt.NDArray[np.float32]) -> None:
-        from openvino import Layout
-        from openvino.preprocess import PrePostProcessor
-
+        from wasinn._offline import openvino_telemetry_off
         from wasinn.backends import get_backend
         from wasinn.core import GraphEncoding
+
+        with openvino_telemetry_off():
+            from openvino import Layout
+            from openvino.preprocess import PrePostProcessor
 
         core = get_backend(GraphEncoding.OPENVINO).core  # type: ignore[attr-defined]
         ppp = PrePostProcessor(core.read_model(str(xml), str(weights)))

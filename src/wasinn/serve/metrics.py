@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import ctypes.util
 import functools
 import os
 import threading
@@ -127,11 +126,13 @@ def release_freed_memory(every_seconds: float = TRIM_EVERY_SECONDS) -> None:
 
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+    # dlopen(NULL): the symbols this process has loaded, the C library's among them (where
+    # mallopt or malloc_trim is missing, as on macOS, the callers do nothing). Not
+    # ctypes.util.find_library("c"), which runs `/sbin/ldconfig -p` in a child process.
+    if os.name != "posix":
         return None
     try:
-        return ctypes.CDLL(name)
+        return ctypes.CDLL(None)
     except OSError:
         return None
 

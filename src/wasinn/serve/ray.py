@@ -38,10 +38,15 @@ def _ray() -> Any:
 # Off, every server of a local cluster (GCS, raylet, workers, Serve) binds to 127.0.0.1.
 # Read when ray is imported, and inherited by the processes the cluster starts.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's own opt-out of its usage stats (sent hourly by the cluster's dashboard server to
+# usage-stats.ray.io), for the clusters wasinn starts: their processes inherit it. A value
+# the user set is kept (1 is Ray's explicit opt-in).
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 
 
 def _local_only() -> None:
     os.environ[LOCAL_ONLY_ENV] = "0"
+    os.environ.setdefault(USAGE_STATS_ENV, "0")
     constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # ray was imported before: its switch is already read
         constants.ENABLE_RAY_CLUSTER = False
