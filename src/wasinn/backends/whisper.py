@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,9 +44,25 @@ PRELOAD_PREFIX = b"preload:"
 WHISPER_LOG_ERROR = 4  # ggml_log_level
 
 
+# whisper.cpp has one log callback per process. Each thread inside a whisper.cpp call has its
+# own list of error lines; the callback is installed while any thread collects, and removed
+# with the last one. Before, each call set and reset the callback itself: a compute ending on
+# one thread removed it in the middle of a load on another, whose error lines then went to
+# the terminal instead (seen on a cold server with 16 concurrent whisper requests).
+_log_lock = threading.Lock()
+_collectors: dict[int, list[str]] = {}
+
+
+def _dispatch_log(level: int, text: str) -> None:
+    if level == WHISPER_LOG_ERROR:
+        errors = _collectors.get(threading.get_ident())
+        if errors is not None:
+            errors.append(text.strip())
+
+
 @contextlib.contextmanager
 def _captured_logs() -> Iterator[list[str]]:
-    """Collect whisper.cpp's log lines during one call instead of printing them.
+    """Collect whisper.cpp's error lines of this thread during one call instead of printing them.
 
     The binding gives no way to see that ``whisper_init_*`` returned NULL, but whisper.cpp
     always logs an error line first; the default logger is restored afterwards because a
@@ -54,16 +71,18 @@ def _captured_logs() -> Iterator[list[str]]:
     import _pywhispercpp as pw
 
     errors: list[str] = []
-
-    def collect(level: int, text: str) -> None:
-        if level == WHISPER_LOG_ERROR:
-            errors.append(text.strip())
-
-    pw.whisper_log_set(collect)
+    me = threading.get_ident()
+    with _log_lock:
+        if not _collectors:
+            pw.whisper_log_set(_dispatch_log)
+        _collectors[me] = errors
     try:
         yield errors
     finally:
-        pw.whisper_log_set(None)
+        with _log_lock:
+            _collectors.pop(me, None)
+            if not _collectors:
+                pw.whisper_log_set(None)
 
 
 def _check_language(settings: Mapping[str, Any]) -> None:
