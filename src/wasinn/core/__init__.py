@@ -13,6 +13,7 @@ from wasinn.core._errors import (
     Busy,
     ConfigError,
     Errno,
+    GuestCancelled,
     GuestExit,
     GuestTrap,
     InvalidArgument,
@@ -26,6 +27,7 @@ from wasinn.core._errors import (
     TooLarge,
     WasinnError,
 )
+from wasinn.core._interrupt import Interruption
 from wasinn.core._registry import BackendResolver, ModelRegistry, Preload, SharedModel
 from wasinn.core._session import ExecutionContext, Graph, NNSession, TensorKey, run_within
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor, TensorType, format_dims
@@ -43,9 +45,11 @@ __all__ = [
     "ExecutionTarget",
     "Graph",
     "GraphEncoding",
+    "GuestCancelled",
     "GuestExit",
     "GuestTrap",
     "InvalidArgument",
+    "Interruption",
     "InvalidEncoding",
     "Lifecycle",
     "LimitExceeded",

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import wasmtime
 
+from wasinn._epoch import epoch_ticker
 from wasinn.core import ConfigError
-from wasinn.runtime import Runtime, epoch_ticker
+from wasinn.runtime import Runtime
 from wasinn.serve.metrics import release_freed_memory
 
 # Standard error is for people and logs: only its end is kept for the error message.
