@@ -78,6 +78,10 @@ class ServerState:
         limiter = self.limiters.get(pool)
         return limiter.statistics().tasks_waiting if limiter is not None else 0
 
+    def stuck_pool(self) -> GuestPool | None:
+        """A pool whose every worker has been busy past the time limit, if there is one."""
+        return next((pool for pool in self.pools if pool.stuck >= pool.slots), None)
+
 
 def error_response(status: int, message: str, **details: object) -> JSONResponse:
     return JSONResponse({"error": message, **details}, status_code=status)
@@ -201,10 +205,15 @@ def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Aw
 
 def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlette:
     async def healthz(request: Request) -> Response:
+        stuck = state.stuck_pool()
+        if stuck is not None:
+            limit = stuck.runtime.limits.time_limit_ms
+            reason = f"all {stuck.slots} workers of {stuck.name} are busy past the {limit} ms time limit"
+            return JSONResponse({"status": "stuck", "route": stuck.name, "error": reason}, status_code=503)
         return JSONResponse({"status": "ok", "routes": [h.path for h in handlers]})
 
     async def metrics(request: Request) -> Response:
-        pools = [(pool.name, pool.running, state.waiting(pool)) for pool in state.pools]
+        pools = [(pool.name, pool.running, state.waiting(pool), pool.stuck) for pool in state.pools]
         return PlainTextResponse(state.metrics.render(pools), media_type="text/plain; version=0.0.4")
 
     @asynccontextmanager

@@ -34,7 +34,14 @@ def _missing_extra(err: ImportError) -> None:
     help="Preload a model once for every request (load_by_name).",
 )
 @click.option("--memory-page-limit", type=click.IntRange(min=0), metavar="PAGES", help="Per request.")
-@click.option("--time-limit", type=click.IntRange(min=0), metavar="MS", help="Per request: over it, 504.")
+@click.option(
+    "--time-limit",
+    default=60_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="Per request: over it, 504; 0: none. A worker busy longer counts as stuck.",
+)
 @click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request: out of fuel, 500.")
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0))
 @click.option(
@@ -75,7 +82,7 @@ def serve_command(
     env: tuple[str, ...],
     preload: tuple[str, ...],
     memory_page_limit: int | None,
-    time_limit: int | None,
+    time_limit: int,
     gas_limit: int | None,
     max_body_bytes: int,
     max_waiting: int,
@@ -107,7 +114,7 @@ def serve_command(
             dirs=dirs,
             env=env,
             preload=preload,
-            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit),
+            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit or None, gas=gas_limit),
             cache=not no_cache,
             max_body_bytes=max_body_bytes,
             max_waiting=max_waiting,

@@ -15,6 +15,9 @@ from wasinn.serve.metrics import bound_malloc
 from wasinn.serve.pool import GuestPool
 
 ROAD_ROUTE = "road-segmentation"  # the demo's route and preloaded model name
+# A served request's guest gets a minute unless told otherwise: past it a worker counts as
+# stuck (/metrics, /healthz); None (``--time-limit 0``) means no limit.
+DEFAULT_TIME_LIMIT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ServeConfig:
     dirs: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
-    limits: Limits = Limits()
+    limits: Limits = Limits(time_limit_ms=DEFAULT_TIME_LIMIT_MS)
     cache: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64
