@@ -1,4 +1,4 @@
-"""``wasinn serve`` never hangs: stuck workers show.
+"""``wasinn serve`` never hangs: stuck workers show, a client that leaves is not served.
 
 "Stuck in native code" is simulated by a WAT guest that sleeps in WASI's ``poll_oneoff``
 (``wat_guests.sleeper_wat``): a host call in wasmtime's native code that neither the epoch
@@ -9,22 +9,29 @@ measured values are printed (``pytest -s``) and quoted in docs/serving.md.
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pytest
 import wasmtime
 
-from conftest import guest_wasm, require_module
+from conftest import guest_wasm, missing, require_module
 from wat_guests import sleeper_wat
 
 require_module("starlette")
 require_module("uvicorn")
 require_module("httpx")
 
+import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from serve_helpers import start_server, stop_server  # noqa: E402
 from wasinn.runtime import Limits  # noqa: E402
 from wasinn.serve.server import ServeConfig, build_app  # noqa: E402
 
@@ -34,6 +41,15 @@ def gauge(text: str, name: str, pool: str) -> int:
     values = [line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)]
     assert len(values) == 1, f"/metrics has no {prefix}line"
     return int(values[0])
+
+
+def requests_total(text: str, route: str, status: int) -> int:
+    prefix = f'wasinn_requests_total{{route="{route}",status="{status}"}} '
+    return next((int(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)), 0)
+
+
+def running(base: str, pool: str) -> int:
+    return gauge(httpx.get(f"{base}/metrics", timeout=10).text, "wasinn_guests_running", pool)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
@@ -50,6 +66,18 @@ def write_wasm(tmp_path: Path, name: str, source: str) -> Path:
     path = tmp_path / f"{name}.wasm"
     path.write_bytes(wasmtime.wat2wasm(source))
     return path
+
+
+def open_request(base: str, path: str, body: bytes = b"", content_type: str = "") -> socket.socket:
+    """A request sent on a raw connection, its answer unread: closing it is a client leaving."""
+    address = urlsplit(base)
+    assert address.hostname is not None and address.port is not None
+    connection = socket.create_connection((address.hostname, address.port), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nhost: {address.hostname}\r\ncontent-length: {len(body)}\r\n"
+    if content_type:
+        head += f"content-type: {content_type}\r\n"
+    connection.sendall(head.encode() + b"\r\n" + body)
+    return connection
 
 
 # --------------------------------------------------------------------- 1. stuck workers
@@ -111,3 +139,101 @@ def test_serving_has_a_time_limit_by_default_and_0_means_none() -> None:
     # `wasinn run` keeps no default limit.
     assert "--time-limit" in wasinn_cli("run", "--help").stdout
     assert "60000" not in wasinn_cli("run", "--help").stdout
+
+
+# --------------------------------------------------------------- 2. a client that leaves
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process, base = start_server(f"echo={guest_wasm('serve-echo')}", "--workers", "1")
+    yield process, base
+    stop_server(process)
+
+
+def test_a_client_that_leaves_frees_its_worker(echo_server: tuple[subprocess.Popen[str], str]) -> None:
+    _, base = echo_server
+
+    def metrics() -> str:
+        return httpx.get(f"{base}/metrics", timeout=10).text
+
+    running = open_request(base, "/echo?spin=30000")  # 30 s of wasm code: far past any bound here
+    wait_until(lambda: gauge(metrics(), "wasinn_guests_running", "echo") == 1, "the guest running")
+    queued = open_request(base, "/echo?spin=10")  # the one worker is busy: it waits
+    wait_until(lambda: gauge(metrics(), "wasinn_requests_waiting", "echo") == 1, "a request waiting")
+
+    queued.close()  # a waiting client leaves: out of the queue at once, never run
+    left_queue = wait_until(lambda: gauge(metrics(), "wasinn_requests_waiting", "echo") == 0, "queue", 5)
+    running.close()  # the running one leaves: its guest stops at its next epoch tick
+    stopped = wait_until(lambda: gauge(metrics(), "wasinn_guests_running", "echo") == 0, "guest stop", 5)
+    started = time.perf_counter()
+    after = httpx.post(f"{base}/echo", content=b"next", timeout=30)
+    served = time.perf_counter() - started
+    print(f"\nleft the queue after {left_queue * 1000:.1f} ms; guest stopped after {stopped * 1000:.1f} ms;")
+    print(f"the next request answered in {served * 1000:.1f} ms")
+    assert (after.status_code, after.content) == (200, b"args:\nnext")
+    assert stopped < 1.0 and left_queue < 1.0  # about 10-30 ms on a quiet machine
+    wait_until(lambda: requests_total(metrics(), "echo", 499) == 2, "both counted as 499", 5)
+
+
+@pytest.fixture(scope="module")
+def long_context_model() -> Path:
+    """The tiny random llama with a 4,096-token context, so it can generate 2,000 tokens."""
+    require_module("llama_cpp")
+    require_module("gguf")
+    from wasinn.testing.tiny_gguf import TinyLlamaShape, VocabUnavailable, tiny_llama
+
+    try:
+        return tiny_llama(TinyLlamaShape(context_length=4096))
+    except VocabUnavailable as err:
+        missing(str(err))
+        raise
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(long_context_model: Path) -> None:
+    process, base = start_server(
+        "--nn-preload",
+        f"tiny:GGML:AUTO:{long_context_model}",
+        "--openai",
+        "tiny",
+        "--openai-guest",
+        str(guest_wasm("llm-serve")),
+    )
+    messages = [{"role": "user", "content": "Once upon a time,"}]
+    # Greedy decoding of this model never reaches the end of generation: 2,000 tokens
+    # (2-3 s of generation), unless the guest is stopped.
+    long = {"messages": messages, "temperature": 0, "max_tokens": 2000, "stream": True}
+
+    def leave_mid_stream() -> float:
+        """Read the first events of a 2,000-token stream, then close the connection."""
+        connection = open_request(base, "/v1/chat/completions", json.dumps(long).encode(), "application/json")
+        seen = b""
+        while seen.count(b"data: ") < 5:
+            seen += connection.recv(65536)
+        assert seen.startswith(b"HTTP/1.1 200 OK\r\n")
+        connection.close()
+        return time.perf_counter()
+
+    def first_event_after(left: float) -> float:
+        short = {**long, "max_tokens": 4}
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=short, timeout=30) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if '"content":"' in line and '"role"' not in line:
+                    return time.perf_counter() - left
+        raise AssertionError("no content event")
+
+    try:
+        first_event_after(time.perf_counter())  # warm: the model's first run
+        left = leave_mid_stream()
+        stopped = wait_until(
+            lambda: running(base, "openai-tiny-chat") == 0, "the left stream's guest stopped", 10
+        )
+        next_first = first_event_after(leave_mid_stream())
+        print(f"\nguest stopped {stopped * 1000:.1f} ms after its client left;")
+        print(f"the next stream's first token {next_first * 1000:.1f} ms after the previous client left")
+        assert left > 0
+        # Without the interruption, both wait for the ~2,000 tokens left (2-3 s and more).
+        assert stopped < 0.5 and next_first < 1.0
+    finally:
+        stop_server(process)

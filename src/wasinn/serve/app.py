@@ -8,10 +8,11 @@ GGML guest are a third: they plug into the same table and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from wasinn.core import GuestTrap, TimeLimitExceeded, WasinnError
+from wasinn.core import GuestCancelled, GuestTrap, Interruption, TimeLimitExceeded, WasinnError
 from wasinn.serve.metrics import Metrics
 from wasinn.serve.pool import GuestPool, GuestResult
 
@@ -33,6 +34,7 @@ log = logging.getLogger("wasinn.serve")
 CLIENT_ERROR_EXITS = frozenset({64, 65, 66})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CLIENT_GONE = 499  # nginx's code for a client that closed the connection first
+CLIENT_LEFT = "the client left"  # why its guest was interrupted
 
 
 class HTTPFailure(Exception):
@@ -114,6 +116,33 @@ def query_args(request: Request) -> list[str]:
     return args
 
 
+@asynccontextmanager
+async def interrupt_when_gone(
+    request: Request, interruption: Interruption, scope: anyio.CancelScope | None = None
+) -> AsyncIterator[None]:
+    """While inside, a client that disconnects interrupts the guest and cancels ``scope``.
+
+    Use it only once the body has been read, and leave it before a response that listens
+    itself (Starlette's StreamingResponse): ASGI promises nothing about two receivers.
+    """
+
+    async def watch() -> None:
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 - a receive that fails is no disconnect to act on
+            return
+        interruption.interrupt(CLIENT_LEFT)
+        if scope is not None:
+            scope.cancel()  # a request still waiting for a worker leaves the queue
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
 async def run_guest(
     state: ServerState,
     pool: GuestPool,
@@ -122,8 +151,15 @@ async def run_guest(
     on_stdout: Callable[[bytes], object] | None = None,
     *,
     mapped: bool = False,
+    request: Request | None = None,
+    interruption: Interruption | None = None,
 ) -> GuestResult:
-    """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time)."""
+    """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time).
+
+    With ``request`` (its body read), a client that disconnects stops its guest, or takes
+    it out of the queue, and the answer is 499. ``interruption`` stops it from elsewhere.
+    """
+    interruption = interruption or Interruption()
     limiter = state.limiter(pool)
     waiting = limiter.statistics().tasks_waiting
     # Only a request that would wait counts against --max-waiting: those running hold a slot.
@@ -132,10 +168,17 @@ async def run_guest(
         raise HTTPFailure(
             503, f"{waiting} requests are already waiting for a worker of this route; retry later"
         )
+    run = partial(pool.run, body, args, on_stdout, mapped=mapped, interruption=interruption)
     try:
-        # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
-        run = partial(pool.run, body, args, on_stdout, mapped=mapped)
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        with anyio.CancelScope() as scope:
+            watching = interrupt_when_gone(request, interruption, scope) if request else nullcontext()
+            async with watching:
+                # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
+                return await anyio.to_thread.run_sync(run, limiter=limiter)
+        # Only a cancel while it waited for a worker ends up here; a running guest is interrupted.
+        raise HTTPFailure(CLIENT_GONE, f"{CLIENT_LEFT} before a worker was free")
+    except GuestCancelled as cancelled:
+        raise HTTPFailure(CLIENT_GONE if str(cancelled) == CLIENT_LEFT else 503, str(cancelled)) from None
     except TimeLimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
     except GuestTrap as trap:  # a trap, or the gas or memory limit: the guest's own fault
@@ -173,7 +216,8 @@ class GuestRoute:
     async def handle(self, request: Request) -> Response:
         body = await read_body(request, self.state)
         mapped = self.state.mapped_responses
-        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=mapped)
+        args = query_args(request)
+        result = await run_guest(self.state, self.pool, body, args, mapped=mapped, request=request)
         guest_status(result)
         return Response(
             result.stdout,
