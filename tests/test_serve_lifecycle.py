@@ -1,4 +1,4 @@
-"""``wasinn serve`` never hangs: stuck workers show, a client that leaves is not served.
+"""``wasinn serve`` never hangs: stuck workers show, a client that leaves is not served, SIGTERM drains.
 
 "Stuck in native code" is simulated by a WAT guest that sleeps in WASI's ``poll_oneoff``
 (``wat_guests.sleeper_wat``): a host call in wasmtime's native code that neither the epoch
@@ -10,8 +10,10 @@ measured values are printed (``pytest -s``) and quoted in docs/serving.md.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +138,8 @@ def test_serving_has_a_time_limit_by_default_and_0_means_none() -> None:
     help_text = " ".join(wasinn_cli("serve", "--help").stdout.split())
     assert "--time-limit MS Per request: over it, 504; 0: none." in help_text
     assert "counts as stuck. [default: 60000; x>=0]" in help_text
+    assert "--drain-seconds SECONDS After SIGTERM: new requests get 503" in help_text
+    assert "the process ends within it. [default: 30.0; x>=3]" in help_text
     # `wasinn run` keeps no default limit.
     assert "--time-limit" in wasinn_cli("run", "--help").stdout
     assert "60000" not in wasinn_cli("run", "--help").stdout
@@ -237,3 +241,126 @@ def test_a_client_that_leaves_a_stream_stops_its_generation(long_context_model: 
         assert stopped < 0.5 and next_first < 1.0
     finally:
         stop_server(process)
+
+
+# ----------------------------------------------------------------------- 3. SIGTERM
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones() -> None:
+    process, base = start_server(
+        f"echo={guest_wasm('serve-echo')}", "--workers", "2", "--drain-seconds", "20"
+    )
+    answers: list[httpx.Response] = []
+    in_flight = threading.Thread(
+        target=lambda: answers.append(httpx.post(f"{base}/echo?spin=2000", content=b"in flight", timeout=30))
+    )
+    try:
+        in_flight.start()
+        wait_until(lambda: running(base, "echo") == 1, "the request in flight running")
+        signalled = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(f"{base}/healthz", timeout=10).status_code == 503, "healthz 503", 5)
+        assert httpx.get(f"{base}/healthz", timeout=10).json() == {
+            "status": "draining",
+            "error": "the server is shutting down",
+        }
+        refused = httpx.post(f"{base}/echo", content=b"new", timeout=10)
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "the server is shutting down"}
+        in_flight.join(timeout=30)
+        assert answers[0].status_code == 200
+        assert answers[0].content == b"args:\nin flight"
+        # uvicorn raises the signal again once it has drained: the exit reads as SIGTERM.
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        drained = time.perf_counter() - signalled
+        print(f"\nexited {drained:.2f} s after SIGTERM (the request in flight had ~2 s left)")
+        assert drained < 10  # as soon as the request in flight ended, not the 20 s drain
+        assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
+    finally:
+        in_flight.join(timeout=30)
+        stop_server(process)
+
+
+def test_sigterm_ends_the_process_within_the_drain_even_with_a_stuck_worker(tmp_path: Path) -> None:
+    sleeper = write_wasm(tmp_path, "sleeper", sleeper_wat(120.0))  # far past the drain
+    process, base = start_server(f"stuck={sleeper}", "--time-limit", "0", "--drain-seconds", "3")
+    outcome: list[object] = []
+
+    def post() -> None:
+        try:
+            outcome.append(httpx.post(f"{base}/stuck", content=b"", timeout=60).status_code)
+        except httpx.HTTPError as err:
+            outcome.append(type(err).__name__)
+
+    client = threading.Thread(target=post)
+    try:
+        client.start()
+        wait_until(lambda: running(base, "stuck") == 1, "the stuck guest running")
+        signalled = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        exited = time.perf_counter() - signalled
+        stderr = process.stderr.read()  # type: ignore[union-attr]
+        print(f"\nexited {exited:.2f} s after SIGTERM with a worker stuck (drain 3 s)")
+        # Interrupted after 1 s (no effect on the host call), uvicorn's shutdown, no model
+        # released under the stuck guest, and the signal raised again: within the drain.
+        assert code == -signal.SIGTERM, stderr
+        assert 1.0 < exited < 3.0
+        ours = [line for line in stderr.splitlines() if line.startswith("wasinn: ")]
+        assert ours == [
+            "wasinn: 1 request(s) still running after 1 s of draining; interrupting them",
+            "wasinn: 1 guest(s) still running at shutdown; the models are not released",
+        ]
+        assert "Traceback" not in stderr
+        client.join(timeout=30)
+        assert outcome == [503]  # answered for the stuck guest as uvicorn gave up on it
+    finally:
+        client.join(timeout=30)
+        stop_server(process)
+
+
+# A server whose shutdown hangs in native code while holding the GIL (libc's sleep called
+# through ctypes.PyDLL, which keeps the GIL): as a model release that waits, inside a
+# framework, on a lock a stuck inference holds. No Python code runs again in that process.
+HANGING_SHUTDOWN = """
+import ctypes, sys
+from pathlib import Path
+from wasinn.serve.lifecycle import serve
+from wasinn.serve.server import ServeConfig, build_app
+app = build_app(ServeConfig(routes={"echo": Path(sys.argv[1])}))
+app.state.wasinn.closers.append(lambda: ctypes.PyDLL(None).sleep(120))
+serve(app, host="127.0.0.1", port=int(sys.argv[2]), drain_seconds=3, log_level="warning")
+"""
+
+
+def test_the_watchdog_ends_a_shutdown_that_hangs_holding_the_gil() -> None:
+    from serve_helpers import free_port
+
+    port = free_port()
+    command = [sys.executable, "-c", HANGING_SHUTDOWN, str(guest_wasm("serve-echo")), str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return process.poll() is not None  # started, or died: the asserts below say which
+
+        wait_until(healthy, "the server up", 120)
+        assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+        signalled = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        exited = time.perf_counter() - signalled
+        stderr = process.stderr.read()  # type: ignore[union-attr]
+        print(f"\nthe watchdog ended it {exited:.2f} s after SIGTERM (drain 3 s)")
+        # faulthandler's watchdog: status 1 and every thread's stack, the hung call's included.
+        assert code == 1, stderr
+        assert 2.9 < exited < 4.0
+        assert stderr.startswith("Timeout (0:00:03)!\nThread 0x")
+        assert "in <lambda>" in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

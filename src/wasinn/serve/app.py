@@ -35,6 +35,7 @@ CLIENT_ERROR_EXITS = frozenset({64, 65, 66})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CLIENT_GONE = 499  # nginx's code for a client that closed the connection first
 CLIENT_LEFT = "the client left"  # why its guest was interrupted
+SHUTTING_DOWN = "the server is shutting down"  # new requests' 503 while it drains
 
 
 class HTTPFailure(Exception):
@@ -65,6 +66,7 @@ class ServerState:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64  # per pool (route): requests waiting for one of its worker slots
     mapped_responses: bool = False  # ServeConfig.mapped_responses
+    draining: bool = False  # set at SIGTERM (wasinn.serve.lifecycle): new requests get 503
     pools: list[GuestPool] = field(default_factory=list)
     limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
@@ -226,16 +228,29 @@ class GuestRoute:
         )
 
 
-def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(handler: RouteHandler, state: ServerState) -> Callable[[Request], Awaitable[Response]]:
+    metrics = state.metrics
+
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         metrics.started()
         status = CLIENT_GONE
         try:
             try:
+                if state.draining:
+                    raise HTTPFailure(503, SHUTTING_DOWN)
                 response = await handler.handle(request)
             except HTTPFailure as failure:
                 response = error_response(failure.status, str(failure), **failure.details)
+            except asyncio.CancelledError:
+                if not state.draining:
+                    raise
+                # The drain is over and uvicorn gave up on this request (its guest is stuck in
+                # a host call): answer it, rather than end in uvicorn's traceback and no answer.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                response = error_response(503, SHUTTING_DOWN)
             except Exception as err:  # a wasinn bug must not take the server down; one line
                 log.exception("internal error on %s", request.url.path)
                 response = error_response(500, f"internal error: {type(err).__name__}: {err}")
@@ -249,6 +264,8 @@ def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Aw
 
 def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlette:
     async def healthz(request: Request) -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining", "error": SHUTTING_DOWN}, status_code=503)
         stuck = state.stuck_pool()
         if stuck is not None:
             limit = stuck.runtime.limits.time_limit_ms
@@ -266,6 +283,10 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         # uvicorn has stopped accepting and let the requests in flight finish (graceful stop).
         for pool in state.pools:
             pool.close()
+        running = sum(pool.running for pool in state.pools)
+        if running:  # stuck in native code: freeing the models under it could crash the host
+            log.error("%d guest(s) still running at shutdown; the models are not released", running)
+            return
         for close in state.closers:
             close()
 
@@ -273,8 +294,10 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *(
-            Route(handler.path, _endpoint(handler, state.metrics), methods=list(handler.methods))
+            Route(handler.path, _endpoint(handler, state), methods=list(handler.methods))
             for handler in handlers
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.wasinn = state  # for the server that runs it (wasinn.serve.lifecycle: the drain)
+    return app

@@ -51,6 +51,14 @@ def _missing_extra(err: ImportError) -> None:
     type=click.IntRange(min=0),
     help="Requests of one route that may wait for one of its workers; the next gets 503.",
 )
+@click.option(
+    "--drain-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=3),
+    metavar="SECONDS",
+    help="After SIGTERM: new requests get 503, those in flight may finish; the process ends within it.",
+)
 @click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
 @click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
 @click.option(
@@ -86,6 +94,7 @@ def serve_command(
     gas_limit: int | None,
     max_body_bytes: int,
     max_waiting: int,
+    drain_seconds: float,
     no_cache: bool,
     demo: bool,
     openai: tuple[str, ...],
@@ -121,6 +130,7 @@ def serve_command(
             openai=openai,
             openai_guest=openai_guest,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
+            drain_seconds=drain_seconds,
         )
         if demo:
             config = with_demo(config)
@@ -139,17 +149,13 @@ def serve_command(
         app = build_app(config)
     except WasinnError as err:
         fail(str(err))
-    import uvicorn
+    from wasinn.serve.lifecycle import serve
 
     served = [*config.routes, *(["v1/chat/completions", "v1/embeddings"] if openai else [])]
     click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(served)}", err=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info" if verbose else "warning",
-        timeout_graceful_shutdown=30,
-    )
+    log_level = "info" if verbose else "warning"
+    if not serve(app, host=host, port=port, drain_seconds=config.drain_seconds, log_level=log_level):
+        sys.exit(3)  # uvicorn's status for a server that could not start (it said why)
 
 
 @click.command("batch", context_settings={"help_option_names": ["-h", "--help"]})

@@ -95,6 +95,13 @@ class GuestPool:
         with self._count_lock:
             return sum(1 for started, _ in self._busy.values() if started < since)
 
+    def interrupt_all(self, reason: str) -> None:
+        """Stop every guest running now (each at its next epoch tick or WASI-NN call)."""
+        with self._count_lock:
+            running = [interruption for _, interruption in self._busy.values()]
+        for interruption in running:
+            interruption.interrupt(reason)
+
     def run(
         self,
         body: bytes,

@@ -42,6 +42,9 @@ class ServeConfig:
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.
     mapped_responses: bool = False
+    # After SIGTERM: requests in flight may finish, and the process is gone, within this
+    # (wasinn.serve.lifecycle; the command's uvicorn only, not Ray Serve).
+    drain_seconds: float = 30.0
 
 
 def parse_route(text: str) -> tuple[str, Path]:
