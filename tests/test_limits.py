@@ -1,8 +1,10 @@
-"""--memory-page-limit, --time-limit and --gas-limit: a guest cannot outgrow or outrun them."""
+"""--memory-page-limit, --time-limit and --gas-limit: a guest cannot outgrow or outrun them;
+nor run on once another thread interrupts it (a server whose client left)."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import wasmtime
 
 from conftest import guest_wasm, wasinn_run
 from wasinn import Errno, LimitExceeded, Limits, Runtime
+from wasinn.core import GuestCancelled, Interruption, TimeLimitExceeded, run_within
+from wasinn.runtime import epoch_ticker
 
 SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
 # Grows memory by the page count in its first argument's length… kept simpler: grow by 3
@@ -57,6 +61,54 @@ def test_gas_limit_stops_a_spinning_guest(tmp_path: Path) -> None:
         Runtime(cache=False, limits=Limits(gas=100_000)).run(module)
     result = wasinn_run("--gas-limit", "100000", str(module))
     assert (result.returncode, result.stderr) == (124, "wasinn: error: gas limit of 100000 exceeded\n")
+
+
+def test_an_interruption_stops_wasm_code_within_a_tick(tmp_path: Path) -> None:
+    runtime = Runtime(cache=False)
+    interruption = Interruption()
+    module = write_wat(tmp_path, "spin", SPIN)
+    timer = threading.Timer(0.2, interruption.interrupt, args=("the client left",))
+    with epoch_ticker(runtime.engine), runtime.instantiate(module, interruption=interruption) as instance:
+        timer.start()
+        started = time.perf_counter()
+        with pytest.raises(GuestCancelled, match="^the client left$"):
+            instance.run()
+        stopped = time.perf_counter() - started
+    timer.join()
+    assert 0.15 <= stopped < 1.0, stopped
+
+
+def test_an_interruptible_guest_keeps_its_time_limit(tmp_path: Path) -> None:
+    runtime = Runtime(cache=False, limits=Limits(time_limit_ms=200))
+    module = write_wat(tmp_path, "spin", SPIN)
+    with (
+        epoch_ticker(runtime.engine),
+        runtime.instantiate(module, interruption=Interruption()) as instance,
+        pytest.raises(TimeLimitExceeded, match="^time limit of 200 ms exceeded$"),
+    ):
+        instance.run()
+
+
+def test_an_interruption_wakes_a_native_compute_and_asks_it_to_cancel() -> None:
+    class SlowCompute:
+        def __init__(self) -> None:
+            self.cancelled = threading.Event()
+
+        def compute(self) -> None:
+            self.cancelled.wait(30)  # a framework that stops when cancelled
+
+        def cancel(self) -> None:
+            self.cancelled.set()
+
+    context, interruption = SlowCompute(), Interruption()
+    timer = threading.Timer(0.1, interruption.interrupt, args=("the client left",))
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(GuestCancelled, match="^the client left$"):
+        run_within(context, None, interruption)  # type: ignore[arg-type]
+    timer.join()
+    assert context.cancelled.is_set()
+    assert time.perf_counter() - started < 5
 
 
 def test_gas_limit_lets_a_small_guest_finish() -> None:

@@ -13,17 +13,28 @@ import math
 import re
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import wasmtime
 from wasmtime import component
 
+from wasinn._epoch import EPOCH_TICK_SECONDS, EpochWatch
 from wasinn.abi import _bytelists
 from wasinn.abi.wit import WitNN
 from wasinn.backends import backends
-from wasinn.core import GraphEncoding, GuestExit, GuestTrap, LimitExceeded, ModuleError, TimeLimitExceeded
-from wasinn.runtime import EPOCH_TICK_SECONDS, ModuleCache, Stdio, first_line
+from wasinn.core import (
+    GraphEncoding,
+    GuestCancelled,
+    GuestExit,
+    GuestTrap,
+    Interruption,
+    LimitExceeded,
+    ModuleError,
+    TimeLimitExceeded,
+)
+from wasinn.runtime import ModuleCache, Stdio, first_line
 
 if TYPE_CHECKING:
     from wasinn.runtime import Runtime
@@ -82,6 +93,7 @@ class ComponentInstance:
         compiled: component.Component,
         argv: Sequence[str],
         stdio: Stdio | None = None,
+        interruption: Interruption | None = None,
     ) -> None:
         self.limits = runtime.limits
         self.store, deadline = runtime.new_store()
@@ -91,7 +103,15 @@ class ComponentInstance:
         # only a cell that restart_clock moves.
         self._deadline = [deadline]
         cell = self._deadline
-        self.nn = runtime.new_session(lambda: None if cell[0] is None else cell[0] - time.monotonic())
+        self.nn = runtime.new_session(
+            lambda: None if cell[0] is None else cell[0] - time.monotonic(), interruption
+        )
+        # As a module's Instance: an interruptible guest's wasm code is checked at every tick.
+        self._watch = (
+            EpochWatch(self.store, partial(_stop_reason, interruption, cell, self.limits.time_limit_ms))
+            if interruption is not None
+            else None
+        )
         _bytelists.install()
         installed = _installed_backends()
         self.wit = WitNN(self.nn, installed.__contains__)
@@ -107,10 +127,11 @@ class ComponentInstance:
     def restart_clock(self) -> None:
         """Start the time limit now (as :meth:`wasinn.runtime.Instance.restart_clock`)."""
         limit = self.limits.time_limit_ms
-        if limit is None:
-            return
-        self._deadline[0] = time.monotonic() + limit / 1000
-        self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
+        self._deadline[0] = None if limit is None else time.monotonic() + limit / 1000
+        if self._watch is not None:
+            self.store.set_epoch_deadline(1)  # _stop_reason checks the deadline at each tick
+        elif limit is not None:
+            self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
 
     def run(self) -> int:
         """Call the component's ``wasi:cli/run`` export; its exit code."""
@@ -119,10 +140,14 @@ class ComponentInstance:
         function = self.instance.get_func(self.store, inner) if inner is not None else None
         if function is None:
             raise ModuleError(f"the component exports no {RUN_INTERFACE}: it is not a WASI command")
+        if self._watch is not None:
+            self._watch.stopped = None
         try:
             outcome = function(self.store)
             function.post_return(self.store)
         except Exception as err:
+            if self._watch is not None and self._watch.stopped is not None:
+                raise self._watch.stopped from None  # stopped at an epoch tick: why
             stopped = self._translate(err)
             if isinstance(stopped, GuestExit):
                 return stopped.code
@@ -163,6 +188,17 @@ class ComponentInstance:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stop_reason(
+    interruption: Interruption, deadline: list[float | None], limit_ms: int | None
+) -> BaseException | None:
+    """At each epoch tick of an interruptible component: why it must stop, or None."""
+    if interruption.reason is not None:
+        return GuestCancelled(interruption.reason)
+    if deadline[0] is not None and time.monotonic() >= deadline[0]:
+        return TimeLimitExceeded(f"time limit of {limit_ms} ms exceeded")
+    return None
 
 
 def instantiate_component(runtime: Runtime, path: Path, args: Sequence[str]) -> ComponentInstance:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from wasinn._epoch import EPOCH_TICK_SECONDS, NO_DEADLINE, EpochWatch, epoch_ticker
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.ephemeral import EphemeralNN
@@ -25,8 +26,10 @@ from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.backends import get_backend
 from wasinn.core import (
     ConfigError,
+    GuestCancelled,
     GuestExit,
     GuestTrap,
+    Interruption,
     LimitExceeded,
     ModelRegistry,
     ModuleError,
@@ -44,8 +47,6 @@ if TYPE_CHECKING:
 
 # Bump when the engine configuration below changes: it is part of the cache key.
 ENGINE_FINGERPRINT = "cranelift-epoch-v2"
-EPOCH_TICK_SECONDS = 0.01
-NO_DEADLINE = 1 << 62
 WASM_PAGE = 65536
 
 
@@ -162,44 +163,6 @@ def shared_engine(*, fuel: bool = False) -> wasmtime.Engine:
         return engine
 
 
-class EpochTicker:
-    """Advances an engine's epoch every 10 ms while some run has a time limit."""
-
-    def __init__(self, engine: wasmtime.Engine) -> None:
-        self._engine = engine
-        self._users = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-
-    def __enter__(self) -> EpochTicker:
-        with self._lock:
-            self._users += 1
-            if self._users == 1:
-                self._stop = threading.Event()
-                threading.Thread(
-                    target=self._tick, args=(self._stop,), daemon=True, name="wasinn-epoch"
-                ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                self._stop.set()
-
-    def _tick(self, stop: threading.Event) -> None:
-        while not stop.wait(EPOCH_TICK_SECONDS):
-            self._engine.increment_epoch()
-
-
-_tickers: dict[int, EpochTicker] = {}
-
-
-def epoch_ticker(engine: wasmtime.Engine) -> EpochTicker:
-    with _version_lock:
-        return _tickers.setdefault(id(engine), EpochTicker(engine))
-
-
 class Runtime:
     """Runs WASI command modules that may import ``wasi_ephemeral_nn``.
 
@@ -250,6 +213,7 @@ class Runtime:
         stdin: InputStream | None = None,
         stdout: OutputStream | None = None,
         stderr: OutputStream | None = None,
+        interruption: Interruption | None = None,
     ) -> Instance:
         """Instantiate ``module`` with WASI and WASI-NN, without running it.
 
@@ -257,12 +221,15 @@ class Runtime:
         only (a server gives each request its own); ``stdin`` may also be the bytes
         themselves, and an output stream a callable that receives each chunk the guest
         writes (a Python call per chunk of at most 4 KiB: slower than a file for megabytes).
+        With ``interruption``, another thread can stop the run (it then raises
+        :class:`~wasinn.core.GuestCancelled`); its wasm code notices within an epoch tick,
+        so the engine's :func:`epoch_ticker` must run while it does.
         """
         if isinstance(module, wasmtime.Module):
             compiled, program = module, "main.wasm"
         else:
             compiled, program = self.modules.load(Path(module)), str(module)
-        return Instance(self, compiled, [program, *args], self._stdio(stdin, stdout, stderr))
+        return Instance(self, compiled, [program, *args], self._stdio(stdin, stdout, stderr), interruption)
 
     def compile_guest(self, path: Path) -> wasmtime.Module | Component:
         """The compiled module or component at ``path`` (by its header), through the caches."""
@@ -282,13 +249,17 @@ class Runtime:
         stdin: InputStream | None = None,
         stdout: OutputStream | None = None,
         stderr: OutputStream | None = None,
+        interruption: Interruption | None = None,
     ) -> Instance | ComponentInstance:
         """:meth:`instantiate` for a module or a component from :meth:`compile_guest`."""
         if isinstance(compiled, wasmtime.Module):
-            return self.instantiate(compiled, args, stdin=stdin, stdout=stdout, stderr=stderr)
+            return self.instantiate(
+                compiled, args, stdin=stdin, stdout=stdout, stderr=stderr, interruption=interruption
+            )
         from wasinn.component import ComponentInstance
 
-        return ComponentInstance(self, compiled, ["main.wasm", *args], self._stdio(stdin, stdout, stderr))
+        stdio = self._stdio(stdin, stdout, stderr)
+        return ComponentInstance(self, compiled, ["main.wasm", *args], stdio, interruption)
 
     def _stdio(
         self, stdin: InputStream | None, stdout: OutputStream | None, stderr: OutputStream | None
@@ -341,7 +312,9 @@ class Runtime:
             store.set_limits(memory_size=limits.memory_pages * WASM_PAGE)
         return store, deadline
 
-    def new_session(self, deadline: Callable[[], float | None]) -> NNSession:
+    def new_session(
+        self, deadline: Callable[[], float | None], interruption: Interruption | None = None
+    ) -> NNSession:
         """The WASI-NN state of one guest: this runtime's models and limits."""
         limits = self.limits
         return NNSession(
@@ -353,6 +326,7 @@ class Runtime:
             max_tensor_bytes=limits.max_tensor_bytes,
             deadline=deadline,
             guest_path=partial(resolve_guest_path, [(d.guest, d.host) for d in self.dirs]),
+            interruption=interruption,
         )
 
     def wasi_config(self, argv: Sequence[str], stdio: Stdio | None = None) -> wasmtime.WasiConfig:
@@ -401,12 +375,20 @@ class Instance:
     """One instantiated guest: its store, WASI state and WASI-NN handles."""
 
     def __init__(
-        self, runtime: Runtime, module: wasmtime.Module, argv: Sequence[str], stdio: Stdio | None = None
+        self,
+        runtime: Runtime,
+        module: wasmtime.Module,
+        argv: Sequence[str],
+        stdio: Stdio | None = None,
+        interruption: Interruption | None = None,
     ) -> None:
         self.limits = runtime.limits
         self.store, self._deadline = runtime.new_store()
         self.store.set_wasi(runtime.wasi_config(argv, stdio))
-        self.nn = runtime.new_session(self._time_left)
+        self._interruption = interruption
+        # An interruptible guest's wasm code is checked at every epoch tick (time limit included).
+        self._watch = EpochWatch(self.store, self._on_epoch) if interruption is not None else None
+        self.nn = runtime.new_session(self._time_left, interruption)
         self._pending: BaseException | None = None  # raised by a host function of this instance
         self._abi = EphemeralNN(self.nn, self._park)
         linker = wasmtime.Linker(runtime.engine)
@@ -439,11 +421,22 @@ class Instance:
     def restart_clock(self) -> None:
         """Start the time limit now: a pre-instantiated (warm) instance counts from its run."""
         limit = self.limits.time_limit_ms
-        if limit is None:
+        self._deadline = None if limit is None else time.monotonic() + limit / 1000
+        if self._watch is not None:
+            self.store.set_epoch_deadline(1)  # _on_epoch checks the deadline at each tick
+        elif limit is None:
             self.store.set_epoch_deadline(NO_DEADLINE)
-            return
-        self._deadline = time.monotonic() + limit / 1000
-        self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
+        else:
+            self.store.set_epoch_deadline(max(1, math.ceil(limit / 1000 / EPOCH_TICK_SECONDS)))
+
+    def _on_epoch(self) -> BaseException | None:
+        """At each epoch tick of an interruptible guest: why it must stop, or None."""
+        reason = self._interruption.reason if self._interruption is not None else None
+        if reason is not None:
+            return GuestCancelled(reason)
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return TimeLimitExceeded(f"time limit of {self.limits.time_limit_ms} ms exceeded")
+        return None
 
     def _time_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
@@ -457,10 +450,14 @@ class Instance:
         if not isinstance(function, wasmtime.Func):
             raise ModuleError(f"the module exports no function {name!r}")
         self._pending = None
+        if self._watch is not None:
+            self._watch.stopped = None
         try:
             return function(self.store, *params)
         except Exception as err:
             pending, self._pending = self._pending, None
+            if self._watch is not None and self._watch.stopped is not None:
+                raise self._watch.stopped from None  # stopped at an epoch tick: why
             raise self._translate(pending or err) from None
 
     def _translate(self, error: BaseException) -> BaseException:

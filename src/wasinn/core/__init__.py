@@ -14,6 +14,7 @@ from wasinn.core._errors import (
     Busy,
     ConfigError,
     Errno,
+    GuestCancelled,
     GuestExit,
     GuestTrap,
     InvalidArgument,
@@ -28,6 +29,7 @@ from wasinn.core._errors import (
     WasinnError,
 )
 from wasinn.core._first_use import FirstUse, first_use
+from wasinn.core._interrupt import Interruption
 from wasinn.core._registry import BackendResolver, ModelRegistry, Preload, SharedModel
 from wasinn.core._session import ExecutionContext, Graph, NNSession, TensorKey, run_within
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor, TensorType, format_dims
@@ -46,9 +48,11 @@ __all__ = [
     "FirstUse",
     "Graph",
     "GraphEncoding",
+    "GuestCancelled",
     "GuestExit",
     "GuestTrap",
     "InvalidArgument",
+    "Interruption",
     "InvalidEncoding",
     "Lifecycle",
     "LimitExceeded",

@@ -56,6 +56,10 @@ class TimeLimitExceeded(LimitExceeded):
     """The guest ran past its time limit: unlike gas, a slow host can be the cause (HTTP 504)."""
 
 
+class GuestCancelled(GuestTrap):
+    """The host stopped the guest before its end: its client left, or the server is going down."""
+
+
 class GuestExit(WasinnError):
     """The guest called ``proc_exit``; carries its exit code."""
 

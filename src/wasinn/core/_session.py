@@ -15,7 +15,16 @@ import numpy as np
 import numpy.typing as npt
 
 from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
-from wasinn.core._errors import BackendError, Errno, InvalidArgument, NNError, NotFound, TimeLimitExceeded
+from wasinn.core._errors import (
+    BackendError,
+    Errno,
+    GuestCancelled,
+    InvalidArgument,
+    NNError,
+    NotFound,
+    TimeLimitExceeded,
+)
+from wasinn.core._interrupt import Interruption
 from wasinn.core._registry import ModelRegistry, SharedModel
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
@@ -152,12 +161,13 @@ class ExecutionContext:
 
     def compute(self) -> None:
         context = self._guard("compute", ready=True)
+        session = self.graph.session
         with self.graph.lock:
-            remaining = self.graph.session.time_left()
-            if remaining is None:
+            remaining = session.check_running()
+            if remaining is None and session.interruption is None:
                 context.compute()
             else:
-                run_within(context, remaining)
+                run_within(context, remaining, session.interruption)
 
     def get_output(self, key: TensorKey) -> npt.NDArray[np.generic]:
         context = self._guard("get_output", ready=False)
@@ -202,6 +212,8 @@ class ExecutionContext:
     def compute_single(self) -> None:
         context = self._guard("compute_single", ready=True)
         with self.graph.lock:
+            # One token per call: checked here, a stream stops between two tokens.
+            self.graph.session.check_running()
             context.compute_single()
 
     def get_output_single(self, key: TensorKey) -> npt.NDArray[np.generic]:
@@ -244,6 +256,7 @@ class NNSession:
         max_tensor_bytes: int | None = None,
         deadline: Callable[[], float | None] = lambda: None,
         guest_path: Callable[[str], Path] | None = None,
+        interruption: Interruption | None = None,
     ) -> None:
         self._resolve_backend = resolve_backend
         # Host path of a file the guest names; raises InvalidArgument outside its --dir mappings.
@@ -254,10 +267,21 @@ class NNSession:
         self._max_model_bytes = max_model_bytes
         self._max_tensor_bytes = max_tensor_bytes
         self.time_left = deadline
+        self.interruption = interruption
         self._graphs: set[Graph] = set()
         self._contexts: set[ExecutionContext] = set()
         self._pending_contexts = 0
         self._lock = threading.Lock()
+
+    def check_running(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline); raises once the guest was
+        interrupted (:class:`GuestCancelled`) or its time is up (:class:`TimeLimitExceeded`)."""
+        if self.interruption is not None:
+            self.interruption.check()
+        remaining = self.time_left()
+        if remaining is not None and remaining <= 0:
+            raise TimeLimitExceeded("time limit exceeded during native inference")
+        return remaining
 
     @property
     def guest_path(self) -> Callable[[str], Path] | None:
@@ -369,13 +393,18 @@ class NNSession:
             graph.detach()
 
 
-def run_within(context: BackendContext, seconds: float) -> None:
-    """Run ``compute`` on a worker thread and stop waiting after ``seconds``.
+def run_within(
+    context: BackendContext, seconds: float | None, interruption: Interruption | None = None
+) -> None:
+    """Run ``compute`` on a worker thread and stop waiting after ``seconds`` (None: no
+    limit), or as soon as ``interruption`` is set.
 
-    A guest must not escape its time limit through one long native inference: past the
-    limit the framework is asked to cancel and the guest is stopped.
+    A guest must not escape its time limit, nor a server's interruption (its client left),
+    through one long native inference: the framework is then asked to cancel and the guest
+    is stopped.
     """
     outcome: list[BaseException | None] = []
+    wake = threading.Event()
 
     def work() -> None:
         try:
@@ -383,14 +412,22 @@ def run_within(context: BackendContext, seconds: float) -> None:
             outcome.append(None)
         except BaseException as err:  # handed to the waiting thread below
             outcome.append(err)
+        finally:
+            wake.set()
 
     worker = threading.Thread(target=work, name="wasinn-compute", daemon=True)
     worker.start()
-    worker.join(max(seconds, 0.0))
-    if worker.is_alive():
+    if interruption is None:
+        wake.wait(None if seconds is None else max(seconds, 0.0))
+    else:
+        with interruption.waking(wake):
+            wake.wait(None if seconds is None else max(seconds, 0.0))
+    if not outcome:  # still computing: past the limit, or interrupted
         context.cancel()
         # A framework thread still running at interpreter exit aborts the process.
         worker.join(CANCEL_GRACE_SECONDS)
+        if interruption is not None and interruption.reason is not None:
+            raise GuestCancelled(interruption.reason)
         raise TimeLimitExceeded("time limit exceeded during native inference")
     error = outcome[0] if outcome else None
     if error is not None:

@@ -8,10 +8,11 @@ GGML guest are a third: they plug into the same table and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from wasinn.core import GuestTrap, TimeLimitExceeded, WasinnError
+from wasinn.core import GuestCancelled, GuestTrap, Interruption, TimeLimitExceeded, WasinnError
 from wasinn.serve.metrics import Metrics
 from wasinn.serve.pool import GuestPool, GuestResult
 
@@ -33,6 +34,8 @@ log = logging.getLogger("wasinn.serve")
 CLIENT_ERROR_EXITS = frozenset({64, 65, 66})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CLIENT_GONE = 499  # nginx's code for a client that closed the connection first
+CLIENT_LEFT = "the client left"  # why its guest was interrupted
+SHUTTING_DOWN = "the server is shutting down"  # new requests' 503 while it drains
 
 
 class HTTPFailure(Exception):
@@ -63,6 +66,7 @@ class ServerState:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64  # per pool (route): requests waiting for one of its worker slots
     mapped_responses: bool = False  # ServeConfig.mapped_responses
+    draining: bool = False  # set at SIGTERM (wasinn.serve.lifecycle): new requests get 503
     pools: list[GuestPool] = field(default_factory=list)
     limiters: dict[GuestPool, anyio.CapacityLimiter] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)  # after the pools: the runtime
@@ -77,6 +81,10 @@ class ServerState:
     def waiting(self, pool: GuestPool) -> int:
         limiter = self.limiters.get(pool)
         return limiter.statistics().tasks_waiting if limiter is not None else 0
+
+    def stuck_pool(self) -> GuestPool | None:
+        """A pool whose every worker has been busy past the time limit, if there is one."""
+        return next((pool for pool in self.pools if pool.stuck >= pool.slots), None)
 
 
 def error_response(status: int, message: str, **details: object) -> JSONResponse:
@@ -110,6 +118,33 @@ def query_args(request: Request) -> list[str]:
     return args
 
 
+@asynccontextmanager
+async def interrupt_when_gone(
+    request: Request, interruption: Interruption, scope: anyio.CancelScope | None = None
+) -> AsyncIterator[None]:
+    """While inside, a client that disconnects interrupts the guest and cancels ``scope``.
+
+    Use it only once the body has been read, and leave it before a response that listens
+    itself (Starlette's StreamingResponse): ASGI promises nothing about two receivers.
+    """
+
+    async def watch() -> None:
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 - a receive that fails is no disconnect to act on
+            return
+        interruption.interrupt(CLIENT_LEFT)
+        if scope is not None:
+            scope.cancel()  # a request still waiting for a worker leaves the queue
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
 async def run_guest(
     state: ServerState,
     pool: GuestPool,
@@ -118,8 +153,15 @@ async def run_guest(
     on_stdout: Callable[[bytes], object] | None = None,
     *,
     mapped: bool = False,
+    request: Request | None = None,
+    interruption: Interruption | None = None,
 ) -> GuestResult:
-    """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time)."""
+    """Run in a worker thread; its route's queue full → 503, a guest stopped → 500 (504: time).
+
+    With ``request`` (its body read), a client that disconnects stops its guest, or takes
+    it out of the queue, and the answer is 499. ``interruption`` stops it from elsewhere.
+    """
+    interruption = interruption or Interruption()
     limiter = state.limiter(pool)
     waiting = limiter.statistics().tasks_waiting
     # Only a request that would wait counts against --max-waiting: those running hold a slot.
@@ -128,10 +170,17 @@ async def run_guest(
         raise HTTPFailure(
             503, f"{waiting} requests are already waiting for a worker of this route; retry later"
         )
+    run = partial(pool.run, body, args, on_stdout, mapped=mapped, interruption=interruption)
     try:
-        # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
-        run = partial(pool.run, body, args, on_stdout, mapped=mapped)
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        with anyio.CancelScope() as scope:
+            watching = interrupt_when_gone(request, interruption, scope) if request else nullcontext()
+            async with watching:
+                # Waiting happens here, not in a thread: only the pool's workers ever hold a thread.
+                return await anyio.to_thread.run_sync(run, limiter=limiter)
+        # Only a cancel while it waited for a worker ends up here; a running guest is interrupted.
+        raise HTTPFailure(CLIENT_GONE, f"{CLIENT_LEFT} before a worker was free")
+    except GuestCancelled as cancelled:
+        raise HTTPFailure(CLIENT_GONE if str(cancelled) == CLIENT_LEFT else 503, str(cancelled)) from None
     except TimeLimitExceeded as exceeded:
         raise HTTPFailure(504, str(exceeded)) from None
     except GuestTrap as trap:  # a trap, or the gas or memory limit: the guest's own fault
@@ -169,7 +218,8 @@ class GuestRoute:
     async def handle(self, request: Request) -> Response:
         body = await read_body(request, self.state)
         mapped = self.state.mapped_responses
-        result = await run_guest(self.state, self.pool, body, query_args(request), mapped=mapped)
+        args = query_args(request)
+        result = await run_guest(self.state, self.pool, body, args, mapped=mapped, request=request)
         guest_status(result)
         return Response(
             result.stdout,
@@ -178,16 +228,29 @@ class GuestRoute:
         )
 
 
-def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(handler: RouteHandler, state: ServerState) -> Callable[[Request], Awaitable[Response]]:
+    metrics = state.metrics
+
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         metrics.started()
         status = CLIENT_GONE
         try:
             try:
+                if state.draining:
+                    raise HTTPFailure(503, SHUTTING_DOWN)
                 response = await handler.handle(request)
             except HTTPFailure as failure:
                 response = error_response(failure.status, str(failure), **failure.details)
+            except asyncio.CancelledError:
+                if not state.draining:
+                    raise
+                # The drain is over and uvicorn gave up on this request (its guest is stuck in
+                # a host call): answer it, rather than end in uvicorn's traceback and no answer.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                response = error_response(503, SHUTTING_DOWN)
             except Exception as err:  # a wasinn bug must not take the server down; one line
                 log.exception("internal error on %s", request.url.path)
                 response = error_response(500, f"internal error: {type(err).__name__}: {err}")
@@ -201,10 +264,17 @@ def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Aw
 
 def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlette:
     async def healthz(request: Request) -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining", "error": SHUTTING_DOWN}, status_code=503)
+        stuck = state.stuck_pool()
+        if stuck is not None:
+            limit = stuck.runtime.limits.time_limit_ms
+            reason = f"all {stuck.slots} workers of {stuck.name} are busy past the {limit} ms time limit"
+            return JSONResponse({"status": "stuck", "route": stuck.name, "error": reason}, status_code=503)
         return JSONResponse({"status": "ok", "routes": [h.path for h in handlers]})
 
     async def metrics(request: Request) -> Response:
-        pools = [(pool.name, pool.running, state.waiting(pool)) for pool in state.pools]
+        pools = [(pool.name, pool.running, state.waiting(pool), pool.stuck) for pool in state.pools]
         return PlainTextResponse(state.metrics.render(pools), media_type="text/plain; version=0.0.4")
 
     @asynccontextmanager
@@ -213,6 +283,10 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         # uvicorn has stopped accepting and let the requests in flight finish (graceful stop).
         for pool in state.pools:
             pool.close()
+        running = sum(pool.running for pool in state.pools)
+        if running:  # stuck in native code: freeing the models under it could crash the host
+            log.error("%d guest(s) still running at shutdown; the models are not released", running)
+            return
         for close in state.closers:
             close()
 
@@ -220,8 +294,10 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *(
-            Route(handler.path, _endpoint(handler, state.metrics), methods=list(handler.methods))
+            Route(handler.path, _endpoint(handler, state), methods=list(handler.methods))
             for handler in handlers
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.wasinn = state  # for the server that runs it (wasinn.serve.lifecycle: the drain)
+    return app

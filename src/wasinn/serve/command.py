@@ -34,7 +34,14 @@ def _missing_extra(err: ImportError) -> None:
     help="Preload a model once for every request (load_by_name).",
 )
 @click.option("--memory-page-limit", type=click.IntRange(min=0), metavar="PAGES", help="Per request.")
-@click.option("--time-limit", type=click.IntRange(min=0), metavar="MS", help="Per request: over it, 504.")
+@click.option(
+    "--time-limit",
+    default=60_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="Per request: over it, 504; 0: none. A worker busy longer counts as stuck.",
+)
 @click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request: out of fuel, 500.")
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0))
 @click.option(
@@ -43,6 +50,14 @@ def _missing_extra(err: ImportError) -> None:
     show_default=True,
     type=click.IntRange(min=0),
     help="Requests of one route that may wait for one of its workers; the next gets 503.",
+)
+@click.option(
+    "--drain-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=3),
+    metavar="SECONDS",
+    help="After SIGTERM: new requests get 503, those in flight may finish; the process ends within it.",
 )
 @click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
 @click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
@@ -75,10 +90,11 @@ def serve_command(
     env: tuple[str, ...],
     preload: tuple[str, ...],
     memory_page_limit: int | None,
-    time_limit: int | None,
+    time_limit: int,
     gas_limit: int | None,
     max_body_bytes: int,
     max_waiting: int,
+    drain_seconds: float,
     no_cache: bool,
     demo: bool,
     openai: tuple[str, ...],
@@ -107,13 +123,14 @@ def serve_command(
             dirs=dirs,
             env=env,
             preload=preload,
-            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit),
+            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit or None, gas=gas_limit),
             cache=not no_cache,
             max_body_bytes=max_body_bytes,
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
+            drain_seconds=drain_seconds,
         )
         if demo:
             config = with_demo(config)
@@ -132,17 +149,13 @@ def serve_command(
         app = build_app(config)
     except WasinnError as err:
         fail(str(err))
-    import uvicorn
+    from wasinn.serve.lifecycle import serve
 
     served = [*config.routes, *(["v1/chat/completions", "v1/embeddings"] if openai else [])]
     click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(served)}", err=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info" if verbose else "warning",
-        timeout_graceful_shutdown=30,
-    )
+    log_level = "info" if verbose else "warning"
+    if not serve(app, host=host, port=port, drain_seconds=config.drain_seconds, log_level=log_level):
+        sys.exit(3)  # uvicorn's status for a server that could not start (it said why)
 
 
 @click.command("batch", context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,8 +39,9 @@ class Metrics:
         with self._lock:
             return self._requests[(route, status)]
 
-    def render(self, pools: Sequence[tuple[str, int, int]] = ()) -> str:
-        """The text format; ``pools`` are (name, guests running, requests waiting) per guest pool."""
+    def render(self, pools: Sequence[tuple[str, int, int, int]] = ()) -> str:
+        """The text format; ``pools`` are (name, guests running, requests waiting, workers
+        stuck) per guest pool."""
         lines = [
             "# HELP wasinn_requests_total Requests answered, by route and HTTP status.",
             "# TYPE wasinn_requests_total counter",
@@ -68,10 +69,13 @@ class Metrics:
         lines += [
             "# HELP wasinn_guests_running Guests running now, by pool (a route; an OpenAI model: two).",
             "# TYPE wasinn_guests_running gauge",
-            *(f'wasinn_guests_running{{pool="{name}"}} {running}' for name, running, _ in pools),
+            *(f'wasinn_guests_running{{pool="{name}"}} {running}' for name, running, _, _ in pools),
             "# HELP wasinn_requests_waiting Requests waiting for a worker slot, by pool.",
             "# TYPE wasinn_requests_waiting gauge",
-            *(f'wasinn_requests_waiting{{pool="{name}"}} {waiting}' for name, _, waiting in pools),
+            *(f'wasinn_requests_waiting{{pool="{name}"}} {waiting}' for name, _, waiting, _ in pools),
+            "# HELP wasinn_workers_stuck Workers busy for longer than the time limit, by pool.",
+            "# TYPE wasinn_workers_stuck gauge",
+            *(f'wasinn_workers_stuck{{pool="{name}"}} {stuck}' for name, _, _, stuck in pools),
         ]
         lines += [
             "# HELP process_resident_memory_bytes Resident memory of the server process.",

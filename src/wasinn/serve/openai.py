@@ -20,10 +20,20 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from wasinn.core import ConfigError, GraphEncoding
+from wasinn.core import ConfigError, GraphEncoding, Interruption
 from wasinn.runtime import Runtime
-from wasinn.serve.app import HTTPFailure, RouteHandler, ServerState, guest_status, read_body, run_guest
+from wasinn.serve.app import (
+    CLIENT_LEFT,
+    HTTPFailure,
+    RouteHandler,
+    ServerState,
+    guest_status,
+    interrupt_when_gone,
+    read_body,
+    run_guest,
+)
 from wasinn.serve.openai_protocol import (
     EMBEDDING_CONFIG,
     SSE_DONE,
@@ -118,7 +128,7 @@ class _OpenAIRoute:
     async def handle(self, request: Request) -> Response:
         try:
             body = parse_json_body(await read_body(request, self.state))
-            return await self.answer(body)
+            return await self.answer(body, request)
         except RequestError as err:
             return openai_error(400, str(err), param=err.param)
         except _NotServed as err:
@@ -126,7 +136,7 @@ class _OpenAIRoute:
         except HTTPFailure as failure:
             return _failure_response(failure)
 
-    async def answer(self, body: dict[str, Any]) -> Response:
+    async def answer(self, body: dict[str, Any], request: Request) -> Response:
         raise NotImplementedError
 
 
@@ -139,32 +149,54 @@ class ChatCompletionsRoute(_OpenAIRoute):
     def path(self) -> str:
         return "/v1/chat/completions"
 
-    async def answer(self, body: dict[str, Any]) -> Response:
+    async def answer(self, body: dict[str, Any], request: Request) -> Response:
         chat = ChatRequest.parse(body)
         model = self.model(chat.model)
         args, prompt = chat.guest_args(model.name), chat.prompt.encode()
         if chat.stream:
-            return await self._stream(model, chat, args, prompt)
-        result = await run_guest(self.state, model.chat, prompt, args)
+            return await self._stream(request, model, chat, args, prompt)
+        result = await run_guest(self.state, model.chat, prompt, args, request=request)
         guest_status(result)
         text, _, done = parse_guest_output(bytes(result.stdout))
         answer = chat_completion(completion_id(), model.name, text.decode(errors="replace"), done)
         return JSONResponse(answer)
 
     async def _stream(
-        self, model: OpenAIModel, chat: ChatRequest, args: list[str], prompt: bytes
+        self, request: Request, model: OpenAIModel, chat: ChatRequest, args: list[str], prompt: bytes
     ) -> Response:
         relay = _StdoutRelay(asyncio.get_running_loop())
-        run = asyncio.ensure_future(run_guest(self.state, model.chat, prompt, args, relay.write))
+        interruption = Interruption()
+        guest = run_guest(self.state, model.chat, prompt, args, relay.write, interruption=interruption)
+        run = asyncio.ensure_future(guest)
         run.add_done_callback(relay.finished)
-        # Wait for the first output, so that a refusal or failure before it is a real status.
-        first = await relay.next()
+        # Wait for the first output, so that a refusal or failure before it is a real status;
+        # a client that leaves meanwhile stops the guest. Once streaming, Starlette's
+        # StreamingResponse listens for the disconnect and closes the events below.
+        async with interrupt_when_gone(request, interruption):
+            first = await relay.next()
         if first is None:
             guest_status(await run)  # raises the guest's failure; a success falls through
         events = _chat_events(relay, run, first, model.name, chat.include_usage)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
-        )
+        return _GuestStream(interruption, events)
+
+
+class _GuestStream(StreamingResponse):
+    """Server-sent events from a running guest, which stops when the response does.
+
+    Starlette's StreamingResponse listens for the client's disconnect and then cancels the
+    stream; whatever way it ends, the guest is interrupted here (at its next token), which
+    frees the model's one chat slot for the next request. After the guest's end, a no-op.
+    """
+
+    def __init__(self, interruption: Interruption, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        self.interruption = interruption
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.interruption.interrupt(CLIENT_LEFT)
 
 
 class _StdoutRelay:
@@ -177,7 +209,7 @@ class _StdoutRelay:
 
     def write(self, chunk: bytes) -> None:
         if self.gone.is_set():
-            return  # the client left; the guest runs on to its end, its output dropped
+            return  # the client left: its guest is being interrupted, its output dropped
         try:
             self.loop.call_soon_threadsafe(self.chunks.put_nowait, chunk)
         except RuntimeError:  # the loop is closed: the server is going down
@@ -227,13 +259,13 @@ class EmbeddingsRoute(_OpenAIRoute):
     def path(self) -> str:
         return "/v1/embeddings"
 
-    async def answer(self, body: dict[str, Any]) -> Response:
+    async def answer(self, body: dict[str, Any], request: Request) -> Response:
         embed = EmbeddingRequest.parse(body)
         model = self.model(embed.model)
         args = ["--embedding", "--config", EMBEDDING_CONFIG, model.name]
         items, prompt_tokens = [], 0
         for index, text in enumerate(embed.inputs):
-            result = await run_guest(self.state, model.embeddings, text.encode(), args)
+            result = await run_guest(self.state, model.embeddings, text.encode(), args, request=request)
             guest_status(result)
             _, vectors, done = parse_guest_output(bytes(result.stdout))
             items.append(embedding_item(index, vectors[0], embed.base64))

@@ -94,7 +94,7 @@ class SegmentRoute:
             raise HTTPFailure(400, "the body is empty; post the photo's bytes")
         tensor, rgb = await anyio.to_thread.run_sync(photo_tensor, photo)
         args = ["--name", self.road.name, *GUEST_ARGS]
-        result = await run_route_guest(self.state, self.road.pool, tensor, args)
+        result = await run_route_guest(self.state, self.road.pool, tensor, args, request=request)
         guest_status(result)
         png, shares = await anyio.to_thread.run_sync(overlay_picture, result.stdout, rgb)
         return JSONResponse(

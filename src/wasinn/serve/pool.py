@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasinn.core import ConfigError
-from wasinn.runtime import Runtime, epoch_ticker
+from wasinn._epoch import epoch_ticker
+from wasinn.core import ConfigError, Interruption
+from wasinn.runtime import Runtime
 from wasinn.serve.metrics import release_freed_memory
 
 # Standard error is for people and logs: only its end is kept for the error message.
@@ -69,17 +70,36 @@ class GuestPool:
             slot = self._spool / str(index)
             slot.mkdir()
             self._free.put(slot)
-        self._ticker = epoch_ticker(runtime.engine) if runtime.limits.time_limit_ms is not None else None
-        if self._ticker is not None:
-            self._ticker.__enter__()
+        # Every run is interruptible (its client may leave), which takes epochs, limit or not.
+        self._ticker = epoch_ticker(runtime.engine)
+        self._ticker.__enter__()
         self._closed = False
-        self._running = 0
         self._count_lock = threading.Lock()
+        # The slots in use: since when, and how to stop the guest that holds each.
+        self._busy: dict[Path, tuple[float, Interruption]] = {}
 
     @property
     def running(self) -> int:
         """Guests of this pool running now (never more than ``slots``)."""
-        return self._running
+        return len(self._busy)
+
+    @property
+    def stuck(self) -> int:
+        """Slots busy for longer than the time limit (0 without one): its guest is in a host
+        call that ignores the limit, a native inference that does not heed ``cancel()``."""
+        limit = self.runtime.limits.time_limit_ms
+        if limit is None:
+            return 0
+        since = time.monotonic() - limit / 1000
+        with self._count_lock:
+            return sum(1 for started, _ in self._busy.values() if started < since)
+
+    def interrupt_all(self, reason: str) -> None:
+        """Stop every guest running now (each at its next epoch tick or WASI-NN call)."""
+        with self._count_lock:
+            running = [interruption for _, interruption in self._busy.values()]
+        for interruption in running:
+            interruption.interrupt(reason)
 
     def run(
         self,
@@ -88,6 +108,7 @@ class GuestPool:
         on_stdout: Callable[[bytes], object] | None = None,
         *,
         mapped: bool = False,
+        interruption: Interruption | None = None,
     ) -> GuestResult:
         """Run the guest with ``body`` as stdin and ``args`` as arguments; blocks for a free slot.
 
@@ -95,18 +116,22 @@ class GuestPool:
         read every few milliseconds while it runs; the result's ``stdout`` is then empty).
         With ``mapped``, the result's ``stdout`` is a read-only memoryview of the stdout file,
         mapped, not read: no copy, and its pages go back when the view is collected.
+        ``interruption`` stops the run from another thread (:class:`~wasinn.core.GuestCancelled`;
+        set before a slot was free, the guest does not start).
         Raises :class:`~wasinn.core.LimitExceeded` or :class:`~wasinn.core.GuestTrap` when the
         guest was stopped; the pool stays usable either way.
         """
+        interruption = interruption or Interruption()
         slot = self._free.get()
         with self._count_lock:
-            self._running += 1
-        release_freed_memory()  # earlier requests' buffers, before this one's are made
+            self._busy[slot] = (time.monotonic(), interruption)
         try:
+            interruption.check()  # its client left while it waited for the slot
+            release_freed_memory()  # earlier requests' buffers, before this one's are made
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
             instance = self.runtime.instantiate_guest(
-                self.module, args, stdin=body, stdout=stdout, stderr=stderr
+                self.module, args, stdin=body, stdout=stdout, stderr=stderr, interruption=interruption
             )
             try:
                 with instance, _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
@@ -129,15 +154,14 @@ class GuestPool:
             with contextlib.suppress(OSError):  # an idle slot holds no request's bytes (in RAM)
                 os.truncate(slot / "stdout", 0)
             with self._count_lock:
-                self._running -= 1
+                del self._busy[slot]
             self._free.put(slot)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.__exit__(None, None, None)
+        self._ticker.__exit__(None, None, None)
         self._remove_spool()
 
 

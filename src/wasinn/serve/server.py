@@ -15,6 +15,9 @@ from wasinn.serve.metrics import bound_malloc
 from wasinn.serve.pool import GuestPool
 
 ROAD_ROUTE = "road-segmentation"  # the demo's route and preloaded model name
+# A served request's guest gets a minute unless told otherwise: past it a worker counts as
+# stuck (/metrics, /healthz); None (``--time-limit 0``) means no limit.
+DEFAULT_TIME_LIMIT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ServeConfig:
     dirs: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
-    limits: Limits = Limits()
+    limits: Limits = Limits(time_limit_ms=DEFAULT_TIME_LIMIT_MS)
     cache: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_waiting: int = 64
@@ -39,6 +42,9 @@ class ServeConfig:
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.
     mapped_responses: bool = False
+    # After SIGTERM: requests in flight may finish, and the process is gone, within this
+    # (wasinn.serve.lifecycle; the command's uvicorn only, not Ray Serve).
+    drain_seconds: float = 30.0
 
 
 def parse_route(text: str) -> tuple[str, Path]:
