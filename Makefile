@@ -114,7 +114,7 @@ lint: setup
 	$(BIN)/mypy
 
 pytest: setup examples browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test: lint pytest
 

@@ -181,13 +181,59 @@ def test_any_bytes_give_an_encoding_or_errno_2(blob: bytes) -> None:
         assert isinstance(detect_encoding([blob]), GraphEncoding)
 
 
+@pytest.fixture(scope="session")
+def onnx_model_ends(onnx_model: Path) -> frozenset[int]:
+    """The lengths at which a prefix of the model is itself a model: after each top-level field,
+    once ``ir_version`` and ``graph`` are in. Protobuf writes fields in field-number order, so
+    the model with only its first k fields, serialised by protobuf, is a prefix of the file."""
+    import onnx
+
+    model, blob = onnx.load(onnx_model), onnx_model.read_bytes()
+    fields = [descriptor for descriptor, _ in model.ListFields()]
+    assert len(model.opset_import) == 1  # no repeated field with several records, ends inside it
+    ends = set()
+    for count in range(1, len(fields) + 1):
+        partial = onnx.ModelProto()
+        partial.CopyFrom(model)
+        for later in fields[count:]:
+            partial.ClearField(later.name)
+        head = partial.SerializeToString()
+        assert blob.startswith(head)
+        if partial.ir_version and partial.HasField("graph"):
+            ends.add(len(head))
+    assert max(ends) == len(blob) and len(ends) == 2  # after graph, and after opset_import
+    return frozenset(ends)
+
+
+def test_a_prefix_of_a_model_is_onnx_only_at_a_field_end(
+    onnx_model: Path, onnx_model_ends: frozenset[int]
+) -> None:
+    blob = onnx_model.read_bytes()
+    detected = set()
+    for cut in range(len(blob) + 1):
+        with contextlib.suppress(InvalidEncoding):
+            assert detect_encoding([blob[:cut]]) is GraphEncoding.ONNX
+            detected.add(cut)
+    assert detected == onnx_model_ends
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=0, max_value=4096), st.binary(min_size=1, max_size=8))
-def test_prefixes_and_tails_of_a_model_never_crash(onnx_model: Path, cut: int, tail: bytes) -> None:
+def test_prefixes_and_tails_of_a_model_are_onnx_or_errno_2(
+    onnx_model: Path, onnx_model_ends: frozenset[int], cut: int, tail: bytes
+) -> None:
     blob = onnx_model.read_bytes()
-    for candidate in (blob[:cut], blob[:cut] + tail):
+    prefix = blob[:cut]
+    if len(prefix) in onnx_model_ends:
+        assert detect_encoding([prefix]) is GraphEncoding.ONNX
+    else:  # cut inside a field, or before the graph
+        with pytest.raises(InvalidEncoding):
+            detect_encoding([prefix])
+    # Past the first 8 bytes, where every magic number sits, a tail can only make another
+    # ONNX model (it may complete a field or add one) or no model.
+    if cut >= 8:
         with contextlib.suppress(InvalidEncoding):
-            detect_encoding([candidate])
+            assert detect_encoding([prefix + tail]) is GraphEncoding.ONNX
 
 
 # ------------------------------------------------------------------ dispatch

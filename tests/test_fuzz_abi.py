@@ -862,11 +862,14 @@ EXAMPLES = {
 }
 SEQUENCES = 200
 SEQUENCE_LENGTH = 12
+SEQUENCE_RUN = "sequences"  # the sequence test's key in fuzz_runs
+ENOUGH_CALLS = 10_000  # what the whole module must check (docs/robustness.md)
 
 
-@pytest.mark.parametrize("call", CALLS)
-def test_fuzz_call(world: World, call: str) -> None:
+def fuzz_call(world: World, call: str) -> int:
+    """EXAMPLES[call] examples of CALLS_PER_EXAMPLE calls of one import; the calls it made."""
     generate = GENERATORS[call]
+    start = world.calls
 
     @settings(FUZZ, max_examples=EXAMPLES[call])
     @given(raw=st.binary(min_size=BYTES_PER_CALL, max_size=CALLS_PER_EXAMPLE * BYTES_PER_CALL))
@@ -878,26 +881,56 @@ def test_fuzz_call(world: World, call: str) -> None:
             world.run(call, args, scratch)
 
     calls()
+    return world.calls - start
 
 
-@settings(FUZZ, max_examples=SEQUENCES)
-@given(raw=st.binary(min_size=64, max_size=SEQUENCE_LENGTH * BYTES_PER_CALL))
-def test_fuzz_sequences(world: World, raw: bytes) -> None:
+def fuzz_sequences(world: World) -> int:
     """Random interleavings: calls on unloaded graphs, finalized contexts, re-used names."""
-    src = Source(raw)
-    world.replenish()
-    for _ in range(SEQUENCE_LENGTH):
-        call = src.pick(CALLS)
-        args, scratch = GENERATORS[call](world, src)
-        world.run(call, args, scratch)
+    start = world.calls
+
+    @settings(FUZZ, max_examples=SEQUENCES)
+    @given(raw=st.binary(min_size=64, max_size=SEQUENCE_LENGTH * BYTES_PER_CALL))
+    def sequence(raw: bytes) -> None:
+        src = Source(raw)
+        world.replenish()
+        for _ in range(SEQUENCE_LENGTH):
+            call = src.pick(CALLS)
+            args, scratch = GENERATORS[call](world, src)
+            world.run(call, args, scratch)
+
+    sequence()
+    return world.calls - start
 
 
-def test_fuzz_made_enough_calls(world: World, request: pytest.FixtureRequest) -> None:
-    selected = {item.name for item in request.session.items}
-    wanted = {f"test_fuzz_call[{call}]" for call in CALLS} | {"test_fuzz_sequences"}
-    if not wanted <= selected:
-        pytest.skip("only part of the fuzzing ran")
-    assert world.calls >= 10_000, world.calls
+@pytest.fixture(scope="module")
+def fuzz_runs() -> dict[str, int]:
+    """Calls made by each fuzz run of this module (an import's name, or SEQUENCE_RUN)."""
+    return {}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_fuzz_call(world: World, fuzz_runs: dict[str, int], call: str) -> None:
+    fuzz_runs[call] = fuzz_call(world, call)
+
+
+def test_fuzz_sequences(world: World, fuzz_runs: dict[str, int]) -> None:
+    fuzz_runs[SEQUENCE_RUN] = fuzz_sequences(world)
+
+
+@pytest.fixture
+def every_fuzz_run(world: World, fuzz_runs: dict[str, int]) -> dict[str, int]:
+    """Every fuzz run of the module: those this session did not select (or that failed) run here."""
+    for call in CALLS:
+        if call not in fuzz_runs:
+            fuzz_runs[call] = fuzz_call(world, call)
+    if SEQUENCE_RUN not in fuzz_runs:
+        fuzz_runs[SEQUENCE_RUN] = fuzz_sequences(world)
+    return fuzz_runs
+
+
+def test_fuzz_made_enough_calls(every_fuzz_run: dict[str, int]) -> None:
+    assert set(every_fuzz_run) == {*CALLS, SEQUENCE_RUN}
+    assert sum(every_fuzz_run.values()) >= ENOUGH_CALLS, every_fuzz_run
 
 
 # ---------------------------------------------------------------------- what the fuzzer found

@@ -419,9 +419,13 @@ def test_bad_grammar_and_schema_are_errno_1(tiny_model: Path, session: Session) 
     nn.close()
     for bad in ({"grammar": "root ::= undefined-rule"}, {"json-schema": "{not json"}, {"json-schema": {}}):
         assert errno_of(lambda bad=bad: session.meta(bad)) == Errno.INVALID_ARGUMENT
-    session.meta({"grammar": ""})
+    # The context survives: with no n-predict and EOG ignored, compute fills the trained
+    # context and gives 101 after exactly n_ctx − P + 1 tokens (spec §5.1, §16 case 20).
+    session.meta({"grammar": "", "ignore-eos": True})
     session.prompt(PROMPT)
-    assert session.compute() in (0, Errno.CONTEXT_FULL)  # the context survives
+    prompt_tokens = session.metadata()["input_tokens"]
+    assert session.compute() == Errno.CONTEXT_FULL
+    assert session.metadata()["output_tokens"] == TRAINED_CTX - prompt_tokens + 1
 
 
 def test_grammar_and_json_schema_constrain_the_text(session: Session) -> None:
