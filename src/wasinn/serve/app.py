@@ -19,6 +19,7 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -216,6 +217,16 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         for close in state.closers:
             close()
 
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 and 405 (plain text by default) as the server's one-line JSON."""
+        status = getattr(exc, "status_code", 500)
+        message = f"{getattr(exc, 'detail', exc)}: {request.method} {request.url.path}"
+        if request.url.path.startswith("/v1/"):  # OpenAI's error shape, as its routes answer
+            error: object = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        else:
+            error = message
+        return JSONResponse({"error": error}, status_code=status, headers=getattr(exc, "headers", None))
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -224,4 +235,4 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
             for handler in handlers
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
