@@ -102,6 +102,8 @@ def query_args(request: Request) -> list[str]:
     """``?name=road&dims=1x2`` → ``--name road --dims 1x2``; ``?flag`` → ``--flag``; ``?arg=X`` → ``X``."""
     args: list[str] = []
     for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:  # a guest's argv is C strings: it would see less
+            raise HTTPFailure(400, f"the query parameter {key!r} holds a NUL byte, which no argument can")
         if key == "arg":
             args.append(value)
         else:
