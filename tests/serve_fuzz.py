@@ -219,6 +219,26 @@ def openai_documents(
     return document, valid
 
 
+# JSON at the edges of Python's parser: nesting past the recursion limit, integers past the
+# 4,300 digits int() accepts, numbers that overflow to infinity, in the document or in a field.
+def _nested(opener: bytes, depth: int, field: str) -> bytes:
+    closer = {b"[": b"]", b'{"a":': b"}"}[opener]
+    value = opener * depth + b"1" + closer * depth
+    return b'{"%s": %s}' % (field.encode(), value) if field else value
+
+
+extreme_json = st.builds(
+    _nested,
+    st.sampled_from((b"[", b'{"a":')),
+    st.integers(0, 100_000),
+    st.sampled_from(("", "messages", "temperature", "max_tokens", "input", "stop")),
+) | st.builds(
+    lambda digits, field: b'{"%s": %s}' % (field.encode(), digits.encode()),
+    st.sampled_from(("1" * 4301, "9" * 10_000, "1e400", "-1e400", "1" * 30)),
+    st.sampled_from(("max_tokens", "seed", "temperature", "n", "model")),
+)
+
+
 def has_surrogates(value: Any) -> bool:
     """Whether a JSON value holds a lone surrogate (valid JSON, but not text in UTF-8)."""
     if isinstance(value, str):
@@ -239,13 +259,15 @@ def _encode(document: Any) -> bytes:
 def openai_calls(
     draw: st.DrawFn, path: str, document: st.SearchStrategy[tuple[dict[str, Any], bool]]
 ) -> Call:
-    kind = draw(st.sampled_from(("document", "document", "document", "json", "bytes")))
+    kind = draw(st.sampled_from(("document", "document", "document", "json", "bytes", "extreme")))
     ok = False
     if kind == "document":
         value, ok = draw(document)
         body = _encode(value)
     elif kind == "json":
         body = _encode(draw(json_values))
+    elif kind == "extreme":
+        body = draw(extreme_json)
     else:
         body = draw(bodies)
     method = "POST" if ok else draw(st.just("POST") | st.sampled_from(("GET", *OTHER_METHODS)))

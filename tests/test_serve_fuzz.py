@@ -58,6 +58,7 @@ pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("WASINN_FUZZ_EXAMPLES", "1200"))
 SHARES = {"echo": 0.4, "chat": 0.3, "embeddings": 0.2, "models": 0.05, "other": 0.05}
 REQUEST_SECONDS = 30.0
+CHAT, EMBEDDINGS = "/v1/chat/completions", "/v1/embeddings"
 
 
 def fuzz_settings(share: str) -> Callable[[Any], Any]:
@@ -175,6 +176,10 @@ def check_openai(
 
 @fuzz_settings("chat")
 @given(call=chat_calls)
+# json.loads raises ValueError (not JSONDecodeError) past int()'s 4,300 digits, and
+# RecursionError past the recursion limit: both were 500s
+@example(call=Call("POST", CHAT, "", (), b'{"max_tokens": %s}' % (b"1" * 4301)))
+@example(call=Call("POST", CHAT, "", (), b"[" * 100_000))
 def test_chat_completions_answer_or_refuse_in_one_line(server: Server, call: Call) -> None:
     check_openai(
         server,

@@ -33,11 +33,21 @@ class RequestError(Exception):
 def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an int of over 4,300 digits
         raise RequestError(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("the body is not JSON this server reads: it is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise RequestError(f"the body must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+def _shown(value: Any) -> str:
+    """A field's value for an error message: a scalar as JSON (its start), a container by kind."""
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "an object"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _number(request: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -45,7 +55,7 @@ def _number(request: dict[str, Any], key: str, default: float, low: float, high:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise RequestError(f"{key} must be a number from {low:g} to {high:g}, got {json.dumps(value)}", key)
+        raise RequestError(f"{key} must be a number from {low:g} to {high:g}, got {_shown(value)}", key)
     return float(value)
 
 
@@ -54,7 +64,7 @@ def _optional_int(request: dict[str, Any], key: str, low: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RequestError(f"{key} must be an integer of at least {low}, got {json.dumps(value)}", key)
+        raise RequestError(f"{key} must be an integer of at least {low}, got {_shown(value)}", key)
     return value
 
 
@@ -108,7 +118,7 @@ class ChatRequest:
     def parse(cls, request: dict[str, Any]) -> ChatRequest:
         n = request.get("n", 1)
         if n != 1:
-            raise RequestError(f"n must be 1 (one choice per request), got {json.dumps(n)}", "n")
+            raise RequestError(f"n must be 1 (one choice per request), got {_shown(n)}", "n")
         stream = request.get("stream", False)
         if not isinstance(stream, bool):
             raise RequestError("stream must be true or false", "stream")
