@@ -180,6 +180,8 @@ def check_openai(
 # RecursionError past the recursion limit: both were 500s
 @example(call=Call("POST", CHAT, "", (), b'{"max_tokens": %s}' % (b"1" * 4301)))
 @example(call=Call("POST", CHAT, "", (), b"[" * 100_000))
+# a lone surrogate escape is valid JSON but no UTF-8: encoding the prompt raised, a 500
+@example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "system", "content": "\\ud800"}]}'))
 def test_chat_completions_answer_or_refuse_in_one_line(server: Server, call: Call) -> None:
     check_openai(
         server,
@@ -192,6 +194,7 @@ def test_chat_completions_answer_or_refuse_in_one_line(server: Server, call: Cal
 
 @fuzz_settings("embeddings")
 @given(call=embedding_calls)
+@example(call=Call("POST", EMBEDDINGS, "", (), b'{"input": "\\ud800"}'))  # a 500, as for chat
 def test_embeddings_answer_or_refuse_in_one_line(server: Server, call: Call) -> None:
     check_openai(
         server,

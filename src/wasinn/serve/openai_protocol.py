@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,9 +38,35 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         raise RequestError(f"the body is not valid JSON: {err}") from None
     except RecursionError:
         raise RequestError("the body is not JSON this server reads: it is nested too deeply") from None
+    if ESCAPED_SURROGATE.search(body) and _lone_surrogate(parsed):
+        # Valid JSON, but no UTF-8 text: the guest's prompt (and arguments) are UTF-8 bytes.
+        raise RequestError("the body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not text")
     if not isinstance(parsed, dict):
         raise RequestError(f"the body must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+# A surrogate reaches a parsed string only through a \uXXXX escape; paired ones become one
+# character, so only where this matches can a lone one be left.
+ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(document: Any) -> bool:
+    """Whether any string of the parsed document (keys too) cannot be encoded as UTF-8."""
+    stack = [document]
+    while stack:  # not recursive: the document may be nested nearly as deep as the parser allows
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+    return False
 
 
 def _shown(value: Any) -> str:
