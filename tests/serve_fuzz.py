@@ -195,6 +195,8 @@ HOSTILE = (
     | st.integers(2**63, 2**70)
     | st.integers(-(2**70), -(2**63) - 1)
     | st.sampled_from((math.nan, math.inf, -math.inf))
+    # the edges of the integer types a value may reach on its way to the guest
+    | st.sampled_from((2**63, 2**64, -(2**63) - 1, 2**31, 2**32, -1, 0, 3, 1e308, -0.0, True, "1"))
 )
 
 

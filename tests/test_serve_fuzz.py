@@ -182,6 +182,8 @@ def check_openai(
 @example(call=Call("POST", CHAT, "", (), b"[" * 100_000))
 # a lone surrogate escape is valid JSON but no UTF-8: encoding the prompt raised, a 500
 @example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "system", "content": "\\ud800"}]}'))
+# a seed past int64 went to the guest, whose set_input refused it: a 500
+@example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "user"}], "seed": 9223372036854775808}'))
 def test_chat_completions_answer_or_refuse_in_one_line(server: Server, call: Call) -> None:
     check_openai(
         server,

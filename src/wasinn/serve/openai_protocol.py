@@ -86,12 +86,18 @@ def _number(request: dict[str, Any], key: str, default: float, low: float, high:
     return float(value)
 
 
-def _optional_int(request: dict[str, Any], key: str, low: int) -> int | None:
+def _optional_int(request: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
     value = request.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RequestError(f"{key} must be an integer of at least {low}, got {_shown(value)}", key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        within = f"of at least {low}" if high is None else f"from {low} to {high}"
+        raise RequestError(f"{key} must be an integer {within}, got {_shown(value)}", key)
     return value
 
 
@@ -155,7 +161,8 @@ class ChatRequest:
         max_tokens = _optional_int(request, "max_completion_tokens", 0)
         if max_tokens is None:
             max_tokens = _optional_int(request, "max_tokens", 0)
-        seed = _optional_int(request, "seed", -(2**63))
+        # The backend takes a seed as a 64-bit integer; past it the guest's set_input failed, a 500.
+        seed = _optional_int(request, "seed", -(2**63), 2**63 - 1)
         sampling: dict[str, float | int] = {
             # Every request sets every key: the model's graph keeps the last request's values.
             "temp": _number(request, "temperature", 1.0, 0.0, 2.0),
