@@ -302,6 +302,10 @@ def one_line_json_error(status: int, text: str, *, openai: bool) -> None:
 def check_chat(document: dict[str, Any], status: int, content_type: str, text: str) -> None:
     """A 200 chat answer: a chat.completion, or a stream of chunks ending with [DONE]."""
     assert status == 200, text[:500]
+    stops = document.get("stop")
+    stops = [stops] if isinstance(stops, str) else stops if isinstance(stops, list) else []
+    # A C argument ends at NUL: the guest would stop at the text before it, silently.
+    assert not any("\x00" in stop for stop in stops), f"stop {stops!r} was accepted"
     limit = document.get("max_completion_tokens", document.get("max_tokens"))
     if document.get("stream") is True:
         assert content_type.startswith("text/event-stream"), content_type

@@ -184,6 +184,8 @@ def check_openai(
 @example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "system", "content": "\\ud800"}]}'))
 # a seed past int64 went to the guest, whose set_input refused it: a 500
 @example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "user"}], "seed": 9223372036854775808}'))
+# a stop string holding NUL was accepted, and the guest's C argument ended at it: stop "a"
+@example(call=Call("POST", CHAT, "", (), b'{"messages": [{"role": "user"}], "stop": "a\\u0000b"}'))
 def test_chat_completions_answer_or_refuse_in_one_line(server: Server, call: Call) -> None:
     check_openai(
         server,

@@ -201,6 +201,8 @@ def _stops(value: Any) -> tuple[str, ...]:
     stops = [value] if isinstance(value, str) else value if value is not None else []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > MAX_STOPS:
         raise RequestError(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    if any("\x00" in stop for stop in stops):  # the guest's --stop is a C string: it would stop sooner
+        raise RequestError("stop strings cannot hold NUL", "stop")
     return tuple(stop for stop in stops if stop)
 
 
