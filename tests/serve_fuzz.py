@@ -50,6 +50,7 @@ KNOWN_HEADERS = (
 OTHER_METHODS = ("PUT", "DELETE", "PATCH", "OPTIONS")
 MODEL = "tiny"
 EMBEDDING_WIDTH = 64  # the tiny llama's n_embd
+MAX_INPUTS = 2048  # embedding inputs a request may hold (OpenAI's bound)
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,8 @@ def check_embeddings(document: dict[str, Any], status: int, text: str) -> None:
     assert status == 200, text[:500]
     answer = json.loads(text)
     texts = document["input"] if isinstance(document["input"], list) else [document["input"]]
+    # Each input is a guest run, one after the other: OpenAI's bound keeps a request finite.
+    assert len(texts) <= MAX_INPUTS, f"{len(texts)} inputs were accepted"
     assert [item["index"] for item in answer["data"]] == list(range(len(texts)))
     for item in answer["data"]:
         vector = item["embedding"]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 MAX_STOPS = 4  # as OpenAI
+MAX_INPUTS = 2048  # embedding inputs per request, as OpenAI
 # The graph config the embedding guest loads its model with (a second graph of the model).
 EMBEDDING_CONFIG = '{"embedding": true}'
 
@@ -218,6 +219,8 @@ class EmbeddingRequest:
         inputs = [value] if isinstance(value, str) else value
         if not isinstance(inputs, list) or not inputs or not all(isinstance(text, str) for text in inputs):
             raise RequestError("input must be a string or a non-empty list of strings (not tokens)", "input")
+        if len(inputs) > MAX_INPUTS:  # one guest run each, one after the other, holding the model
+            raise RequestError(f"input holds {len(inputs)} strings; at most {MAX_INPUTS} a request", "input")
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise RequestError("encoding_format must be float or base64", "encoding_format")
