@@ -76,7 +76,7 @@ class Server:
     process: Any
     client: httpx.Client
     log: Path
-    statuses: Counter[int] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # 'METHOD PATH STATUS'
     seconds: float = 0.0
     slowest: float = 0.0
 
@@ -93,7 +93,7 @@ class Server:
         response = self.client.send(request)  # timeout: REQUEST_SECONDS between reads
         took = time.perf_counter() - started
         assert took < REQUEST_SECONDS, f"{took:.1f} s for {request.method} {request.url}"
-        self.statuses[response.status_code] += 1
+        self.statuses[f"{request.method} {request.url.path} {response.status_code}"] += 1
         self.seconds += took
         self.slowest = max(self.slowest, took)
         return response
@@ -246,8 +246,13 @@ def test_the_server_is_alive_and_counted_no_5xx(server: Server) -> None:
     log = server.log.read_text()
     assert "Traceback" not in log and "internal error" not in log, log[-3000:]
     total = sum(server.statuses.values())
+    routes: Counter[str] = Counter()
+    for key, count in server.statuses.items():
+        method, path, status = key.split(" ")
+        known = path in ("/echo", "/v1/models", CHAT, EMBEDDINGS) and method in ("GET", "POST")
+        routes[f"{path if known else 'other'} {status}"] += count
     print(
         f"\nfuzz: {total} requests in {server.seconds:.1f} s of requests "
-        f"(slowest {server.slowest:.2f} s), statuses {dict(sorted(server.statuses.items()))}"
+        f"(slowest {server.slowest:.2f} s): {dict(sorted(routes.items()))}"
     )
     assert server.process.poll() is None
