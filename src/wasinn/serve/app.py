@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -191,6 +191,8 @@ def _endpoint(handler: RouteHandler, metrics: Metrics) -> Callable[[Request], Aw
                 response = await handler.handle(request)
             except HTTPFailure as failure:
                 response = error_response(failure.status, str(failure), **failure.details)
+            except ClientDisconnect:  # it left before its whole body came: no one to answer
+                response = Response(status_code=CLIENT_GONE)
             except Exception as err:  # a wasinn bug must not take the server down; one line
                 log.exception("internal error on %s", request.url.path)
                 response = error_response(500, f"internal error: {type(err).__name__}: {err}")
