@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guest_wasm, require_module
+from conftest import guest_wasm, require_module, shared_file
 
 require_module("starlette")
 require_module("httpx")
@@ -58,3 +58,33 @@ def test_a_client_that_leaves_mid_body_is_499_not_a_500(tmp_path: Path) -> None:
     finally:
         stop_server(process)
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.usefixtures("openvino_available")
+def test_a_minute_of_mixed_traffic_at_concurrency_32(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make soak` for 60 s instead of 600: the same server, mix and assertions."""
+    require_module("ai_edge_litert")
+    from wasinn.serve.soak import DRIFT_BOUND, run_soak, summary
+    from wasinn.serve.soak_traffic import MIX
+
+    shared_file("road-segmentation-adas-0001", "empty_road_mapillary.jpg")
+    shared_file("birds-v1", "bird.jpg")
+    guest_wasm("nn-pipe")
+    guest_wasm("llm-serve")
+    monkeypatch.setenv("WASINN_MODELS", str(shared_file()))
+    report = run_soak(seconds=SOAK_SECONDS, concurrency=32, tiny_model=tiny_model)
+    print(summary(report))
+    assert report["failures"] == []
+    assert report["hangs"] == 0 and report["unexpected"] == 0
+    # every kind of request ran, and got only the status it must
+    for name, (_, _, expect) in MIX.items():
+        route = report["routes"][name]
+        assert route["requests"] > 0 and route["statuses"] == {expect: route["requests"]}, (name, route)
+    # the server's own count: 400s for the malformed bodies, 499s for clients that left mid-body
+    assert report["server_5xx"] == 0, report["server_statuses"]
+    assert report["server_tracebacks"] == 0
+    assert report["drained"] and report["healthy_after"]
+    assert report["rss"]["drift"] < DRIFT_BOUND, report["rss"]
+    assert report["passed"]
