@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
         # Ready only once both replicas run: Serve answered before the second was up, and a
         # busy machine saw {'RUNNING': 1, 'STARTING': 1} here. serve_on_ray bounds the wait.
         while not ready.wait(0.5):
-            assert server.is_alive() and not failures, failures
+            assert server.is_alive() and not failures, "".join(traceback.format_exception(*failures[:1]))
         deployments = serve.status().applications["wasinn"].deployments
         assert [d.replica_states for d in deployments.values()] == [{"RUNNING": 2}]
         base = f"http://127.0.0.1:{port}"
@@ -124,39 +125,44 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
     finally:
         stop.set()
         server.join(timeout=120)
-    assert not failures, failures
+    assert not failures, "".join(traceback.format_exception(*failures[:1]))
 
 
 class FakeServe:
     """Ray Serve's status as the replicas of a 2-replica app start, one poll at a time."""
 
-    def __init__(self, *states: tuple[str, dict[str, int]]) -> None:
-        self.states = list(states)
+    def __init__(self, *states: tuple[str, dict[str, int], str]) -> None:
+        self.states = list(states)  # (the app's status, its replicas' states, the proxy's)
         self.polls = 0
 
     def status(self) -> object:
         from types import SimpleNamespace
 
-        status, replicas = self.states[min(self.polls, len(self.states) - 1)]
+        status, replicas, proxy = self.states[min(self.polls, len(self.states) - 1)]
         self.polls += 1
         deployment = SimpleNamespace(replica_states=replicas)
         app = SimpleNamespace(status=status, message="boom", deployments={"WasinnServe": deployment})
-        return SimpleNamespace(applications={"wasinn": app})
+        return SimpleNamespace(applications={"wasinn": app}, proxies={"node": proxy})
 
 
 def test_ready_waits_for_every_replica_and_gives_up_in_one_line() -> None:
     from wasinn.serve.ray import ServeNotReady, wait_for_replicas
 
-    starting = FakeServe(("RUNNING", {"RUNNING": 1, "STARTING": 1}), ("RUNNING", {"RUNNING": 2}))
+    half = {"RUNNING": 1, "STARTING": 1}
+    starting = FakeServe(
+        ("RUNNING", half, "HEALTHY"),
+        ("RUNNING", {"RUNNING": 2}, "STARTING"),
+        ("RUNNING", {"RUNNING": 2}, "HEALTHY"),
+    )
     assert wait_for_replicas(starting, 2, poll=0.01) == {"RUNNING": 2}
-    assert starting.polls == 2
-    stuck = FakeServe(("RUNNING", {"RUNNING": 1, "STARTING": 1}))
-    states = "{'RUNNING': 1, 'STARTING': 1}"
-    message = f"2 replica(s) asked for, not all running after 0 s (replica states: {states})"
+    assert starting.polls == 3
+    stuck = FakeServe(("RUNNING", half, "HEALTHY"))
+    proxies = "HTTP proxies: ['HEALTHY']"
+    message = f"2 replica(s) asked for, not all running after 0 s (replica states: {half}; {proxies})"
     with pytest.raises(ServeNotReady, match=re.escape(message)):
         wait_for_replicas(stuck, 2, timeout=0.2, poll=0.01)
     with pytest.raises(ServeNotReady, match="could not deploy the app: boom"):
-        wait_for_replicas(FakeServe(("DEPLOY_FAILED", {})), 2, timeout=5, poll=0.01)
+        wait_for_replicas(FakeServe(("DEPLOY_FAILED", {}, "HEALTHY")), 2, timeout=5, poll=0.01)
 
 
 @pytest.mark.usefixtures("openvino_available")

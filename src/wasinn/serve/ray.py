@@ -49,8 +49,20 @@ def _ray() -> Any:
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+# For a machine that is busy with other work (read, like the switch above, by the cluster's
+# processes from the environment the local cluster starts with; a value already set wins):
+# - Ray starts its workers at nice 15, so under other processes at nice 0 a Serve replica,
+#   which is the server, or its HTTP proxy got a few % of a core: a proxy took 62 s to start
+#   beside three busy loops. At nice 0 they get their share, as Ray's own job drivers do.
+# - Serve's controller gives a new HTTP proxy 5 s to be ready, then kills and restarts it;
+#   serve.start, waiting on the first one, then fails with ActorDiedError.
+BUSY_MACHINE_ENV = {"RAY_worker_niceness": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
 def _local_only() -> None:
     os.environ[LOCAL_ONLY_ENV] = "0"
+    for name, value in BUSY_MACHINE_ENV.items():
+        os.environ.setdefault(name, value)
     constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # ray was imported before: its switch is already read
         constants.ENABLE_RAY_CLUSTER = False
@@ -99,7 +111,8 @@ def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
 def wait_for_replicas(
     serve: Any, replicas: int, *, timeout: float = READY_SECONDS, poll: float = 0.25
 ) -> dict[str, int]:
-    """Poll Serve's status until every replica of the app is RUNNING; their states.
+    """Poll Serve's status until every replica of the app is RUNNING (and every HTTP proxy
+    HEALTHY); the replicas' states.
 
     ``serve.run`` returns once the app answers, which can be before every replica has
     started (a busy machine: ``{'RUNNING': 1, 'STARTING': 1}``). Raises
@@ -107,8 +120,11 @@ def wait_for_replicas(
     """
     deadline = time.monotonic() + timeout
     states: dict[str, int] = {}
+    proxies: list[str] = []
     while True:
-        application = serve.status().applications.get(APP_NAME)
+        status = serve.status()
+        proxies = [str(getattr(proxy, "value", proxy)) for proxy in status.proxies.values()]
+        application = status.applications.get(APP_NAME)
         if application is not None:
             if str(getattr(application.status, "value", application.status)) == "DEPLOY_FAILED":
                 raise ServeNotReady(f"Ray Serve could not deploy the app: {application.message}")
@@ -117,12 +133,12 @@ def wait_for_replicas(
                 for state, count in overview.replica_states.items():
                     key = str(getattr(state, "value", state))
                     states[key] = states.get(key, 0) + count
-            if states == {"RUNNING": replicas}:
+            if states == {"RUNNING": replicas} and proxies and set(proxies) == {"HEALTHY"}:
                 return states
         if time.monotonic() >= deadline:
             raise ServeNotReady(
                 f"Ray Serve: {replicas} replica(s) asked for, not all running after {timeout:.0f} s "
-                f"(replica states: {states or 'none yet'})"
+                f"(replica states: {states or 'none yet'}; HTTP proxies: {proxies or 'none yet'})"
             )
         time.sleep(poll)
 
