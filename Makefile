@@ -41,7 +41,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest soak fuzz clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest soak fuzz test-loaded clean
 
 all: setup examples
 
@@ -148,6 +148,16 @@ soak: setup examples
 FUZZ_EXAMPLES ?= 10000
 fuzz: setup examples
 	WASINN_FUZZ_RANDOM=1 WASINN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -s tests/test_serve_fuzz.py
+
+# The serve tests on a loaded machine: LOAD_SPINNERS busy-looping processes (bounded by
+# `timeout`, killed at the end) keep both cores saturated while they run (docs/serving.md).
+LOAD_SPINNERS ?= 3
+SERVE_TESTS := tests/test_serve.py tests/test_serve_openai.py tests/test_serve_ray.py \
+               tests/test_serve_road.py tests/test_serve_fuzz.py tests/test_serve_soak.py
+test-loaded: setup examples
+	@spinners=; for i in $$(seq $(LOAD_SPINNERS)); do \
+	  timeout 3600 $(BIN)/python -c 'while True: pass' & spinners="$$spinners $$!"; done; \
+	trap "kill $$spinners 2>/dev/null" EXIT; $(BIN)/pytest -q $(SERVE_TESTS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
