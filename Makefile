@@ -41,7 +41,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest soak fuzz test-loaded clean
 
 all: setup examples
 
@@ -133,6 +133,31 @@ LOAD_JSON ?= benchmarks/results-serve-load.json
 loadtest: setup examples
 	$(BIN)/python -m wasinn.serve.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
 	  --malformed 200 --workers 2 --deadline $(LOAD_DEADLINE) --json $(LOAD_JSON)
+
+# The soak of docs/serving.md (10 minutes of both cores, on loopback): `wasinn serve --demo`
+# with the birds model and the tiny GGUF, 32 clients of mixed traffic (road, birds, chat
+# streams, embeddings, malformed bodies, clients that leave); it stops the server itself and
+# fails on a hang, a wrong answer, a 5xx or an RSS drift of 5 % (tests/test_serve_soak.py: 60 s).
+SOAK_SECONDS ?= 600
+SOAK_JSON ?= benchmarks/results-serve-soak.json
+soak: setup examples
+	$(BIN)/python -m wasinn.serve.soak --seconds $(SOAK_SECONDS) --concurrency 32 --json $(SOAK_JSON)
+
+# The HTTP fuzzer of tests/test_serve_fuzz.py with 10,000 examples and a random seed (about
+# 3.5 minutes on 2 busy cores; `make test` runs 1,200 fixed ones).
+FUZZ_EXAMPLES ?= 10000
+fuzz: setup examples
+	WASINN_FUZZ_RANDOM=1 WASINN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -s tests/test_serve_fuzz.py
+
+# The serve tests on a loaded machine: LOAD_SPINNERS busy-looping processes (bounded by
+# `timeout`, killed at the end) keep both cores saturated while they run (docs/serving.md).
+LOAD_SPINNERS ?= 3
+SERVE_TESTS := tests/test_serve.py tests/test_serve_openai.py tests/test_serve_ray.py \
+               tests/test_serve_road.py tests/test_serve_fuzz.py tests/test_serve_soak.py
+test-loaded: setup examples
+	@spinners=; for i in $$(seq $(LOAD_SPINNERS)); do \
+	  timeout 3600 $(BIN)/python -c 'while True: pass' & spinners="$$spinners $$!"; done; \
+	trap "kill $$spinners 2>/dev/null" EXIT; $(BIN)/pytest -q $(SERVE_TESTS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,19 +78,26 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
     # mapped_responses as `wasinn serve` sets it: the deployment must turn it off (Ray Serve
     # pickles response bodies; a memoryview of a mapped file cannot be).
     config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False, mapped_responses=True)
-    stop = threading.Event()
-    options = {"port": port, "until": stop, "replicas": 2}
-    server = threading.Thread(target=serve_on_ray, args=(config,), kwargs=options)
+    stop, ready = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve_on_ray(config, port=port, until=stop, ready=ready, replicas=2)
+        except BaseException as err:  # noqa: BLE001  (reported by the test's thread below)
+            failures.append(err)
+
+    server = threading.Thread(target=run)
     server.start()
     try:
+        # Ready only once both replicas run: Serve answered before the second was up, and a
+        # busy machine saw {'RUNNING': 1, 'STARTING': 1} here. serve_on_ray bounds the wait.
+        while not ready.wait(0.5):
+            assert server.is_alive() and not failures, "".join(traceback.format_exception(*failures[:1]))
+        deployments = serve.status().applications["wasinn"].deployments
+        assert [d.replica_states for d in deployments.values()] == [{"RUNNING": 2}]
         base = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            stop.wait(0.5)
+        assert httpx.get(f"{base}/healthz", timeout=60).status_code == 200
         answer = httpx.post(f"{base}/echo?arg=ray", content=b"through Ray Serve", timeout=60)
         assert answer.status_code == 200
         assert answer.content == b"args: ray\nthrough Ray Serve"
@@ -116,6 +125,44 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
     finally:
         stop.set()
         server.join(timeout=120)
+    assert not failures, "".join(traceback.format_exception(*failures[:1]))
+
+
+class FakeServe:
+    """Ray Serve's status as the replicas of a 2-replica app start, one poll at a time."""
+
+    def __init__(self, *states: tuple[str, dict[str, int], str]) -> None:
+        self.states = list(states)  # (the app's status, its replicas' states, the proxy's)
+        self.polls = 0
+
+    def status(self) -> object:
+        from types import SimpleNamespace
+
+        status, replicas, proxy = self.states[min(self.polls, len(self.states) - 1)]
+        self.polls += 1
+        deployment = SimpleNamespace(replica_states=replicas)
+        app = SimpleNamespace(status=status, message="boom", deployments={"WasinnServe": deployment})
+        return SimpleNamespace(applications={"wasinn": app}, proxies={"node": proxy})
+
+
+def test_ready_waits_for_every_replica_and_gives_up_in_one_line() -> None:
+    from wasinn.serve.ray import ServeNotReady, wait_for_replicas
+
+    half = {"RUNNING": 1, "STARTING": 1}
+    starting = FakeServe(
+        ("RUNNING", half, "HEALTHY"),
+        ("RUNNING", {"RUNNING": 2}, "STARTING"),
+        ("RUNNING", {"RUNNING": 2}, "HEALTHY"),
+    )
+    assert wait_for_replicas(starting, 2, poll=0.01) == {"RUNNING": 2}
+    assert starting.polls == 3
+    stuck = FakeServe(("RUNNING", half, "HEALTHY"))
+    proxies = "HTTP proxies: ['HEALTHY']"
+    message = f"2 replica(s) asked for, not all running after 0 s (replica states: {half}; {proxies})"
+    with pytest.raises(ServeNotReady, match=re.escape(message)):
+        wait_for_replicas(stuck, 2, timeout=0.2, poll=0.01)
+    with pytest.raises(ServeNotReady, match="could not deploy the app: boom"):
+        wait_for_replicas(FakeServe(("DEPLOY_FAILED", {}, "HEALTHY")), 2, timeout=5, poll=0.01)
 
 
 @pytest.mark.usefixtures("openvino_available")

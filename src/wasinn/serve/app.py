@@ -20,7 +20,8 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -109,6 +110,8 @@ def query_args(request: Request) -> list[str]:
     """``?name=road&dims=1x2`` → ``--name road --dims 1x2``; ``?flag`` → ``--flag``; ``?arg=X`` → ``X``."""
     args: list[str] = []
     for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:  # a guest's argv is C strings: it would see less
+            raise HTTPFailure(400, f"the query parameter {key!r} holds a NUL byte, which no argument can")
         if key == "arg":
             args.append(value)
         else:
@@ -242,6 +245,8 @@ def _endpoint(handler: RouteHandler, state: ServerState) -> Callable[[Request], 
                 response = await handler.handle(request)
             except HTTPFailure as failure:
                 response = error_response(failure.status, str(failure), **failure.details)
+            except ClientDisconnect:  # it left before its whole body came: no one to answer
+                response = Response(status_code=CLIENT_GONE)
             except asyncio.CancelledError:
                 if not state.draining:
                     raise
@@ -290,6 +295,16 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
         for close in state.closers:
             close()
 
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 and 405 (plain text by default) as the server's one-line JSON."""
+        status = getattr(exc, "status_code", 500)
+        message = f"{getattr(exc, 'detail', exc)}: {request.method} {request.url.path}"
+        if request.url.path.startswith("/v1/"):  # OpenAI's error shape, as its routes answer
+            error: object = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        else:
+            error = message
+        return JSONResponse({"error": error}, status_code=status, headers=getattr(exc, "headers", None))
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -298,6 +313,6 @@ def create_app(handlers: Sequence[RouteHandler], state: ServerState) -> Starlett
             for handler in handlers
         ),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
     app.state.wasinn = state  # for the server that runs it (wasinn.serve.lifecycle: the drain)
     return app

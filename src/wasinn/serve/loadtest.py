@@ -164,22 +164,31 @@ def free_port() -> int:
 
 
 def start_server(
-    *args: str, env: dict[str, str] | None = None, wait: float = 300.0
+    *args: str, env: dict[str, str] | None = None, wait: float = 300.0, log: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:
-    """``wasinn serve ARGS`` in a subprocess on a free loopback port, once /healthz answers."""
+    """``wasinn serve ARGS`` in a subprocess on a free loopback port, once /healthz answers.
+
+    Its output goes to pipes, or to the file ``log`` for a long run (a pipe nobody reads
+    fills up and then blocks the server's next log line).
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    output = open(log, "w") if log is not None else None  # noqa: SIM115  (the child holds it)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wasinn", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=output or subprocess.PIPE,
+            stderr=output or subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    finally:
+        if output is not None:
+            output.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = process.stderr.read() if process.stderr else ""
+            stderr = log.read_text() if log is not None else process.stderr.read() if process.stderr else ""
             raise LoadTestError(f"wasinn serve exited {process.returncode}: {stderr.strip()}")
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 MAX_STOPS = 4  # as OpenAI
+MAX_INPUTS = 2048  # embedding inputs per request, as OpenAI
 # The graph config the embedding guest loads its model with (a second graph of the model).
 EMBEDDING_CONFIG = '{"embedding": true}'
 
@@ -33,11 +35,47 @@ class RequestError(Exception):
 def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an int of over 4,300 digits
         raise RequestError(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise RequestError("the body is not JSON this server reads: it is nested too deeply") from None
+    if ESCAPED_SURROGATE.search(body) and _lone_surrogate(parsed):
+        # Valid JSON, but no UTF-8 text: the guest's prompt (and arguments) are UTF-8 bytes.
+        raise RequestError("the body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not text")
     if not isinstance(parsed, dict):
         raise RequestError(f"the body must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+# A surrogate reaches a parsed string only through a \uXXXX escape; paired ones become one
+# character, so only where this matches can a lone one be left.
+ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(document: Any) -> bool:
+    """Whether any string of the parsed document (keys too) cannot be encoded as UTF-8."""
+    stack = [document]
+    while stack:  # not recursive: the document may be nested nearly as deep as the parser allows
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+    return False
+
+
+def _shown(value: Any) -> str:
+    """A field's value for an error message: a scalar as JSON (its start), a container by kind."""
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "an object"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _number(request: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -45,16 +83,22 @@ def _number(request: dict[str, Any], key: str, default: float, low: float, high:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise RequestError(f"{key} must be a number from {low:g} to {high:g}, got {json.dumps(value)}", key)
+        raise RequestError(f"{key} must be a number from {low:g} to {high:g}, got {_shown(value)}", key)
     return float(value)
 
 
-def _optional_int(request: dict[str, Any], key: str, low: int) -> int | None:
+def _optional_int(request: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
     value = request.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RequestError(f"{key} must be an integer of at least {low}, got {json.dumps(value)}", key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        within = f"of at least {low}" if high is None else f"from {low} to {high}"
+        raise RequestError(f"{key} must be an integer {within}, got {_shown(value)}", key)
     return value
 
 
@@ -108,7 +152,7 @@ class ChatRequest:
     def parse(cls, request: dict[str, Any]) -> ChatRequest:
         n = request.get("n", 1)
         if n != 1:
-            raise RequestError(f"n must be 1 (one choice per request), got {json.dumps(n)}", "n")
+            raise RequestError(f"n must be 1 (one choice per request), got {_shown(n)}", "n")
         stream = request.get("stream", False)
         if not isinstance(stream, bool):
             raise RequestError("stream must be true or false", "stream")
@@ -118,7 +162,8 @@ class ChatRequest:
         max_tokens = _optional_int(request, "max_completion_tokens", 0)
         if max_tokens is None:
             max_tokens = _optional_int(request, "max_tokens", 0)
-        seed = _optional_int(request, "seed", -(2**63))
+        # The backend takes a seed as a 64-bit integer; past it the guest's set_input failed, a 500.
+        seed = _optional_int(request, "seed", -(2**63), 2**63 - 1)
         sampling: dict[str, float | int] = {
             # Every request sets every key: the model's graph keeps the last request's values.
             "temp": _number(request, "temperature", 1.0, 0.0, 2.0),
@@ -157,6 +202,8 @@ def _stops(value: Any) -> tuple[str, ...]:
     stops = [value] if isinstance(value, str) else value if value is not None else []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > MAX_STOPS:
         raise RequestError(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    if any("\x00" in stop for stop in stops):  # the guest's --stop is a C string: it would stop sooner
+        raise RequestError("stop strings cannot hold NUL", "stop")
     return tuple(stop for stop in stops if stop)
 
 
@@ -172,6 +219,8 @@ class EmbeddingRequest:
         inputs = [value] if isinstance(value, str) else value
         if not isinstance(inputs, list) or not inputs or not all(isinstance(text, str) for text in inputs):
             raise RequestError("input must be a string or a non-empty list of strings (not tokens)", "input")
+        if len(inputs) > MAX_INPUTS:  # one guest run each, one after the other, holding the model
+            raise RequestError(f"input holds {len(inputs)} strings; at most {MAX_INPUTS} a request", "input")
         encoding = request.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise RequestError("encoding_format must be float or base64", "encoding_format")

@@ -13,15 +13,24 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wasinn.core import ConfigError
+from wasinn.core import ConfigError, WasinnError
 from wasinn.faults import keep_fault_handlers
 from wasinn.serve.server import ROAD_ROUTE, ServeConfig, build_app, with_demo
 
 PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+APP_NAME = "wasinn"
+# How long every replica may take to start (build its runtime, load its models) on a busy
+# machine before `wasinn serve --ray` gives up.
+READY_SECONDS = 300.0
+
+
+class ServeNotReady(WasinnError):
+    """Ray Serve did not get every replica of the app running in time (or the deploy failed)."""
 
 
 def _ray() -> Any:
@@ -44,9 +53,21 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 
 
+# For a machine that is busy with other work (read, like the switch above, by the cluster's
+# processes from the environment the local cluster starts with; a value already set wins):
+# - Ray starts its workers at nice 15, so under other processes at nice 0 a Serve replica,
+#   which is the server, or its HTTP proxy got a few % of a core: a proxy took 62 s to start
+#   beside three busy loops. At nice 0 they get their share, as Ray's own job drivers do.
+# - Serve's controller gives a new HTTP proxy 5 s to be ready, then kills and restarts it;
+#   serve.start, waiting on the first one, then fails with ActorDiedError.
+BUSY_MACHINE_ENV = {"RAY_worker_niceness": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
 def _local_only() -> None:
     os.environ[LOCAL_ONLY_ENV] = "0"
     os.environ.setdefault(USAGE_STATS_ENV, "0")
+    for name, value in BUSY_MACHINE_ENV.items():
+        os.environ.setdefault(name, value)
     constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # ray was imported before: its switch is already read
         constants.ENABLE_RAY_CLUSTER = False
@@ -88,8 +109,43 @@ def deployment(config: ServeConfig, *, replicas: int = 1) -> Any:
         pass
 
     wrapped = serve.ingress(app_builder)(WasinnServe)
-    options = {"name": "wasinn", "num_replicas": replicas, "ray_actor_options": {"num_cpus": 0}}
+    options = {"name": APP_NAME, "num_replicas": replicas, "ray_actor_options": {"num_cpus": 0}}
     return serve.deployment(**options)(wrapped).bind()
+
+
+def wait_for_replicas(
+    serve: Any, replicas: int, *, timeout: float = READY_SECONDS, poll: float = 0.25
+) -> dict[str, int]:
+    """Poll Serve's status until every replica of the app is RUNNING (and every HTTP proxy
+    HEALTHY); the replicas' states.
+
+    ``serve.run`` returns once the app answers, which can be before every replica has
+    started (a busy machine: ``{'RUNNING': 1, 'STARTING': 1}``). Raises
+    :class:`ServeNotReady` when the deploy failed or ``timeout`` seconds passed first.
+    """
+    deadline = time.monotonic() + timeout
+    states: dict[str, int] = {}
+    proxies: list[str] = []
+    while True:
+        status = serve.status()
+        proxies = [str(getattr(proxy, "value", proxy)) for proxy in status.proxies.values()]
+        application = status.applications.get(APP_NAME)
+        if application is not None:
+            if str(getattr(application.status, "value", application.status)) == "DEPLOY_FAILED":
+                raise ServeNotReady(f"Ray Serve could not deploy the app: {application.message}")
+            states = {}
+            for overview in application.deployments.values():
+                for state, count in overview.replica_states.items():
+                    key = str(getattr(state, "value", state))
+                    states[key] = states.get(key, 0) + count
+            if states == {"RUNNING": replicas} and proxies and set(proxies) == {"HEALTHY"}:
+                return states
+        if time.monotonic() >= deadline:
+            raise ServeNotReady(
+                f"Ray Serve: {replicas} replica(s) asked for, not all running after {timeout:.0f} s "
+                f"(replica states: {states or 'none yet'}; HTTP proxies: {proxies or 'none yet'})"
+            )
+        time.sleep(poll)
 
 
 def serve_on_ray(
@@ -100,12 +156,16 @@ def serve_on_ray(
     address: str | None = None,
     replicas: int = 1,
     until: threading.Event | None = None,
+    ready: threading.Event | None = None,
+    ready_timeout: float = READY_SECONDS,
     progress: Callable[[str], None] | None = None,
 ) -> None:
     """Run ``config`` on Ray Serve at http://host:port/ until SIGTERM/SIGINT (or ``until`` is set).
 
     ``replicas`` processes each build the whole app (``config.workers`` guest threads per
-    route in each): Ray Serve spreads the requests over them.
+    route in each): Ray Serve spreads the requests over them. Ready (``ready`` set, and
+    ``progress`` says so) only when every replica is RUNNING; :class:`ServeNotReady` when
+    that does not happen within ``ready_timeout`` seconds.
     """
     if replicas < 1:
         raise ConfigError(f"Ray Serve needs at least one replica, got {replicas}")
@@ -116,12 +176,17 @@ def serve_on_ray(
     if progress is not None:
         progress(f"Ray cluster at {cluster}, {replicas} replica(s)")
     serve.start(http_options={"host": host, "port": port})
-    serve.run(deployment(config, replicas=replicas), name="wasinn", route_prefix="/")
-    stop = until or threading.Event()
-    if until is None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
     try:
+        serve.run(deployment(config, replicas=replicas), name=APP_NAME, route_prefix="/")
+        wait_for_replicas(serve, replicas, timeout=ready_timeout)
+        stop = until or threading.Event()
+        if until is None:  # from here on a signal stops the server (before: KeyboardInterrupt)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.set())
+        if progress is not None:
+            progress(f"serving http://{host}:{port}/ with {replicas} replica(s) running")
+        if ready is not None:
+            ready.set()
         stop.wait()
     finally:
         with keep_fault_handlers():
