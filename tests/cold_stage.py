@@ -9,6 +9,8 @@ The guests map the stage at ``/d``.
 from __future__ import annotations
 
 import io
+import os
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,11 @@ import numpy as np
 from conftest import guest_wasm, python_guest, shared_file
 
 GUEST_DIR = "/d"
+CONCURRENT = 16  # first requests to each route at once
+WORKERS = 4
+# A cold start imports every framework and loads 128 models on 2 cores; a hung server never
+# answers at all. Generous, so a busy machine does not fail it, finite, so a hang does.
+REQUEST_TIMEOUT = 180.0
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "python"
 
 
@@ -153,8 +160,52 @@ def _component(stage: Path) -> ColdRoute:
 
 
 def build_stage(stage: Path, tiny_gguf: Path) -> list[ColdRoute]:
-    """Write every model and input into ``stage``; the routes, one per backend."""
+    """Write every model and input into ``stage``; the routes, one per backend (or those named
+    in ``WASINN_COLD_ROUTES``, comma separated, e.g. to check one backend on an older build)."""
     rng = np.random.default_rng(16)
     routes = [_openvino(stage, rng), _tflite(stage, rng), _onnx(stage, rng), _pytorch(stage, rng)]
     routes += [_tensorflow(stage, rng), _ggml(stage, tiny_gguf), _whisper(stage), _component(stage)]
-    return routes
+    wanted = os.environ.get("WASINN_COLD_ROUTES")
+    return [route for route in routes if not wanted or route.name in wanted.split(",")]
+
+
+def expected_outputs(stage: Path, routes: list[ColdRoute]) -> dict[str, bytes]:
+    """What each route's guest prints when run once, alone, through ``wasinn.Runtime``."""
+    from wasinn.runtime import Runtime
+
+    outputs = {}
+    for route in routes:
+        stdout = stage / f"{route.name}.expected"
+        with Runtime(dirs=[f"{GUEST_DIR}:{stage}"], stdout=stdout) as runtime:
+            assert runtime.run(route.module, route.args) == 0, route.name
+        outputs[route.name] = stdout.read_bytes()
+        assert outputs[route.name].startswith(b"output 0:") or route.name == "component", outputs
+    return outputs
+
+
+Answer = tuple[int, bytes] | str
+
+
+def first_requests(base: str, routes: list[ColdRoute]) -> dict[str, list[Answer]]:
+    """``CONCURRENT`` requests to every route at once, released together by a barrier."""
+    import httpx
+
+    answers: dict[str, list[Answer]] = {route.name: [] for route in routes}
+    barrier = threading.Barrier(CONCURRENT * len(routes))
+
+    def ask(route: ColdRoute) -> None:
+        with httpx.Client(timeout=REQUEST_TIMEOUT) as client:
+            barrier.wait()
+            try:
+                response = client.post(f"{base}/{route.name}?{route.query}")
+                answers[route.name].append((response.status_code, response.content))
+            except httpx.HTTPError as err:
+                answers[route.name].append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=ask, args=(r,)) for r in routes for _ in range(CONCURRENT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(REQUEST_TIMEOUT + 30)
+    assert not any(thread.is_alive() for thread in threads), "a client never got an answer"
+    return answers

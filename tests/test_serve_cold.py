@@ -14,14 +14,22 @@ separated) picks routes, e.g. to check one backend against an older build.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cold_stage import GUEST_DIR, ColdRoute, build_stage
+from cold_stage import (
+    CONCURRENT,
+    GUEST_DIR,
+    REQUEST_TIMEOUT,
+    WORKERS,
+    ColdRoute,
+    build_stage,
+    expected_outputs,
+    first_requests,
+)
 from conftest import require_module
 
 for _module in ("starlette", "uvicorn", "httpx", "openvino", "ai_edge_litert", "onnx", "onnxruntime"):
@@ -34,37 +42,17 @@ import httpx  # noqa: E402
 from serve_helpers import start_server, stop_server  # noqa: E402
 
 STARTS = int(os.environ.get("WASINN_COLD_STARTS", "20"))
-CONCURRENT = 16
-WORKERS = 4
-# A cold start imports every framework and loads 128 models on 2 cores; a hung server never
-# answers at all. Generous, so a busy machine does not fail it, finite, so a hang does.
-REQUEST_TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, list[ColdRoute]]:
     directory = tmp_path_factory.mktemp("cold")
-    routes = build_stage(directory, tiny_model)
-    wanted = os.environ.get("WASINN_COLD_ROUTES")
-    if wanted:
-        routes = [route for route in routes if route.name in wanted.split(",")]
-    return directory, routes
+    return directory, build_stage(directory, tiny_model)
 
 
 @pytest.fixture(scope="module")
 def expected(stage: tuple[Path, list[ColdRoute]]) -> dict[str, bytes]:
-    """What each route's guest prints when run once, alone, through ``wasinn.Runtime``."""
-    from wasinn.runtime import Runtime
-
-    directory, routes = stage
-    outputs = {}
-    for route in routes:
-        stdout = directory / f"{route.name}.expected"
-        with Runtime(dirs=[f"{GUEST_DIR}:{directory}"], stdout=stdout) as runtime:
-            assert runtime.run(route.module, route.args) == 0, route.name
-        outputs[route.name] = stdout.read_bytes()
-        assert outputs[route.name].startswith(b"output 0:") or route.name == "component", outputs[route.name]
-    return outputs
+    return expected_outputs(*stage)
 
 
 @pytest.fixture
@@ -76,29 +64,6 @@ def cold_server(stage: tuple[Path, list[ColdRoute]]) -> Iterator[str]:
         yield base
     finally:
         stop_server(process)
-
-
-def first_requests(base: str, routes: list[ColdRoute]) -> dict[str, list[tuple[int, bytes] | str]]:
-    """``CONCURRENT`` requests to every route at once, released together by a barrier."""
-    answers: dict[str, list[tuple[int, bytes] | str]] = {route.name: [] for route in routes}
-    barrier = threading.Barrier(CONCURRENT * len(routes))
-
-    def ask(route: ColdRoute) -> None:
-        with httpx.Client(timeout=REQUEST_TIMEOUT) as client:
-            barrier.wait()
-            try:
-                response = client.post(f"{base}/{route.name}?{route.query}")
-                answers[route.name].append((response.status_code, response.content))
-            except httpx.HTTPError as err:
-                answers[route.name].append(f"{type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=ask, args=(r,)) for r in routes for _ in range(CONCURRENT)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(REQUEST_TIMEOUT + 30)
-    assert not any(thread.is_alive() for thread in threads), "a client never got an answer"
-    return answers
 
 
 @pytest.mark.parametrize("start", range(STARTS))
