@@ -13,7 +13,7 @@ it would to a client. Each call (tests/serve_fuzz.py) must get
   counted no 5xx.
 
 ``WASINN_FUZZ_EXAMPLES`` is the total over the five tests (default 1,200 in ``make test``:
-about 40 s on 2 busy cores); ``make fuzz`` runs 10,000 with a random seed
+25-50 s on 2 busy cores); ``make fuzz`` runs 10,000 with a random seed
 (``WASINN_FUZZ_RANDOM=1``), ``make test`` the same fixed examples every time.
 """
 

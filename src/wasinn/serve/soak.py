@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def run_soak(
             stop_server(process)
         text = log.read_text(errors="replace")
     tracebacks = text.count("Traceback")
-    report["server"] = "wasinn serve " + " ".join(arg.rsplit("/", 1)[-1] for arg in args)
+    report["server"] = re.sub(r"[^ =:]*/", "", "wasinn serve " + " ".join(args))  # file names only
     report["server_tracebacks"] = tracebacks
     if tracebacks:
         report["failures"].append(f"the server logged {tracebacks} traceback(s): {text[-2000:]}")
