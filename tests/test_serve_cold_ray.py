@@ -10,7 +10,6 @@ A Ray deployment costs 10-20 s on two cores, so ``WASINN_COLD_RAY_STARTS`` defau
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from cold_stage import CONCURRENT, GUEST_DIR, ColdRoute, build_stage, expected_outputs, first_requests
 from conftest import require_module
-from serve_helpers import free_port
+from serve_helpers import serving_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -54,33 +53,14 @@ def cluster() -> Iterator[None]:
 def test_concurrent_first_requests_on_cold_ray_replicas(
     start: int, cluster: None, stage: tuple[Path, list[ColdRoute]], expected: dict[str, bytes]
 ) -> None:
-    from wasinn.serve.ray import serve_on_ray
     from wasinn.serve.server import ServeConfig
 
     directory, routes = stage
     config = ServeConfig(
         routes={route.name: route.module for route in routes}, workers=4, dirs=(f"{GUEST_DIR}:{directory}",)
     )
-    port = free_port()
-    stop, ready = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            serve_on_ray(config, port=port, until=stop, ready=ready, replicas=2)
-        except BaseException as err:  # noqa: BLE001  (reported by the test's thread below)
-            failures.append(err)
-
-    server = threading.Thread(target=serve)
-    server.start()
-    try:
-        while not ready.wait(0.5):
-            assert server.is_alive() and not failures, failures
-        answers = first_requests(f"http://127.0.0.1:{port}", routes)
-        for route in routes:
-            wrong = [a for a in answers[route.name] if a != (200, expected[route.name])]
-            assert not wrong, f"start {start}, {route.name}: {len(wrong)} of {CONCURRENT} wrong: {wrong[:2]}"
-    finally:
-        stop.set()
-        server.join(120)
-    assert not server.is_alive() and not failures, failures
+    with serving_on_ray(config, replicas=2) as base:
+        answers = first_requests(base, routes)
+    for route in routes:
+        wrong = [a for a in answers[route.name] if a != (200, expected[route.name])]
+        assert not wrong, f"start {start}, {route.name}: {len(wrong)} of {CONCURRENT} wrong: {wrong[:2]}"

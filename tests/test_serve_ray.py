@@ -10,8 +10,6 @@ import json
 import os
 import re
 import shutil
-import threading
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import guest_wasm, require_module, shared_file
-from serve_helpers import free_port
+from serve_helpers import serving_on_ray
 from wasinn.faults import keep_fault_handlers
 from wasinn.serve.server import ServeConfig
 
@@ -72,31 +70,14 @@ def test_guest_traps_stay_traps_after_ray_starts_and_stops(tmp_path: Path) -> No
 def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
     from ray import serve
 
-    from wasinn.serve.ray import serve_on_ray
-
-    port = free_port()
     # mapped_responses as `wasinn serve` sets it: the deployment must turn it off (Ray Serve
     # pickles response bodies; a memoryview of a mapped file cannot be).
     config = ServeConfig(routes={"echo": guest_wasm("serve-echo")}, cache=False, mapped_responses=True)
-    stop, ready = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            serve_on_ray(config, port=port, until=stop, ready=ready, replicas=2)
-        except BaseException as err:  # noqa: BLE001  (reported by the test's thread below)
-            failures.append(err)
-
-    server = threading.Thread(target=run)
-    server.start()
-    try:
-        # Ready only once both replicas run: Serve answered before the second was up, and a
-        # busy machine saw {'RUNNING': 1, 'STARTING': 1} here. serve_on_ray bounds the wait.
-        while not ready.wait(0.5):
-            assert server.is_alive() and not failures, "".join(traceback.format_exception(*failures[:1]))
+    # Ready only once both replicas run: Serve answered before the second was up, and a
+    # busy machine saw {'RUNNING': 1, 'STARTING': 1} here. serve_on_ray bounds the wait.
+    with serving_on_ray(config, replicas=2) as base:
         deployments = serve.status().applications["wasinn"].deployments
         assert [d.replica_states for d in deployments.values()] == [{"RUNNING": 2}]
-        base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz", timeout=60).status_code == 200
         answer = httpx.post(f"{base}/echo?arg=ray", content=b"through Ray Serve", timeout=60)
         assert answer.status_code == 200
@@ -122,10 +103,6 @@ def test_ray_serve_runs_the_same_routes(local_cluster: None) -> None:
         # --replicas reached Ray Serve: two replica processes run the app.
         deployments = serve.status().applications["wasinn"].deployments
         assert [d.replica_states for d in deployments.values()] == [{"RUNNING": 2}]
-    finally:
-        stop.set()
-        server.join(timeout=120)
-    assert not failures, "".join(traceback.format_exception(*failures[:1]))
 
 
 class FakeServe:
