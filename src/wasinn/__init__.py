@@ -1,27 +1,83 @@
-"""wasinn: run WebAssembly programs that do neural-network inference through WASI-NN."""
+"""wasinn: run WebAssembly programs that do neural-network inference through WASI-NN.
 
-from wasinn.backends import BackendInfo, backends
-from wasinn.core import (
-    ConfigError,
-    Errno,
-    ExecutionTarget,
-    GraphEncoding,
-    GuestExit,
-    GuestTrap,
-    LimitExceeded,
-    ModelError,
-    ModuleError,
-    NNError,
-    Preload,
-    Tensor,
-    TensorType,
-    TimeLimitExceeded,
-    WasinnError,
-)
-from wasinn.options import DirMapping
-from wasinn.runtime import Instance, Limits, Runtime
+The names below are imported on first use (PEP 562), so that ``import wasinn.<module>``
+stays cheap: the warm host's client (:mod:`wasinn.warm.client`) must start without numpy
+or wasmtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the warm client ~10 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    from wasinn.backends import BackendInfo, backends
+    from wasinn.core import (
+        ConfigError,
+        Errno,
+        ExecutionTarget,
+        GraphEncoding,
+        GuestExit,
+        GuestTrap,
+        LimitExceeded,
+        ModelError,
+        ModuleError,
+        NNError,
+        Preload,
+        Tensor,
+        TensorType,
+        TimeLimitExceeded,
+        WasinnError,
+    )
+    from wasinn.options import DirMapping
+    from wasinn.runtime import Instance, Limits, Runtime
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "BackendInfo": "wasinn.backends",
+    "backends": "wasinn.backends",
+    "DirMapping": "wasinn.options",
+    "Instance": "wasinn.runtime",
+    "Limits": "wasinn.runtime",
+    "Runtime": "wasinn.runtime",
+    **{
+        name: "wasinn.core"
+        for name in (
+            "ConfigError",
+            "Errno",
+            "ExecutionTarget",
+            "GraphEncoding",
+            "GuestExit",
+            "GuestTrap",
+            "LimitExceeded",
+            "ModelError",
+            "ModuleError",
+            "NNError",
+            "Preload",
+            "Tensor",
+            "TensorType",
+            "TimeLimitExceeded",
+            "WasinnError",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    else:
+        try:  # `import wasinn; wasinn.runtime` worked while this module imported it eagerly
+            value = importlib.import_module(f"wasinn.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'wasinn' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BackendInfo",

@@ -52,6 +52,7 @@ class LazyGroup(click.Group):
         "build": "wasinn.guest_build:build_command",
         "serve": "wasinn.serve.command:serve_command",
         "batch": "wasinn.serve.command:batch_command",
+        "host": "wasinn.warm.command:host_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -143,6 +144,11 @@ def main() -> None:
     help="Stop the guest after N units of wasmtime fuel (about one per instruction).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
+@click.option(
+    "--warm",
+    is_flag=True,
+    help="Run in the warm host, starting it if needed (as WASINN_WARM=1; see `wasinn host`).",
+)
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -154,6 +160,7 @@ def run(
     time_limit: int | None,
     gas_limit: int | None,
     verbose: bool,
+    warm: bool,  # noqa: ARG001 (wasinn.warm.client acts on it before click runs)
     module: str,
     args: tuple[str, ...],
 ) -> None:

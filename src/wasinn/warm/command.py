@@ -1,0 +1,71 @@
+"""``wasinn host start|stop|status``: the warm host that ``wasinn run`` hands its work to."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+
+from wasinn.cli_errors import CommandError
+from wasinn.warm import protocol
+from wasinn.warm.client import start_host
+
+
+@click.group("host")
+def host_command() -> None:
+    """A warm host that keeps the engine, compiled guests and models loaded, so that
+    ``wasinn run`` starts in milliseconds (docs/usage.md, "Warm host")."""
+
+
+@host_command.command("start")
+@click.option("--workers", type=click.IntRange(min=1), help="Guests run at once (default: CPU count).")
+def start(workers: int | None) -> None:
+    """Start the warm host in the background (nothing to do when it is up)."""
+    try:
+        answer = protocol.request({"op": "ping"}, timeout=5.0)
+        click.echo(f"warm host already running (pid {answer['pid']}, {protocol.socket_path()})")
+        return
+    except (OSError, protocol.ProtocolError):
+        pass
+    try:
+        pid = start_host(workers=workers)
+    except (OSError, TimeoutError, protocol.UnsafeDirectory) as err:
+        raise CommandError(f"cannot start the warm host: {err}") from None
+    click.echo(f"warm host started (pid {pid}, {protocol.socket_path()})")
+
+
+@host_command.command("stop")
+def stop() -> None:
+    """Stop the warm host once its running guests finish."""
+    try:
+        answer = protocol.request({"op": "stop"}, timeout=5.0)
+    except (OSError, protocol.ProtocolError):
+        stale = protocol.socket_path()
+        if stale.exists():
+            stale.unlink(missing_ok=True)  # nobody answers on it: a dead host's socket
+            click.echo("warm host not running (removed a stale socket)")
+        else:
+            click.echo("warm host not running")
+        return
+    pid = int(answer["pid"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    click.echo(f"warm host stopped (pid {pid})")
+
+
+@host_command.command("status")
+def status() -> None:
+    """Show whether the warm host runs, and what it keeps; exit 1 when it does not run."""
+    try:
+        answer = protocol.request({"op": "status"}, timeout=5.0)
+    except (OSError, protocol.ProtocolError):
+        click.echo(f"warm host not running ({protocol.socket_path()})")
+        raise SystemExit(1) from None
+    for key, value in answer.items():
+        click.echo(f"{key}: {value}")
