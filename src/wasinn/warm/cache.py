@@ -52,9 +52,7 @@ class LruCache(Generic[T]):
         self.hits = 0
         self.misses = 0
 
-    def acquire(
-        self, key: Hashable, build: Callable[[], tuple[T, int]], release: Callable[[T], object]
-    ) -> T:
+    def acquire(self, key: Hashable, build: Callable[[], tuple[T, int]], release: Callable[[T], object]) -> T:
         """The value of ``key`` (built by ``build`` → (value, bytes) on a miss), in use until
         :meth:`release_key`."""
         with self._lock:

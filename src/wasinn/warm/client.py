@@ -20,7 +20,9 @@ from types import FrameType
 from wasinn.warm import protocol
 
 # `wasinn run` options that take a value, and flags; anything else (--help, -v) runs cold.
-VALUE_OPTIONS = frozenset({"--dir", "--env", "--nn-preload", "--memory-page-limit", "--time-limit", "--gas-limit"})
+VALUE_OPTIONS = frozenset(
+    {"--dir", "--env", "--nn-preload", "--memory-page-limit", "--time-limit", "--gas-limit"}
+)
 FLAG_OPTIONS = frozenset({"--no-cache", "--warm"})
 HOST_DIED_EXIT = 70  # as an internal error: the host, not the guest, failed
 START_TIMEOUT = 120.0  # a cold daemon imports every framework; on a busy 2-core machine, slowly
@@ -53,7 +55,9 @@ def warm_wanted(argv: list[str], environ: os._Environ[str] | dict[str, str]) -> 
     return autostart
 
 
-def start_host(directory: str | None = None, *, wait: float = START_TIMEOUT, workers: int | None = None) -> int:
+def start_host(
+    directory: str | None = None, *, wait: float = START_TIMEOUT, workers: int | None = None
+) -> int:
     """Start the daemon detached and wait until it answers; its pid.
 
     A launcher process puts it in a session of its own without making it a session leader
@@ -111,8 +115,8 @@ class _Signals:
     def _on_signal(self, number: int, _frame: FrameType | None) -> None:
         if self.received is None or number != signal.SIGINT:
             self.received = number
-        try:
-            protocol.send(self.sock, {"op": "signal", "signal": self.NAMES[number]})
+        try:  # noqa: SIM105 (contextlib is one more import on the fast path)
+            protocol.send(self.sock, {"op": "signal", "signal": self.NAMES[signal.Signals(number)]})
         except OSError:
             pass  # the host is gone: the reply loop reports it
 
@@ -165,12 +169,11 @@ def run_warm(args: list[str], autostart: bool) -> int | None:
         return HOST_DIED_EXIT
     if "cold" in answer:
         return None
+    if signals.received in (signal.SIGTERM, signal.SIGHUP):
+        # As a cold `wasinn run` dies of them: the shell sees the signal, not an exit code.
+        os.kill(os.getpid(), signals.received)
     if answer.get("error"):
         sys.stderr.write(f"{answer['error']}\n")
-    if signals.received in (signal.SIGTERM, signal.SIGHUP):
-        # As a cold `wasinn run` would: the shell sees the signal, not an exit code.
-        sys.stderr.flush()
-        os.kill(os.getpid(), signals.received)
     return int(answer.get("exit", HOST_DIED_EXIT))
 
 

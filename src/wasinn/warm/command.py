@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 
@@ -41,12 +42,7 @@ def stop() -> None:
     try:
         answer = protocol.request({"op": "stop"}, timeout=5.0)
     except (OSError, protocol.ProtocolError):
-        stale = protocol.socket_path()
-        if stale.exists():
-            stale.unlink(missing_ok=True)  # nobody answers on it: a dead host's socket
-            click.echo("warm host not running (removed a stale socket)")
-        else:
-            click.echo("warm host not running")
+        click.echo("warm host not running" + (" (removed a stale socket)" if _remove_stale() else ""))
         return
     pid = int(answer["pid"])
     deadline = time.monotonic() + 60
@@ -69,3 +65,18 @@ def status() -> None:
         raise SystemExit(1) from None
     for key, value in answer.items():
         click.echo(f"{key}: {value}")
+
+
+def _remove_stale() -> bool:
+    """Remove a dead host's socket; only while holding its lock, so never a starting host's."""
+    directory = protocol.runtime_dir()
+    stale = protocol.socket_path(directory)
+    if not os.path.exists(stale):
+        return False
+    try:
+        with open(os.path.join(directory, protocol.LOCK_NAME), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(stale)
+    except OSError:  # a host holds the lock (it is starting), or the file is gone
+        return False
+    return True

@@ -9,6 +9,7 @@ Start it with ``wasinn host start`` (or the first ``wasinn run --warm``), not di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -81,10 +82,8 @@ class Daemon:
         """Stop accepting; runs in progress finish (``serve`` waits for them)."""
         self._stopping.set()
         if self._listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
-            except OSError:
-                pass
 
     def _shutdown(self) -> None:
         if self._listener is not None:
@@ -145,10 +144,8 @@ class Daemon:
         try:
             protocol.send(conn, {"exit": code, "error": error})
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)  # ends the watcher's read
-            except OSError:
-                pass
             watcher.join()
 
     def _cold_reason(self, message: dict[str, Any], fds: list[int]) -> str | None:
@@ -157,7 +154,11 @@ class Daemon:
             return "the warm host runs another wasinn; restart it with `wasinn host stop`"
         if message.get("env") != self._env:
             return "the client's WASINN_*/framework variables differ from the warm host's"
-        if len(fds) != 3 or not isinstance(message.get("argv"), list) or not isinstance(message.get("cwd"), str):
+        if (
+            len(fds) != 3
+            or not isinstance(message.get("argv"), list)
+            or not isinstance(message.get("cwd"), str)
+        ):
             return "a malformed run request"
         return None
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     options = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s wasinn-host: %(message)s")
-    daemon = Daemon(options.dir or protocol.runtime_dir(), max(1, options.workers))
+    daemon = Daemon(Path(options.dir or protocol.runtime_dir()), max(1, options.workers))
 
     def on_signal(_number: int, _frame: FrameType | None) -> None:
         daemon.stop()

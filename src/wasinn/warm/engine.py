@@ -118,7 +118,9 @@ class WarmState:
         module: str = params["module"]
         path = Path(cwd, module)
         if not path.is_file():
-            return USAGE_ERROR, error_line(f"{module}: no such file" if not path.exists() else f"{module}: not a file")
+            return USAGE_ERROR, error_line(
+                f"{module}: no such file" if not path.exists() else f"{module}: not a file"
+            )
         registry_key: Hashable | None = None
         try:
             limits = Limits(
@@ -127,7 +129,9 @@ class WarmState:
                 gas=params["gas_limit"],
             )
             dirs = [_client_dir(text, cwd) for text in params["dirs"]]
-            runtime = WarmRuntime(self, dirs=dirs, env=params["env"], cache=not params["no_cache"], limits=limits)
+            runtime = WarmRuntime(
+                self, dirs=dirs, env=params["env"], cache=not params["no_cache"], limits=limits
+            )
             preloads = _client_preloads(params["preload"], cwd)
             runtime.preloads = preloads
             runtime.registry, registry_key = self.registry(preloads)
