@@ -77,6 +77,13 @@ def wait_for(condition: object, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def _answers(path: str) -> bool:
+    try:
+        return "pid" in protocol.request({"op": "ping"}, path)
+    except (OSError, protocol.ProtocolError):
+        return False
+
+
 def start(directory: Path) -> None:
     started = wasinn(directory, "host", "start", "--workers", "2")
     assert started.returncode == 0, started.stderr + started.stdout
@@ -243,16 +250,20 @@ def test_the_client_does_not_import_the_heavy_modules(host: Path, probe: Path) -
 
 def test_the_daemon_memory_is_stable_over_many_runs(host: Path, probe: Path) -> None:
     def run_once() -> dict[str, object]:
-        with protocol.connect(protocol.socket_path(str(host))) as sock, open(os.devnull, "r+b") as null:
-            fds = [null.fileno()] * 3
-            request = {
-                "op": "run",
-                "argv": [str(probe), "args", "x"],
-                "cwd": "/",
-                "build": protocol.build_id(),
-            }
-            protocol.send(sock, {**request, "env": protocol.host_env(os.environ)}, fds)
-            answer, _ = protocol.receive(sock)
+        sock = protocol.connect(protocol.socket_path(str(host)))
+        try:
+            with open(os.devnull, "r+b") as null:
+                fds = [null.fileno()] * 3
+                request = {
+                    "op": "run",
+                    "argv": [str(probe), "args", "x"],
+                    "cwd": "/",
+                    "build": protocol.build_id(),
+                }
+                protocol.send(sock, {**request, "env": protocol.host_env(os.environ)}, fds)
+                answer, _ = protocol.receive(sock)
+        finally:
+            sock.close()
         assert answer == {"exit": 0, "error": None}
         return answer
 
@@ -282,7 +293,7 @@ def test_peer_credentials_refuse_another_user() -> None:
     server = threading.Thread(target=daemon.serve, daemon=True)
     server.start()
     path = protocol.socket_path(str(directory))
-    wait_for(lambda: os.path.exists(path))
+    wait_for(lambda: _answers(path))
     os.chmod(directory, 0o711)
     os.chmod(path, 0o666)
     reader, writer = os.pipe()
@@ -291,9 +302,11 @@ def test_peer_credentials_refuse_another_user() -> None:
         if child == 0:
             try:
                 os.setuid(65534)
-                answer = protocol.request({"op": "status"}, path)
-                os.write(writer, json.dumps(answer).encode())
+                answer: object = protocol.request({"op": "status"}, path)
+            except BaseException as err:
+                answer = f"{type(err).__name__}: {err}"
             finally:
+                os.write(writer, json.dumps(answer).encode())
                 os._exit(0)
         os.close(writer)
         os.waitpid(child, 0)

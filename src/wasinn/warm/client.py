@@ -9,15 +9,17 @@ plain ``run`` (help, -v, other commands, an option it does not know) runs cold, 
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's C core: signal.py imports enum
 import os
-import signal
-import socket
 import stat
 import sys
 import time
-from types import FrameType
 
 from wasinn.warm import protocol
+
+TYPE_CHECKING = False  # typing costs the client an import
+if TYPE_CHECKING:
+    from _socket import socket
 
 # `wasinn run` options that take a value, and flags; anything else (--help, -v) runs cold.
 VALUE_OPTIONS = frozenset(
@@ -105,24 +107,24 @@ def _pythonpath() -> str:
 class _Signals:
     """While a guest runs, SIGINT/SIGTERM/SIGHUP to the client stop it in the host."""
 
-    NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+    NAMES = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM", _signal.SIGHUP: "SIGHUP"}
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket) -> None:
         self.sock = sock
         self.received: int | None = None
-        self._previous = {number: signal.signal(number, self._on_signal) for number in self.NAMES}
+        self._previous = {number: _signal.signal(number, self._on_signal) for number in self.NAMES}
 
-    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
-        if self.received is None or number != signal.SIGINT:
+    def _on_signal(self, number: int, _frame: object) -> None:
+        if self.received is None or number != _signal.SIGINT:
             self.received = number
         try:  # noqa: SIM105 (contextlib is one more import on the fast path)
-            protocol.send(self.sock, {"op": "signal", "signal": self.NAMES[signal.Signals(number)]})
+            protocol.send(self.sock, {"op": "signal", "signal": self.NAMES[number]})
         except OSError:
             pass  # the host is gone: the reply loop reports it
 
     def restore(self) -> None:
         for number, previous in self._previous.items():
-            signal.signal(number, previous)
+            _signal.signal(number, previous)
 
 
 def run_warm(args: list[str], autostart: bool) -> int | None:
@@ -139,7 +141,7 @@ def run_warm(args: list[str], autostart: bool) -> int | None:
         except (OSError, TimeoutError, protocol.UnsafeDirectory) as err:
             sys.stderr.write(f"wasinn: warning: no warm host ({err}); running cold\n")
             return None
-    with sock:
+    try:
         try:
             modes = [os.fstat(fd).st_mode for fd in (0, 1, 2)]
         except OSError:
@@ -164,14 +166,17 @@ def run_warm(args: list[str], autostart: bool) -> int | None:
             answer = None
         finally:
             signals.restore()
+    finally:
+        sock.close()
     if answer is None:
         sys.stderr.write("wasinn: error: the warm host stopped during the run\n")
         return HOST_DIED_EXIT
     if "cold" in answer:
         return None
-    if signals.received in (signal.SIGTERM, signal.SIGHUP):
+    received = signals.received
+    if received is not None and received in (_signal.SIGTERM, _signal.SIGHUP):
         # As a cold `wasinn run` dies of them: the shell sees the signal, not an exit code.
-        os.kill(os.getpid(), signals.received)
+        os.kill(os.getpid(), received)
     if answer.get("error"):
         sys.stderr.write(f"{answer['error']}\n")
     return int(answer.get("exit", HOST_DIED_EXIT))
