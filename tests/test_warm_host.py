@@ -245,7 +245,16 @@ def test_the_client_does_not_import_the_heavy_modules(host: Path, probe: Path) -
     assert (traced.returncode, traced.stdout) == (0, result.stdout)
     imported = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if "|" in line}
     assert "wasinn.warm.client" in imported
-    assert not imported & {"numpy", "wasmtime", "click", "wasinn.runtime", "wasinn.cli", "typing"}
+    assert not imported & {
+        "numpy",
+        "wasmtime",
+        "click",
+        "wasinn.runtime",
+        "wasinn.cli",
+        "typing",
+        "json",
+        "socket",
+    }
 
 
 def test_the_daemon_memory_is_stable_over_many_runs(host: Path, probe: Path) -> None:

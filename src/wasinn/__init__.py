@@ -7,8 +7,6 @@ or wasmtime.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # not typing's: importing typing costs the warm client ~10 ms
 if TYPE_CHECKING:
     from typing import Any
@@ -67,6 +65,8 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
     home = _HOMES.get(name)
     if home is not None:
         value = getattr(importlib.import_module(home), name)

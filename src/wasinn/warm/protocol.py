@@ -12,7 +12,6 @@ built into the interpreter; json, socket and signal would cost the client ~4 ms 
 from __future__ import annotations
 
 import _socket
-import array
 import marshal
 import os
 import stat
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from _socket import socket
     from typing import Any
 MARSHAL_VERSION = 4
+FD_SIZE = struct.calcsize("i")  # the array module would import collections.abc
 
 DIR_ENV = "WASINN_HOST_DIR"  # overrides where the socket lives (tests, several hosts)
 WARM_ENV = "WASINN_WARM"  # "1": start the host on first use; "0": never use it
@@ -111,7 +111,7 @@ def send(sock: socket, message: dict[str, Any], fds: list[int] | None = None) ->
     data = marshal.dumps(message, MARSHAL_VERSION)
     frame = struct.pack(">I", len(data)) + data
     if fds:
-        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
         sent = sock.sendmsg([frame], rights)
         if sent < len(frame):
             sock.sendall(frame[sent:])
@@ -126,13 +126,12 @@ def receive(sock: socket, *, max_fds: int = 0) -> tuple[dict[str, Any] | None, l
     while len(header) < 4:
         if max_fds and not fds:
             chunk, ancillary, _flags, _addr = sock.recvmsg(
-                4 - len(header), _socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
+                4 - len(header), _socket.CMSG_SPACE(max_fds * FD_SIZE)
             )
             for level, kind, payload in ancillary:
                 if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                    fds.extend(received)
+                    count = len(payload) // FD_SIZE
+                    fds.extend(struct.unpack(f"{count}i", payload[: count * FD_SIZE]))
         else:
             chunk = sock.recv(4 - len(header))
         if not chunk:
