@@ -7,6 +7,8 @@ or wasmtime.
 
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False  # not typing's: importing typing costs the warm client ~10 ms
 if TYPE_CHECKING:
     from typing import Any
@@ -78,6 +80,18 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
+class _Package(type(sys)):  # type: ignore[misc]  # ModuleType, without importing types
+    """``wasinn.backends`` is the function :func:`backends`, as when this module imported it
+    eagerly: importing the submodule of that name must not replace it here."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "backends" and isinstance(value, type(sys)):
+            return  # the submodule itself stays in sys.modules["wasinn.backends"]
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "BackendInfo",
