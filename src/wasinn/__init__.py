@@ -31,18 +31,18 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
         WasinnError,
     )
-    from wasinn.options import DirMapping
-    from wasinn.runtime import Instance, Limits, Runtime
+    from wasinn.host import Instance, Limits, Runtime
+    from wasinn.host.options import DirMapping
 
 __version__ = "0.1.0"
 
 _HOMES = {
     "BackendInfo": "wasinn.backends",
     "backends": "wasinn.backends",
-    "DirMapping": "wasinn.options",
-    "Instance": "wasinn.runtime",
-    "Limits": "wasinn.runtime",
-    "Runtime": "wasinn.runtime",
+    "DirMapping": "wasinn.host.options",
+    "Instance": "wasinn.host",
+    "Limits": "wasinn.host",
+    "Runtime": "wasinn.host",
     **{
         name: "wasinn.core"
         for name in (

@@ -21,11 +21,10 @@ TYPE_CHECKING = False  # typing costs the client an import
 if TYPE_CHECKING:
     from _socket import socket
 
-# `wasinn run` options that take a value, and flags; anything else (--help, -v) runs cold.
-VALUE_OPTIONS = frozenset(
-    {"--dir", "--env", "--nn-preload", "--memory-page-limit", "--time-limit", "--gas-limit"}
-)
+# `wasinn run`'s flags; these run cold (their output is this process's); every other long
+# option takes a value (the limits are many, and the host's click parses them all again).
 FLAG_OPTIONS = frozenset({"--no-cache", "--warm"})
+COLD_OPTIONS = frozenset({"--help", "--verbose", "--version"})
 HOST_DIED_EXIT = 70  # as an internal error: the host, not the guest, failed
 START_TIMEOUT = 120.0  # a cold daemon imports every framework; on a busy 2-core machine, slowly
 
@@ -45,12 +44,12 @@ def warm_wanted(argv: list[str], environ: os._Environ[str] | dict[str, str]) -> 
         if not arg.startswith("-") or arg == "-":
             break
         name = arg.split("=", 1)[0]
+        if name in COLD_OPTIONS or not name.startswith("--"):
+            return None  # -h, -v (its log is per process): click answers cold
         if name == "--warm":
             autostart = True
-        elif name in VALUE_OPTIONS:
-            index += 0 if "=" in arg else 1
-        elif name not in FLAG_OPTIONS:
-            return None  # --help, -v (its log is per process), a typo: click answers cold
+        elif name not in FLAG_OPTIONS and "=" not in arg:
+            index += 1  # its value
         index += 1
     if index >= len(argv):
         return None  # no module: click's usage error, cold

@@ -63,7 +63,7 @@ class Daemon:
         listener.listen(64)
         self._listener = listener
         (self.directory / "host.pid").write_text(f"{os.getpid()}\n")
-        threading.Thread(target=_warm_up, daemon=True, name="wasinn-warm-up").start()
+        threading.Thread(target=self.state.warm_up, daemon=True, name="wasinn-warm-up").start()
         log.info("warm host %d listening on %s with %d workers", os.getpid(), self.path, self.workers)
         try:
             while not self._stopping.is_set():
@@ -192,19 +192,6 @@ def _watch_client(conn: socket.socket, interruption: Any) -> None:
             return
         if message.get("op") == "signal":
             interruption.interrupt(f"interrupted ({message.get('signal')})")
-
-
-def _warm_up() -> None:
-    """Build the engines and import the installed frameworks before the first run needs them."""
-    try:
-        from wasinn._offline import openvino_telemetry_off
-        from wasinn.runtime import shared_engine
-
-        shared_engine()
-        with openvino_telemetry_off():
-            import openvino  # noqa: F401
-    except Exception as err:  # only costs the first run its imports
-        log.debug("warm-up: %s", err)
 
 
 def _rss_kib() -> int:

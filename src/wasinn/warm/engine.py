@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -23,12 +24,11 @@ from typing import Any
 import click
 import wasmtime
 
-from wasinn._epoch import EpochTicker, epoch_ticker
 from wasinn.abi._plugin import resolve_guest_path
-from wasinn.backends import get_backend
+from wasinn.backends import get_backend, model_files
 from wasinn.cli import main as cli_group
 from wasinn.cli import run as run_command
-from wasinn.cli_errors import (
+from wasinn.cli._errors import (
     INTERNAL_ERROR,
     INTERRUPTED,
     LIMIT_EXIT,
@@ -37,8 +37,9 @@ from wasinn.cli_errors import (
     error_line,
     usage_line,
 )
-from wasinn.component import ComponentInstance
+from wasinn.cli.options import limits_from
 from wasinn.core import (
+    PATH_BUILDER,
     ConfigError,
     ExecutionTarget,
     Graph,
@@ -53,11 +54,12 @@ from wasinn.core import (
     SharedModel,
     WasinnError,
 )
-from wasinn.core._session import PATH_BUILDER
-from wasinn.options import DirMapping, parse_preload
-from wasinn.runtime import Instance, Limits, Runtime
+from wasinn.host import ComponentInstance, Instance, Runtime, epoch_ticker, shared_engine
+from wasinn.host._epoch import EpochTicker
+from wasinn.host.options import DirMapping, parse_preload
 from wasinn.warm.cache import LruCache, budget_from_env, file_identity
 
+log = logging.getLogger("wasinn.warm")
 Outcome = tuple[int, str | None]  # exit code, and the one error line the client prints
 MAX_GUESTS = 32  # compiled guests kept in memory (the disk cache keeps the rest)
 TICKER_LINGER_S = 10.0
@@ -119,18 +121,18 @@ class WarmState:
     def registry(self, preloads: Sequence[Preload]) -> tuple[ModelRegistry, Hashable | None]:
         """The registry of these preloads, shared with earlier runs naming the same files."""
         if not preloads:
-            return ModelRegistry([], get_backend), None
+            return ModelRegistry([], get_backend, model_files), None
         key: list[Hashable] = ["preload"]
         size = 0
         for preload in preloads:
             identities = tuple(file_identity(path) for path in preload.paths)
             if any(identity is None for identity in identities):
-                return ModelRegistry(preloads, get_backend), None  # it reports the missing file
+                return ModelRegistry(preloads, get_backend, model_files), None  # it reports the missing file
             size += sum(identity[1] for identity in identities if identity is not None)
             key.append((preload.name, preload.encoding, preload.target, identities))
         frozen = tuple(key)
         registry = self.models.acquire(
-            frozen, lambda: (ModelRegistry(preloads, get_backend), size), lambda r: r.close()
+            frozen, lambda: (ModelRegistry(preloads, get_backend, model_files), size), lambda r: r.close()
         )
         return registry, frozen
 
@@ -152,11 +154,7 @@ class WarmState:
             )
         registry_key: Hashable | None = None
         try:
-            limits = Limits(
-                memory_pages=params["memory_page_limit"],
-                time_limit_ms=params["time_limit"],
-                gas=params["gas_limit"],
-            )
+            limits = limits_from(params)
             dirs = [_client_dir(text, cwd) for text in params["dirs"]]
             runtime = WarmRuntime(
                 self, dirs=dirs, env=params["env"], cache=not params["no_cache"], limits=limits
@@ -190,6 +188,15 @@ class WarmState:
         finally:
             if registry_key is not None:
                 self.models.release_key(registry_key)
+
+    def warm_up(self) -> None:
+        """Build the engine and import the installed frameworks before the first run needs them."""
+        try:
+            shared_engine()
+            for encoding in (GraphEncoding.OPENVINO,):  # the common one; others on first use
+                get_backend(encoding)
+        except Exception as err:  # only costs the first run its imports
+            log.debug("warm-up: %s", err)
 
     def close(self) -> None:
         self.models.clear()
@@ -307,12 +314,10 @@ def _client_preloads(specs: Sequence[str], cwd: str) -> list[Preload]:
     for text in specs:
         preload = parse_preload(text)
         paths = tuple(os.path.join(cwd, path) for path in preload.paths)
-        if preload.name not in {p.name for p in preloads} and preload.encoding not in (
-            GraphEncoding.GGML,
-            GraphEncoding.BITNET,
-        ):
+        files = model_files(preload.encoding)
+        if preload.name not in {p.name for p in preloads} and not files.opened_at_load:
             for typed, path in zip(preload.paths, paths, strict=True):
-                if not os.access(path, os.R_OK) and not os.path.isdir(path):
+                if not os.access(path, os.R_OK) and not (files.directories and os.path.isdir(path)):
                     reason = os.strerror(errno.ENOENT if not os.path.exists(path) else errno.EACCES)
                     raise ConfigError(f"--nn-preload {preload.name}: cannot read {typed}: {reason}")
         preloads.append(Preload(preload.name, preload.encoding, preload.target, paths))

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wasinn.bench_cases import NATIVE_ROAD_SCRIPT, ROAD_BIN, ROAD_XML, data_file, guest
+from wasinn.bench._harness import ROAD_BIN, ROAD_XML, data_file, guest
+from wasinn.bench.cases import NATIVE_ROAD_SCRIPT
 
 NATIVE_MOBILENET = """\
 import os, sys
@@ -143,7 +144,7 @@ def road_inference_ms(xml: Path, weights: Path, rounds: int = 20) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wasinn.warm.bench")
+    parser = argparse.ArgumentParser(prog="python -m wasinn.bench.warm")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--case", action="append", choices=["mobilenet", "road", "ggml"])
     options = parser.parse_args(argv)
@@ -221,7 +222,7 @@ def road_case(work: Path, runs: int, wasinn: list[str], env: dict[str, str]) -> 
 
 
 def ggml_case(work: Path, runs: int, wasinn: list[str], env: dict[str, str]) -> list[str]:
-    from wasinn.bench_ggml import PROMPT, bench_model
+    from wasinn.bench.ggml import PROMPT, bench_model
 
     model = bench_model()
     (work / "native_ggml.py").write_text(NATIVE_GGML)

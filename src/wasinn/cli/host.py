@@ -8,7 +8,7 @@ import time
 
 import click
 
-from wasinn.cli_errors import CommandError
+from wasinn.cli._errors import CommandError
 from wasinn.warm import protocol
 from wasinn.warm.client import start_host
 
