@@ -271,6 +271,7 @@ def test_the_daemon_memory_is_stable_over_many_runs(host: Path, probe: Path) -> 
                     "build": protocol.build_id(),
                 }
                 protocol.send(sock, {**request, "env": protocol.host_env(os.environ)}, fds)
+                assert protocol.receive(sock)[0] == {"started": True}
                 answer, _ = protocol.receive(sock)
         finally:
             sock.close()
@@ -359,6 +360,33 @@ def test_a_stale_socket_runs_cold_then_a_new_host_replaces_it(probe: Path, tmp_p
         assert status(directory)["runs"] == 1
     finally:
         stop(directory)
+
+
+def test_a_host_of_another_version_is_bypassed(probe: Path, tmp_path: Path) -> None:
+    """A host that cannot read the request (another wire format) never starts the guest: cold."""
+    directory = tmp_path / "other"
+    directory.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(protocol.socket_path(str(directory)))
+    listener.listen()
+
+    def answer_in_another_format() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b'{"exit": 0}\n')
+
+    threading.Thread(target=answer_in_another_format, daemon=True).start()
+    try:
+        result = wasinn(directory, "run", str(probe), "args")
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"0={probe}\n1=args\n", "")
 
 
 def test_a_host_that_dies_mid_run_is_an_error_not_a_hang(spin: Path, tmp_path: Path) -> None:

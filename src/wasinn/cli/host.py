@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import time
 
 import click
@@ -40,11 +41,14 @@ def start(workers: int | None) -> None:
 def stop() -> None:
     """Stop the warm host once its running guests finish."""
     try:
-        answer = protocol.request({"op": "stop"}, timeout=5.0)
-    except (OSError, protocol.ProtocolError):
-        click.echo("warm host not running" + (" (removed a stale socket)" if _remove_stale() else ""))
-        return
-    pid = int(answer["pid"])
+        pid = int(protocol.request({"op": "stop"}, timeout=5.0)["pid"])
+    except (OSError, protocol.ProtocolError, KeyError, ValueError):
+        holder = _lock_holder()
+        if holder is None:
+            click.echo("warm host not running" + (" (removed a stale socket)" if _remove_stale() else ""))
+            return
+        pid = holder
+        os.kill(pid, signal.SIGTERM)  # a host that does not speak this version's protocol
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -61,10 +65,36 @@ def status() -> None:
     try:
         answer = protocol.request({"op": "status"}, timeout=5.0)
     except (OSError, protocol.ProtocolError):
-        click.echo(f"warm host not running ({protocol.socket_path()})")
+        pid = _lock_holder()
+        if pid is not None:
+            click.echo(f"a warm host of another wasinn version runs (pid {pid}): `wasinn host stop` ends it")
+        else:
+            click.echo(f"warm host not running ({protocol.socket_path()})")
         raise SystemExit(1) from None
     for key, value in answer.items():
         click.echo(f"{key}: {value}")
+
+
+def _lock_holder() -> int | None:
+    """The pid of a host that holds the lock but does not answer (another version), if any."""
+    directory = protocol.runtime_dir()
+    try:
+        with open(os.path.join(directory, protocol.LOCK_NAME), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None  # nobody holds it
+    except BlockingIOError:
+        pass
+    except OSError:
+        return None
+    try:
+        with open(os.path.join(directory, "host.pid")) as file:
+            pid = int(file.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if b"wasinn.warm.daemon" not in file.read():
+                return None  # a reused pid: not ours to signal
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def _remove_stale() -> bool:

@@ -20,12 +20,14 @@ from wasinn.warm import protocol
 TYPE_CHECKING = False  # typing costs the client an import
 if TYPE_CHECKING:
     from _socket import socket
+    from typing import Any
 
 # `wasinn run`'s flags; these run cold (their output is this process's); every other long
 # option takes a value (the limits are many, and the host's click parses them all again).
 FLAG_OPTIONS = frozenset({"--no-cache", "--warm"})
 COLD_OPTIONS = frozenset({"--help", "--verbose", "--version"})
 HOST_DIED_EXIT = 70  # as an internal error: the host, not the guest, failed
+INTERRUPTED_EXIT = 130
 START_TIMEOUT = 120.0  # a cold daemon imports every framework; on a busy 2-core machine, slowly
 
 
@@ -160,18 +162,21 @@ def run_warm(args: list[str], autostart: bool) -> int | None:
             return None
         signals = _Signals(sock)
         try:
-            answer, _ = protocol.receive(sock)
-        except (OSError, protocol.ProtocolError):
-            answer = None
+            started = _answer(sock)
+            answer = _answer(sock) if started is not None and started.get("started") else started
         finally:
             signals.restore()
     finally:
         sock.close()
-    if answer is None:
+    if started is None or "cold" in started or "refused" in started:
+        # The host did not take the run (another version, other settings, it went away
+        # first): the guest never started, so it runs here, unless the person interrupted it.
+        if signals.received is None:
+            return None
+        answer = {"exit": INTERRUPTED_EXIT, "error": "wasinn: error: interrupted"}
+    elif answer is None:
         sys.stderr.write("wasinn: error: the warm host stopped during the run\n")
         return HOST_DIED_EXIT
-    if "cold" in answer:
-        return None
     received = signals.received
     if received is not None and received in (_signal.SIGTERM, _signal.SIGHUP):
         # As a cold `wasinn run` dies of them: the shell sees the signal, not an exit code.
@@ -179,6 +184,13 @@ def run_warm(args: list[str], autostart: bool) -> int | None:
     if answer.get("error"):
         sys.stderr.write(f"{answer['error']}\n")
     return int(answer.get("exit", HOST_DIED_EXIT))
+
+
+def _answer(sock: socket) -> dict[str, Any] | None:
+    try:
+        return protocol.receive(sock)[0]
+    except (OSError, protocol.ProtocolError):
+        return None
 
 
 def main() -> None:

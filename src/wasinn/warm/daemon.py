@@ -130,6 +130,7 @@ class Daemon:
             return
         from wasinn.core import Interruption
 
+        protocol.send(conn, {"started": True})  # from here, a lost connection is a failed run
         interruption = Interruption()
         watcher = threading.Thread(target=_watch_client, args=(conn, interruption), daemon=True)
         watcher.start()
@@ -219,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal of its own to lose
-    return daemon.serve()
+    code = daemon.serve()
+    logging.shutdown()
+    # Without interpreter finalization: wasmtime's WASI threads (a tokio runtime) still
+    # exist, and tearing the interpreter down under them aborts the process.
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

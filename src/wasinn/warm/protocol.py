@@ -1,6 +1,6 @@
 """The warm host's wire format and rendezvous: stdlib only (the client imports it).
 
-A message is a 4-byte big-endian length and that many bytes of a :mod:`marshal`-encoded
+A message is a 4-byte magic, a 4-byte big-endian length and that many bytes of a :mod:`marshal`-encoded
 dict of plain values; the client's first message carries its stdin, stdout and stderr as
 SCM_RIGHTS file descriptors. The socket lives in a directory only its user can enter
 (0700), is itself 0600, and the daemon also checks each peer's uid with SO_PEERCRED: both
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from _socket import socket
     from typing import Any
 MARSHAL_VERSION = 4
+# Every frame starts with this: a client and a host of other wasinn versions (another wire
+# format) see a mismatch at once, and the client runs the command cold.
+MAGIC = b"WNN1"
+HEADER = len(MAGIC) + 4
 FD_SIZE = struct.calcsize("i")  # the array module would import collections.abc
 
 DIR_ENV = "WASINN_HOST_DIR"  # overrides where the socket lives (tests, several hosts)
@@ -109,7 +113,7 @@ def build_id() -> str:
 
 def send(sock: socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     data = marshal.dumps(message, MARSHAL_VERSION)
-    frame = struct.pack(">I", len(data)) + data
+    frame = MAGIC + struct.pack(">I", len(data)) + data
     if fds:
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
         sent = sock.sendmsg([frame], rights)
@@ -123,17 +127,17 @@ def receive(sock: socket, *, max_fds: int = 0) -> tuple[dict[str, Any] | None, l
     """The next message (None at a clean end of stream) and any descriptors that came with it."""
     fds: list[int] = []
     header = b""
-    while len(header) < 4:
+    while len(header) < HEADER:
         if max_fds and not fds:
             chunk, ancillary, _flags, _addr = sock.recvmsg(
-                4 - len(header), _socket.CMSG_SPACE(max_fds * FD_SIZE)
+                HEADER - len(header), _socket.CMSG_SPACE(max_fds * FD_SIZE)
             )
             for level, kind, payload in ancillary:
                 if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                     count = len(payload) // FD_SIZE
                     fds.extend(struct.unpack(f"{count}i", payload[: count * FD_SIZE]))
         else:
-            chunk = sock.recv(4 - len(header))
+            chunk = sock.recv(HEADER - len(header))
         if not chunk:
             for fd in fds:
                 os.close(fd)
@@ -141,7 +145,11 @@ def receive(sock: socket, *, max_fds: int = 0) -> tuple[dict[str, Any] | None, l
                 raise ProtocolError("the connection closed inside a message")
             return None, []
         header += chunk
-    (length,) = struct.unpack(">I", header)
+    if header[: len(MAGIC)] != MAGIC:
+        for fd in fds:
+            os.close(fd)
+        raise ProtocolError("not a warm host message (another wasinn version?)")
+    (length,) = struct.unpack(">I", header[len(MAGIC) :])
     if length > MAX_MESSAGE:
         raise ProtocolError(f"a {length}-byte message is too large")
     body = bytearray()
