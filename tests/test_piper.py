@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_probe, require_module
+from conftest import make_probe, nn_run, require_module
 from tts_probe import CHATTTS, I32, PIPER, TextGuest, wav_header
 from wasinn.runtime import Runtime
 
@@ -250,3 +250,26 @@ def test_concurrent_contexts_of_one_voice(voices: dict[str, Path]) -> None:
     for thread in threads:
         thread.join()
     assert [results[i] for i in range(4)] == expected
+
+
+def test_nn_run_guest_writes_the_wav(voices: dict[str, Path], tmp_path: Path) -> None:
+    """The compiled C guest (examples/c/nn-run.c) under ``wasinn run``: WAV bytes out, and its
+    exit status is the errno of a failing call."""
+    (tmp_path / "cfg.json").write_bytes(config(voices["espeak"]))
+    (tmp_path / "text").write_bytes(b"Hello world. How are you?")
+    done = nn_run(
+        tmp_path,
+        "--encoding",
+        "piper",
+        "--model",
+        "cfg.json",
+        "--input",
+        "0:u8:25:text",
+        "--output",
+        "0:out.wav",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.wav").read_bytes() == native(voices["espeak"], "Hello world. How are you?")
+    (tmp_path / "bad.json").write_bytes(b'{"model": "nope.onnx"}')
+    done = nn_run(tmp_path, "--encoding", "11", "--model", "bad.json", "--input", "0:u8:25:text")
+    assert done.returncode == 1, done.stderr

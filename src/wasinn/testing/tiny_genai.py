@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from wasinn._offline import openvino_telemetry_off
@@ -38,7 +39,7 @@ CHAT_TEMPLATE = (
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def _tokenizer(chat_template: str | None):  # type: ignore[no-untyped-def]  # transformers is untyped here
+def _tokenizer():  # type: ignore[no-untyped-def]  # a transformers tokenizer
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,12 +56,10 @@ def _tokenizer(chat_template: str | None):  # type: ignore[no-untyped-def]  # tr
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def write_tiny_genai(out: Path, seed: int = 0, chat_template: str | None = None) -> Path:
+def write_tiny_genai(out: Path, seed: int = 0) -> Path:
     """Write the model directory ``out`` (openvino_model.xml, tokenizer and detokenizer IR,
     generation_config.json …) and return it. Deterministic for a given ``seed``."""
     for key, value in _OFFLINE_ENV.items():
@@ -74,7 +73,7 @@ def write_tiny_genai(out: Path, seed: int = 0, chat_template: str | None = None)
 
     out = Path(out)
     source = out.with_name(out.name + "-hf")
-    tokenizer = _tokenizer(chat_template)
+    tokenizer = _tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIALS}
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -95,11 +94,31 @@ def write_tiny_genai(out: Path, seed: int = 0, chat_template: str | None = None)
     model.generation_config.pad_token_id = ids["<pad>"]
     model.save_pretrained(source)
     tokenizer.save_pretrained(source)
-    exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False)
+    with warnings.catch_warnings():  # the tracer's warnings about a tiny model's constants
+        warnings.simplefilter("ignore")
+        exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False)
     exported.save_pretrained(out)
     tokenizer.save_pretrained(out)
     ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
     ov.save_model(ov_tokenizer, out / "openvino_tokenizer.xml")
     ov.save_model(ov_detokenizer, out / "openvino_detokenizer.xml")
     shutil.rmtree(source)
+    return out
+
+
+def with_chat_template(model: Path, out: Path, template: str = CHAT_TEMPLATE) -> Path:
+    """A copy of the model directory ``model`` whose tokenizer carries ``template``; only the
+    tokenizer IR is converted again (the chat template travels in its runtime info)."""
+    with openvino_telemetry_off():
+        import openvino as ov
+        from openvino_tokenizers import convert_tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(model, out)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(out)
+    ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
+    ov.save_model(ov_tokenizer, out / "openvino_tokenizer.xml")
+    ov.save_model(ov_detokenizer, out / "openvino_detokenizer.xml")
     return out
