@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import make_probe, nn_run, require_module, requires_no_gpu
+from test_no_phone_home import assert_quiet, audited
 from tts_probe import GENAI, I32, TextGuest
 from wasinn.core import ConfigError
 from wasinn.runtime import Runtime
@@ -211,13 +212,17 @@ def test_concurrent_contexts_and_cancel(genai_dirs: dict[str, Path]) -> None:
 
 def test_nn_run_guest_prints_the_text(genai_dirs: dict[str, Path], tmp_path: Path) -> None:
     """The compiled C guest (examples/c/nn-run.c) under ``wasinn run``: the generated text, and
-    errno 1 as its exit status for streaming, which GenAI does not offer."""
+    errno 1 as its exit status for streaming, which GenAI does not offer; no network use or
+    child process (issue 16)."""
+    (tmp_path / "audit").mkdir()
+    env, log = audited(tmp_path / "audit")
     for name, blob in zip(("kind", "dir", "reserved"), builders(genai_dirs["g"]), strict=True):
         (tmp_path / name).write_bytes(blob)
     (tmp_path / "prompt").write_bytes(b"hello")
     load = ["--encoding", "openvinogenai", "--model", "kind", "--model", "dir", "--model", "reserved"]
-    done = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--output", "0:out.txt")
+    done = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--output", "0:out.txt", env=env)
     assert done.returncode == 0, done.stderr
+    assert_quiet(log, "run", tmp_path / "audit" / "home")
     assert (tmp_path / "out.txt").read_bytes() == native(genai_dirs["g"], "hello")
     done = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--stream", "tokens.txt")
     assert done.returncode == 1, done.stderr

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import make_probe, nn_run, require_module
+from test_no_phone_home import assert_quiet, audited
 from tts_probe import CHATTTS, I32, PIPER, TextGuest, wav_header
 from wasinn.runtime import Runtime
 
@@ -253,22 +254,16 @@ def test_concurrent_contexts_of_one_voice(voices: dict[str, Path]) -> None:
 
 
 def test_nn_run_guest_writes_the_wav(voices: dict[str, Path], tmp_path: Path) -> None:
-    """The compiled C guest (examples/c/nn-run.c) under ``wasinn run``: WAV bytes out, and its
-    exit status is the errno of a failing call."""
+    """The compiled C guest (examples/c/nn-run.c) under ``wasinn run``: WAV bytes out, its exit
+    status the errno of a failing call, and no network use or child process (issue 16)."""
+    (tmp_path / "audit").mkdir()
+    env, log = audited(tmp_path / "audit")
     (tmp_path / "cfg.json").write_bytes(config(voices["espeak"]))
     (tmp_path / "text").write_bytes(b"Hello world. How are you?")
-    done = nn_run(
-        tmp_path,
-        "--encoding",
-        "piper",
-        "--model",
-        "cfg.json",
-        "--input",
-        "0:u8:25:text",
-        "--output",
-        "0:out.wav",
-    )
+    load = ("--encoding", "piper", "--model", "cfg.json", "--input", "0:u8:25:text")
+    done = nn_run(tmp_path, *load, "--output", "0:out.wav", env=env)
     assert done.returncode == 0, done.stderr
+    assert_quiet(log, "run", tmp_path / "audit" / "home")
     assert (tmp_path / "out.wav").read_bytes() == native(voices["espeak"], "Hello world. How are you?")
     (tmp_path / "bad.json").write_bytes(b'{"model": "nope.onnx"}')
     done = nn_run(tmp_path, "--encoding", "11", "--model", "bad.json", "--input", "0:u8:25:text")

@@ -13,6 +13,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 from wasinn._offline import openvino_telemetry_off
 
@@ -39,7 +40,7 @@ CHAT_TEMPLATE = (
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def _tokenizer():  # type: ignore[no-untyped-def]  # a transformers tokenizer
+def _tokenizer() -> Any:  # a transformers PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
