@@ -16,8 +16,8 @@ import pytest
 from conftest import make_probe, nn_run, require_module, requires_no_gpu
 from test_no_phone_home import assert_quiet, audited
 from tts_probe import GENAI, I32, TextGuest
+from wasinn import Runtime
 from wasinn.core import ConfigError
-from wasinn.runtime import Runtime
 
 GPU, TPU, AUTO = 1, 2, 3
 

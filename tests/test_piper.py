@@ -17,7 +17,7 @@ import pytest
 from conftest import make_probe, nn_run, require_module
 from test_no_phone_home import assert_quiet, audited
 from tts_probe import CHATTTS, I32, PIPER, TextGuest, wav_header
-from wasinn.runtime import Runtime
+from wasinn import Runtime
 
 AMPLITUDE = int(0.5 * np.float32(0.667) * 32767)  # 10927: the stand-in's samples at the default noise
 HI_SAMPLES = 7 * 256  # "hi": BOS PAD h PAD i PAD EOS → N 7, T = N × 256

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from wasinn._offline import openvino_telemetry_off
 from wasinn.backends._common import check_builder_count, error_lines
+from wasinn.backends._offline import openvino_telemetry_off
 from wasinn.core import (
     Backend,
     BackendContext,

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from wasinn._offline import openvino_telemetry_off
+from wasinn.backends._offline import openvino_telemetry_off
 
 SENTENCES = [
     "hello world, this is a tiny model.",
