@@ -23,15 +23,15 @@ GPU, TPU, AUTO = 1, 2, 3
 
 
 @pytest.fixture(scope="session")
-def genai_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The model directory, and a copy whose tokenizer has a chat template (~25 s together)."""
+def genai_dirs() -> dict[str, Path]:
+    """The model directory, and a copy whose tokenizer has a chat template: exported once per
+    machine into the user cache (~25 s), then reused."""
     for module in ("openvino_genai", "transformers", "optimum.intel", "openvino_tokenizers"):
         require_module(module)
-    from wasinn.testing.tiny_genai import with_chat_template, write_tiny_genai
+    from wasinn.testing.tiny_genai import tiny_genai
 
-    root = tmp_path_factory.mktemp("genai")
-    plain = write_tiny_genai(root / "g")
-    return {"g": plain, "templated": with_chat_template(plain, root / "templated")}
+    plain, templated = tiny_genai()
+    return {"g": plain, "templated": templated}
 
 
 @pytest.fixture

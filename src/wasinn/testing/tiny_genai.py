@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from wasinn.backends._offline import openvino_telemetry_off
+from wasinn.core._paths import user_cache_dir
 
 SENTENCES = [
     "hello world, this is a tiny model.",
@@ -123,3 +125,22 @@ def with_chat_template(model: Path, out: Path, template: str = CHAT_TEMPLATE) ->
     ov.save_model(ov_tokenizer, out / "openvino_tokenizer.xml")
     ov.save_model(ov_detokenizer, out / "openvino_detokenizer.xml")
     return out
+
+
+def tiny_genai() -> tuple[Path, Path]:
+    """The model directory and its chat-template copy, written once into the user cache (the
+    export takes 15–30 s on two cores); keyed by the openvino-genai release, whose IR they
+    must match, and by this recipe's version."""
+    from importlib.metadata import version
+
+    root = user_cache_dir() / "testing" / f"tiny-genai-v1-{version('openvino-genai')}"
+    plain, templated = root / "g", root / "templated"
+    if not (plain / "openvino_model.xml").is_file() or not (templated / "openvino_tokenizer.xml").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=root.name + "-", dir=root.parent))
+        with_chat_template(write_tiny_genai(staging / "g"), staging / "templated")
+        try:
+            staging.rename(root)  # atomic: a concurrent writer's complete copy may have won
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return plain, templated
