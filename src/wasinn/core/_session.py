@@ -298,10 +298,14 @@ class NNSession:
 
     def _sandboxed(self, builders: Sequence[bytes], encoding: GraphEncoding) -> Sequence[bytes]:
         """A guest's ``preload:<path>`` builder names a *guest* file (WasmEdge opens it as a host
-        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse."""
-        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
-            return builders
+        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse.
+        So are the paths a backend's builders name (``ModelFiles.guest_paths``)."""
         if self._guest_path is None:  # the host itself calls (Python API): its paths are its own
+            return builders
+        rewrite = self._model_files(encoding).guest_paths
+        if rewrite is not None:
+            return rewrite(builders, self._guest_path)
+        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
             return builders
         guest_path = os.fsdecode(bytes(builders[0][len(PATH_BUILDER) :]))
         errno = Errno.MODEL_NOT_FOUND if self._model_files(encoding).opened_at_load else None
