@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -22,6 +22,11 @@ from wasinn.cli_errors import (
     error_line,
     usage_line,
 )
+
+from wasinn.rpc.command import client_options as rpc_client_options
+
+if TYPE_CHECKING:
+    from wasinn.rpc.client import ClientOptions
 
 DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 
@@ -52,6 +57,7 @@ class LazyGroup(click.Group):
         "build": "wasinn.guest_build:build_command",
         "serve": "wasinn.serve.command:serve_command",
         "batch": "wasinn.serve.command:batch_command",
+        "rpc-server": "wasinn.rpc.command:rpc_server_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -143,6 +149,7 @@ def main() -> None:
     help="Stop the guest after N units of wasmtime fuel (about one per instruction).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
+@rpc_client_options
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -156,6 +163,7 @@ def run(
     verbose: bool,
     module: str,
     args: tuple[str, ...],
+    nn_rpc: ClientOptions | None = None,
 ) -> None:
     """Run MODULE.wasm (a WASI command) with ARGS; exit with the guest's exit code."""
     from wasinn.core import GuestTrap, LimitExceeded, WasinnError
@@ -166,7 +174,9 @@ def run(
         fail(f"{module}: no such file" if not Path(module).exists() else f"{module}: not a file")
     try:
         limits = Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit)
-        runtime = Runtime(dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits)
+        runtime = Runtime(
+            dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits, nn_rpc=nn_rpc
+        )
         code = runtime.run(module, args)
     except LimitExceeded as exceeded:
         fail(str(exceeded), LIMIT_EXIT)

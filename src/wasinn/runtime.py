@@ -22,6 +22,7 @@ from wasinn._epoch import EPOCH_TICK_SECONDS, NO_DEADLINE, EpochWatch, epoch_tic
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.abi.ephemeral import EphemeralNN
+from wasinn.abi.ephemeral_rpc import RemoteEphemeralNN
 from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.backends import get_backend
 from wasinn.core import (
@@ -39,6 +40,7 @@ from wasinn.core import (
 )
 from wasinn.options import DirMapping, parse_env, parse_preload
 from wasinn.paths import user_cache_dir
+from wasinn.rpc.client import ClientOptions, nn_rpc_client
 
 if TYPE_CHECKING:
     from wasmtime.component import Component
@@ -188,12 +190,15 @@ class Runtime:
         stdin: str | Path | None = None,
         stdout: str | Path | None = None,
         stderr: str | Path | None = None,
+        nn_rpc: ClientOptions | None = None,
     ) -> None:
         self.dirs = [d if isinstance(d, DirMapping) else DirMapping.parse(d) for d in dirs]
         for mapping in self.dirs:
             mapping.check()
         self.env = parse_env(env)
-        self.preloads = [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
+        # With nn_rpc the models live on the server: --nn-preload is ignored, as WasmEdge does.
+        self.nn_rpc = nn_rpc_client(nn_rpc, preload)
+        self.preloads = [] if nn_rpc else [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
         # Read now, loaded once on first use and shared by every instance of this runtime.
         self.registry = ModelRegistry(self.preloads, get_backend)
         self.limits = limits
@@ -293,6 +298,8 @@ class Runtime:
         from wasinn.component import instantiate_component, is_component  # it builds on this module
 
         if is_component(module):
+            if self.nn_rpc is not None:
+                raise ConfigError("--nn-rpc-uri forwards wasi_ephemeral_nn modules; this is a component")
             return instantiate_component(self, Path(module), args)
         return self.instantiate(module, args)
 
@@ -390,7 +397,11 @@ class Instance:
         self._watch = EpochWatch(self.store, self._on_epoch) if interruption is not None else None
         self.nn = runtime.new_session(self._time_left, interruption)
         self._pending: BaseException | None = None  # raised by a host function of this instance
-        self._abi = EphemeralNN(self.nn, self._park)
+        self._abi = (
+            EphemeralNN(self.nn, self._park)
+            if runtime.nn_rpc is None
+            else RemoteEphemeralNN(self.nn, self._park, runtime.nn_rpc)
+        )
         linker = wasmtime.Linker(runtime.engine)
         linker.define_wasi()
         # wasmtime's proc_exit refuses codes of 126 and above; guests may use any u8 code.

@@ -1,0 +1,120 @@
+"""A stub WASI-NN backend for nn-rpc transport tests: instant or slow, any output size, any errno.
+
+A "model" is a JSON object (written by the tests, never a real model):
+``sleep`` (seconds each compute takes), ``size`` (output bytes; 0: echo input 0),
+``errno`` (compute fails with it), ``raise`` (compute raises a plain Python exception).
+The backend records the tensor types it was handed, so a test can see what crossed the wire.
+
+``python -m wasinn.testing.nnrpc_stub URI NAME=MODEL.json ...`` serves such models over
+nn-rpc, for tests that kill the server process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wasinn.core import (
+    UNGATED,
+    Backend,
+    BackendContext,
+    BackendGraph,
+    Errno,
+    ExecutionTarget,
+    FirstUse,
+    GraphEncoding,
+    ModelConfig,
+    ModelRegistry,
+    NNError,
+    NNSession,
+    Preload,
+    Tensor,
+)
+
+
+class StubContext(BackendContext):
+    def __init__(self, graph: StubGraph) -> None:
+        self.graph = graph
+        self.inputs: dict[int, bytes] = {}
+
+    def _set_input(self, index: int, tensor: Tensor) -> None:
+        self.graph.backend.types_seen.append(tensor.type.name)
+        self.inputs[index] = np.asarray(tensor.data).tobytes()
+
+    def _compute(self) -> None:
+        spec = self.graph.spec
+        time.sleep(float(spec.get("sleep", 0)))
+        if spec.get("raise"):
+            raise RuntimeError("the stub backend raised on purpose")
+        if spec.get("errno"):
+            raise NNError("the stub backend failed on purpose", Errno(int(spec["errno"])))
+
+    def _get_output(self, index: int) -> npt.NDArray[np.generic]:
+        size = int(self.graph.spec.get("size", 0))
+        if size:
+            return (np.arange(size, dtype=np.int64) % 251).astype(np.uint8)
+        return np.frombuffer(self.inputs.get(0, b""), dtype=np.uint8)
+
+    def output_count(self) -> int:
+        return 1
+
+
+class StubGraph(BackendGraph):
+    def __init__(self, backend: StubBackend, spec: dict[str, Any]) -> None:
+        self.backend = backend
+        self.spec = spec
+
+    def init_execution_context(self) -> StubContext:
+        return StubContext(self)
+
+
+class StubBackend(Backend):
+    encoding = GraphEncoding.ONNX  # any preloadable encoding: the stub answers for it
+    name = "nnrpc-stub"
+
+    def __init__(self) -> None:
+        self.types_seen: list[str] = []
+
+    @property
+    def first_use(self) -> FirstUse:
+        return UNGATED  # no framework to warm: slow computes may overlap from the start
+
+    def load(
+        self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
+    ) -> StubGraph:
+        return StubGraph(self, json.loads(builders[0]))
+
+
+def stub_host(models: dict[str, str], backend: StubBackend | None = None) -> Any:
+    """A :class:`~wasinn.rpc._host.RemoteHost` serving ``models`` (name → JSON file)."""
+    from wasinn.rpc._host import RemoteHost
+
+    stub = backend or StubBackend()
+    preloads = [Preload(name, GraphEncoding.ONNX, ExecutionTarget.CPU, (path,)) for name, path in models.items()]
+    registry = ModelRegistry(preloads, lambda _: stub)
+    return RemoteHost(registry, NNSession(lambda _: stub, registry))
+
+
+def main(argv: Sequence[str]) -> None:
+    from wasinn.rpc.server import RpcServer, ServerOptions
+
+    uri, *entries = argv
+    models = dict(entry.split("=", 1) for entry in entries)
+    server = RpcServer(stub_host(models), ServerOptions(uri))
+    print(server.start(), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
