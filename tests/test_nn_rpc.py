@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, nn_run, run_guest, stage, wasinn_cli
+from conftest import Probe, guest_wasm, make_probe, nn_run, wasinn_cli
 from wasinn import Runtime
 from wasinn.core import ConfigError, Errno
 from wasinn.rpc import _wire
@@ -56,8 +56,12 @@ def write_models(directory: Path, **models: dict[str, Any]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stub_server(directory: Path, backend: StubBackend | None = None, **models: dict[str, Any]) -> Iterator[str]:
-    server = RpcServer(stub_host(write_models(directory, **models), backend), ServerOptions(f"unix:{directory}/s"))
+def stub_server(
+    directory: Path, backend: StubBackend | None = None, **models: dict[str, Any]
+) -> Iterator[str]:
+    server = RpcServer(
+        stub_host(write_models(directory, **models), backend), ServerOptions(f"unix:{directory}/s")
+    )
     address = server.start()
     try:
         yield address
@@ -94,7 +98,10 @@ def get_output(probe: Probe, ctx: int, capacity: int, ptr: int = BUF) -> int:
 
 def test_method_paths_are_wasmedges() -> None:
     paths = {_wire.method_path(m) for m in _wire.HOST_FUNCTION}
-    assert paths == {
+    assert paths - {
+        "/wasinn.nnrpc.ext.v1.Lifecycle/Unload",
+        "/wasinn.nnrpc.ext.v1.Lifecycle/FinalizeExecutionContext",
+    } == {
         "/wasi_ephemeral_nn.Graph/LoadByName",
         "/wasi_ephemeral_nn.Graph/LoadByNameWithConfig",
         "/wasi_ephemeral_nn.GraphResource/InitExecutionContext",
@@ -143,7 +150,10 @@ def test_echo_flow_u8_on_the_wire_and_the_size_probe(sockets: Path) -> None:
     """Cases 3, 4 and 9: set_input → compute → get_output; ty 3 reaches the backend as U8;
     a small buffer gets 7 with the full size and stays untouched; a 200 KB output arrives whole."""
     backend = StubBackend()
-    with stub_server(sockets, backend, m={}, big={"size": 200_000}) as uri, remote_probe(uri, pages=8) as probe:
+    with (
+        stub_server(sockets, backend, m={}, big={"size": 200_000}) as uri,
+        remote_probe(uri, pages=8) as probe,
+    ):
         ctx = context(probe)
         assert (ctx, probe.u32(OUT)) == (0, 0)
         assert probe.call("set_input", ctx, 0, probe.tensor([5], U8, b"hello")) == 0
@@ -221,13 +231,38 @@ def test_a_server_without_a_trailer_is_errno_5(sockets: Path) -> None:
 
     server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(2))
     handlers = {"LoadByName": grpc.unary_unary_rpc_method_handler(refuse, _wire.identity, _wire.identity)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("wasi_ephemeral_nn.Graph", handlers),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("wasi_ephemeral_nn.Graph", handlers),)
+    )
     server.add_insecure_port(f"unix:{sockets}/fake")
     server.start()
     try:
         with remote_probe(f"unix:{sockets}/fake") as probe:
             assert load(probe, "m") == Errno.RUNTIME_ERROR
             assert probe.call("compute", 0) == Errno.RUNTIME_ERROR  # UNIMPLEMENTED: no trailer either
+            # No lifecycle extension there: 6, as WasmEdge's client answers, and not asked again.
+            assert probe.call("finalize_execution_context", 0) == Errno.UNSUPPORTED_OPERATION
+            assert probe.instance._abi.client.lifecycle is False  # type: ignore[attr-defined]
+            assert probe.call("unload", 0) == Errno.UNSUPPORTED_OPERATION
+    finally:
+        server.stop(0)
+
+
+def test_our_server_ends_contexts_through_the_extension(sockets: Path) -> None:
+    """Spec §5.2's extension: wasinn's client frees its contexts on a wasinn server (no leak);
+    unload answers 0 and leaves the shared graph to the other clients."""
+    host = stub_host(write_models(sockets, m={}))
+    server = RpcServer(host, ServerOptions(f"unix:{sockets}/s"))
+    uri = server.start()
+    try:
+        with remote_probe(uri) as probe, remote_probe(uri) as other:
+            ctx, graph = context(probe), probe.u32(OUT)
+            assert host.live_contexts == 1
+            assert probe.call("finalize_execution_context", ctx) == 0 and host.live_contexts == 0
+            assert probe.call("finalize_execution_context", ctx) == Errno.INVALID_ARGUMENT
+            assert probe.call("unload", graph) == 0
+            assert probe.call("unload", 77) == Errno.INVALID_ARGUMENT
+            assert context(other) == 1 and other.u32(OUT) == graph  # the graph is still served
     finally:
         server.stop(0)
 
@@ -266,7 +301,9 @@ def test_slow_computes_overlap_on_two_graphs_and_queue_on_one(sockets: Path) -> 
 
         def computes(names: tuple[str, str]) -> float:
             with remote_probe(uri) as one, remote_probe(uri) as two:
-                contexts = [(probe, context(probe, name)) for probe, name in zip((one, two), names, strict=True)]
+                contexts = [
+                    (probe, context(probe, name)) for probe, name in zip((one, two), names, strict=True)
+                ]
                 started = time.monotonic()
                 threads = [threading.Thread(target=p.call, args=("compute", c)) for p, c in contexts]
                 for thread in threads:
@@ -285,9 +322,151 @@ def test_large_messages_both_ways(sockets: Path) -> None:
     with stub_server(sockets, m={}) as uri, remote_probe(uri, pages=200) as probe:
         ctx = context(probe)
         data = probe.put(payload)
-        record = probe.put(struct.pack("<IIIII", probe.put(struct.pack("<I", len(payload))), 1, U8, data, len(payload)))
+        record = probe.put(
+            struct.pack("<IIIII", probe.put(struct.pack("<I", len(payload))), 1, U8, data, len(payload))
+        )
         assert probe.call("set_input", ctx, 0, record) == 0
         assert probe.call("compute", ctx) == 0
         out = probe.put(b"\0" * len(payload))
         assert get_output(probe, ctx, len(payload), ptr=out) == 0
         assert probe.read(out, len(payload)) == payload
+
+
+# ------------------------------------------------------------------ a server in its own process
+
+
+@contextlib.contextmanager
+def stub_process(directory: Path, uri: str, **models: dict[str, Any]) -> Iterator[subprocess.Popen[str]]:
+    entries = [f"{name}={path}" for name, path in write_models(directory, **models).items()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinn.testing.nnrpc_stub", uri, *entries],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == uri  # bound and serving
+        yield process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def test_a_server_killed_mid_compute_is_errno_5_at_once(sockets: Path) -> None:
+    """Case 15: SIGKILL 1 s into a 20 s compute; the guest's compute returns 5 within 2 s,
+    the next get_output also 5 with bytes_written 0, and the host process goes on."""
+    uri = f"unix:{sockets}/s"
+    with stub_process(sockets, uri, slow={"sleep": 20}) as server, remote_probe(uri) as probe:
+        ctx = context(probe, "slow")
+        threading.Timer(1.0, os.kill, (server.pid, signal.SIGKILL)).start()
+        started = time.monotonic()
+        assert probe.call("compute", ctx) == Errno.RUNTIME_ERROR
+        assert time.monotonic() - started < 3.0
+        probe.write(WRITTEN, b"\x09\x09\x09\x09")
+        assert get_output(probe, ctx, 16) == Errno.RUNTIME_ERROR and probe.u32(WRITTEN) == 0
+
+
+def test_a_stopped_server_is_errno_5_after_the_timeout(sockets: Path) -> None:
+    """Case 16: SIGSTOP and --nn-rpc-timeout 1: 5 after about a second, not a hang."""
+    uri = f"unix:{sockets}/s"
+    with stub_process(sockets, uri, m={}) as server, remote_probe(uri, timeout=1.0) as probe:
+        ctx = context(probe)
+        os.kill(server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert probe.call("compute", ctx) == Errno.RUNTIME_ERROR
+        assert 0.9 < time.monotonic() - started < 3.0
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(sockets: Path) -> None:
+    """Case 17: restart after a kill (the socket file stays behind); no takeover of a live one."""
+    uri = f"unix:{sockets}/s"
+    with stub_process(sockets, uri, m={}) as server:
+        with pytest.raises(ConfigError, match="another server is listening"):
+            model_server([], ServerOptions(uri)).start()
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+    assert (sockets / "s").exists()
+    with stub_server(sockets, m={}) as again, remote_probe(again) as probe:
+        assert context(probe) == 0
+
+
+# ------------------------------------------------------------------ the CLI, real backends
+
+
+@contextlib.contextmanager
+def rpc_server_cli(listen: str, *preloads: str, cwd: Path | None = None) -> Iterator[str]:
+    """``wasinn rpc-server`` in its own process; the address it reports once bound."""
+    options = [f"--nn-preload={spec}" for spec in preloads]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinn", "rpc-server", "--listen", listen, *options],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "rpc-server listening on " in line, line + process.stderr.read()
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+
+
+def test_openvino_over_tcp_equals_the_local_run(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
+    """The nn-run guest, preloaded model by name, 3 rounds: the same bytes as locally."""
+    xml, weights = tiny_ir
+    data = struct.pack("<4f", 0.5, -1.0, 2.0, 3.5)
+    (tmp_path / "in.bin").write_bytes(data)
+    args = ("--name", "tiny", "--input", "0:f32:1x4:in.bin", "--output", "0:out.bin", "--repeat", "3")
+    local = nn_run(tmp_path, *args, preload=(f"tiny:OpenVINO:CPU:{xml}:{weights}",))
+    assert local.returncode == 0, local.stderr
+    expected = (tmp_path / "out.bin").read_bytes()
+    (tmp_path / "out.bin").unlink()
+    with rpc_server_cli("tcp:127.0.0.1:0", f"tiny:OpenVINO:CPU:{xml}:{weights}") as uri:
+        assert uri.startswith("tcp:127.0.0.1:") and not uri.endswith(":0")
+        remote = wasinn_cli(
+            "run", "--dir", ".:.", "--nn-rpc-uri", uri, str(guest_wasm("nn-run")), *args, cwd=tmp_path
+        )
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout
+    assert (tmp_path / "out.bin").read_bytes() == expected
+
+
+def ggml_chat(tmp_path: Path, *options: str, rpc: str | None = None, model: Path | None = None) -> str:
+    where = ["--nn-rpc-uri", rpc] if rpc else [f"--nn-preload=default:GGML:AUTO:{model}"]
+    done = wasinn_cli(
+        "run",
+        "--dir",
+        ".:.",
+        *where,
+        str(guest_wasm("ggml-chat")),
+        *options,
+        "default",
+        "Once upon a time, ",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_ggml_over_a_unix_socket_equals_the_local_run_streaming_included(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """compute + get_output, then a compute_single stream to end of sequence (100), then the
+    stream again from a third client process: every byte as locally. (GGML settings belong to
+    the graph, which all clients share, as on WasmEdge's server: the stream's grammar would
+    still hold for a later client that does not set its own.)"""
+    generate = ("--meta", json.dumps({"temp": 0, "n-predict": 12}))
+    stream = ("--stream", "--meta", json.dumps({"temp": 0, "n-predict": 6, "grammar": 'root ::= "yes"'}))
+    local = [ggml_chat(tmp_path, *options, model=tiny_model) for options in (generate, stream)]
+    assert "rc_single=100" in local[1] and "piece_hex" in local[1]
+    with tempfile.TemporaryDirectory(prefix="nnrpc-", dir="/tmp") as directory:
+        with rpc_server_cli(f"unix:{directory}/s", f"default:GGML:AUTO:{tiny_model}") as uri:
+            remote = [ggml_chat(tmp_path, *options, rpc=uri) for options in (generate, stream, stream)]
+        assert not os.path.exists(f"{directory}/s")  # removed at SIGTERM
+    assert remote == [*local, local[1]]

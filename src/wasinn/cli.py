@@ -22,7 +22,6 @@ from wasinn.cli_errors import (
     error_line,
     usage_line,
 )
-
 from wasinn.rpc.command import client_options as rpc_client_options
 
 if TYPE_CHECKING:

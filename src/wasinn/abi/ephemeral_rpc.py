@@ -1,10 +1,12 @@
 """``wasi_ephemeral_nn`` forwarded to an nn-rpc server (``wasinn run --nn-rpc-uri URI``).
 
 The same imports as :class:`~wasinn.abi.ephemeral.EphemeralNN`, with WasmEdge's client-mode
-answers (spec nn-rpc §4): ``load``, ``unload`` and ``finalize_execution_context`` are not in
-the protocol and answer 6 at once; the others check guest memory as locally, then make one
-unary call and write the server's own handles into the guest. The guest's errno is the
-server's, verbatim; a transport failure is 5 (never WasmEdge 0.14–0.17's silent 0, §5.4).
+answers (spec nn-rpc §4): ``load`` is not in the protocol and answers 6 at once;
+``unload`` and ``finalize_execution_context`` go through wasinn's extension service where
+the server has one (a wasinn server) and answer 6 otherwise (§5.2); the others check guest
+memory as locally, then make one unary call and write the server's own handles into the
+guest. The guest's errno is the server's, verbatim; a transport failure is 5 (never the
+silent 0 of WasmEdge 0.14–0.17, §5.4).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from wasinn.rpc.client import DeadlineExpired, RemoteError, RpcClient
 
 log = logging.getLogger("wasinn.nn")
 
+UNSUPPORTED = Errno.UNSUPPORTED_OPERATION
 # The tensor types WasmEdge's client forwards (F16, F32, U8, I32); others answer 1 locally.
 FORWARDED_TYPES = frozenset({0, 1, 3, 4})
 
@@ -72,16 +75,34 @@ class RemoteEphemeralNN(EphemeralNN):
             self.session.check_running()  # the guest's own time ran out: stop it, as locally
             raise
 
-    # -- not in the protocol: 6 at once, before any check (§4)
+    # -- not in WasmEdge's protocol (§4, §5.2)
 
     def _load(self, *_: int) -> None:
-        raise NNError("load (model bytes) is not forwarded over nn-rpc; use load_by_name", Errno.UNSUPPORTED_OPERATION)
+        raise NNError("load (model bytes) is not forwarded over nn-rpc; use load_by_name", UNSUPPORTED)
 
     def _unload(self, graph: int) -> None:
-        raise NNError("unload is not part of the nn-rpc protocol", Errno.UNSUPPORTED_OPERATION)
+        self._lifecycle("Unload", graph)
 
     def _finalize_execution_context(self, context: int) -> None:
-        raise NNError("finalize_execution_context is not part of the nn-rpc protocol", Errno.UNSUPPORTED_OPERATION)
+        self._lifecycle("FinalizeExecutionContext", context)
+
+    def _lifecycle(self, method: str, handle: int) -> None:
+        """Through wasinn's extension where the server has it; 6 otherwise, as WasmEdge's
+        client answers (a WasmEdge server says UNIMPLEMENTED once, then no more calls)."""
+        function = _wire.HOST_FUNCTION[method]
+        if self.client.lifecycle is False:
+            raise NNError(f"{function} is not part of WasmEdge's nn-rpc protocol", UNSUPPORTED)
+        try:
+            self._call(method, _wire.encode_handle(handle))
+        except RemoteError as err:
+            # No server to ask (yet) answers as WasmEdge's client would, not 5.
+            absent = err.status == "UNAVAILABLE" and self.client.lifecycle is None
+            if err.status != "UNIMPLEMENTED" and not absent:
+                raise
+            if not absent:
+                self.client.lifecycle = False
+            raise NNError(f"{function}: the server does not have wasinn's extension", UNSUPPORTED) from None
+        self.client.lifecycle = True
 
     # -- graphs and contexts
 

@@ -5,8 +5,8 @@ Each RPC arrives with its arguments already decoded, so there is no guest memory
 operations below are the legacy ABI front-end's (:mod:`wasinn.abi.ephemeral`) after its
 pointer checks, with the same core calls, per-graph locks and errno. Handles are global to
 the process (spec nn-rpc §3): every client sees every graph and context, counters start at
-0 and are never reused, and contexts live until the server exits since the protocol has no
-call that ends them (§5.2).
+0 and are never reused. WasmEdge's clients have no call that ends a context, so theirs live
+until the server exits (§5.2); wasinn's client ends its own through an extension service.
 """
 
 from __future__ import annotations
@@ -84,6 +84,20 @@ class RemoteHost:
         entry = self._context(context)
         array = entry.get_output_single(index) if single else entry.get_output(index)
         return np.ascontiguousarray(array).reshape(-1).view(np.uint8).tobytes()
+
+    # -- wasinn's extension (§5.2); WasmEdge's clients never call these
+
+    def unload(self, graph: int) -> None:
+        """A known graph stays: graphs are shared by name between clients, which the server
+        cannot tell apart, so one client's unload must not pull a graph from under another's.
+        Its models are released when the server stops."""
+        with self._lock:
+            self._graphs.get(graph)
+
+    def finalize_execution_context(self, context: int) -> None:
+        with self._lock:
+            entry = self._contexts.pop(context)
+        entry.close()
 
     @property
     def live_contexts(self) -> int:

@@ -30,6 +30,10 @@ SERVICES: dict[str, tuple[str, ...]] = {
         "FiniSingle",
     ),
 }
+# wasinn's extension (spec §5.2): the lifecycle calls WasmEdge's protocol lacks, in a package
+# of our own so that a WasmEdge server answers UNIMPLEMENTED and the client falls back to 6.
+EXT_PACKAGE = "wasinn.nnrpc.ext.v1"
+EXT_SERVICES: dict[str, tuple[str, ...]] = {"Lifecycle": ("Unload", "FinalizeExecutionContext")}
 # method → the host function WasmEdge's server runs for it (named in its error details).
 HOST_FUNCTION: dict[str, str] = {
     "LoadByName": "load_by_name",
@@ -41,13 +45,20 @@ HOST_FUNCTION: dict[str, str] = {
     "GetOutput": "get_output",
     "GetOutputSingle": "get_output_single",
     "FiniSingle": "fini_single",
+    "Unload": "unload",
+    "FinalizeExecutionContext": "finalize_execution_context",
 }
-SERVICE_OF = {method: service for service, methods in SERVICES.items() for method in methods}
+SERVICE_OF = {
+    method: f"{package}.{service}"
+    for package, services in ((PACKAGE, SERVICES), (EXT_PACKAGE, EXT_SERVICES))
+    for service, methods in services.items()
+    for method in methods
+}
 
 
 def method_path(method: str) -> str:
     """The HTTP/2 path of ``method``, e.g. ``/wasi_ephemeral_nn.Graph/LoadByName``."""
-    return f"/{PACKAGE}.{SERVICE_OF[method]}/{method}"
+    return f"/{SERVICE_OF[method]}/{method}"
 
 
 class WireError(ValueError):
@@ -164,7 +175,8 @@ def _packed_uint32(fields: Fields, number: int) -> list[int]:
 
 def encode_handle(handle: int) -> bytes:
     """Every message whose only field is a uint32 at number 1: the graph/context handle of
-    LoadByName*Result, InitExecutionContext{Request,Result}, ComputeRequest, FiniSingleRequest."""
+    LoadByName*Result, InitExecutionContext{Request,Result}, ComputeRequest, FiniSingleRequest
+    (and of the extension's requests)."""
     return _uint32_field(1, handle)
 
 

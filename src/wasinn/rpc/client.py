@@ -41,10 +41,11 @@ class RemoteError(NNError):
     WasmEdge's client), so ``errno`` is only the nearest member and ``code`` is what counts.
     """
 
-    def __init__(self, message: str, code: int) -> None:
+    def __init__(self, message: str, code: int, status: str = "") -> None:
         known = code in Errno._value2member_map_
         super().__init__(message, Errno(code) if known else Errno.RUNTIME_ERROR)
         self.code = code
+        self.status = status  # the gRPC status code's name ("" when no status came back)
 
 
 def errno_from_trailer(value: str | bytes | None) -> int:
@@ -117,6 +118,8 @@ class RpcClient:
         self._channel: grpc.Channel | None = None
         self._calls: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # Whether the server has wasinn's lifecycle extension; None until a call tells.
+        self.lifecycle: bool | None = None
 
     def _callable(self, method: str) -> Any:
         with self._lock:
@@ -165,7 +168,8 @@ class RpcClient:
         name = code.name if code is not None else "unknown"
         reason = "" if trailer is not None else " (no errno from the server)"
         message = f"{function} via nn-rpc {self.options.uri}: {name}: {details}{reason}"
-        return DeadlineExpired(message, errno) if name == "DEADLINE_EXCEEDED" else RemoteError(message, errno)
+        kind = DeadlineExpired if name == "DEADLINE_EXCEEDED" else RemoteError
+        return kind(message, errno, name)
 
     def close(self) -> None:
         with self._lock:

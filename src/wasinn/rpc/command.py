@@ -81,7 +81,9 @@ def client_options(command: F) -> F:
     help="Allow a TCP address other than loopback: the service has no authentication.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every failed call.")
-def rpc_server_command(listen: str, preload: tuple[str, ...], workers: int, allow_remote: bool, verbose: bool) -> None:
+def rpc_server_command(
+    listen: str, preload: tuple[str, ...], workers: int, allow_remote: bool, verbose: bool
+) -> None:
     """Serve the preloaded models over gRPC in WasmEdge's nn-rpc protocol until stopped.
 
     WasmEdge's `wasmedge --nn-rpc-uri` and `wasinn run --nn-rpc-uri` clients may connect;
@@ -92,9 +94,9 @@ def rpc_server_command(listen: str, preload: tuple[str, ...], workers: int, allo
 
     configure_logging(verbose)
     try:
-        from wasinn.rpc.server import ServerOptions, model_server
-
         import grpc  # noqa: F401  (the extra's presence, checked before reading models)
+
+        from wasinn.rpc.server import ServerOptions, model_server
     except ImportError as err:
         fail(f"{err.name or err} is not installed; pip install 'wasinn[rpc]'", FAILED)
     try:

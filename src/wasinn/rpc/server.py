@@ -137,7 +137,19 @@ def _get_output_single(host: RemoteHost, request: bytes) -> bytes:
     return _wire.encode_output(host.get_output(*_wire.decode_get_output(request), single=True))
 
 
+def _unload(host: RemoteHost, request: bytes) -> bytes:
+    host.unload(_wire.decode_handle(request))
+    return b""
+
+
+def _finalize(host: RemoteHost, request: bytes) -> bytes:
+    host.finalize_execution_context(_wire.decode_handle(request))
+    return b""
+
+
 OPERATIONS: dict[str, Operation] = {
+    "Unload": _unload,
+    "FinalizeExecutionContext": _finalize,
     "LoadByName": _load_by_name,
     "LoadByNameWithConfig": _load_by_name,
     "InitExecutionContext": _init,
@@ -212,7 +224,9 @@ class RpcServer:
             ],
             maximum_concurrent_rpcs=None,
         )
-        for service, methods in _wire.SERVICES.items():
+        services = [(f"{_wire.PACKAGE}.{name}", methods) for name, methods in _wire.SERVICES.items()]
+        services += [(f"{_wire.EXT_PACKAGE}.{name}", methods) for name, methods in _wire.EXT_SERVICES.items()]
+        for service, methods in services:
             handlers = {
                 method: grpc.unary_unary_rpc_method_handler(
                     self._handler(method, OPERATIONS[method]),
@@ -221,9 +235,7 @@ class RpcServer:
                 )
                 for method in methods
             }
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(f"{_wire.PACKAGE}.{service}", handlers),)
-            )
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
         try:
             port = server.add_insecure_port(target)
         except RuntimeError as err:

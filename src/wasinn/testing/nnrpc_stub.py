@@ -98,7 +98,9 @@ def stub_host(models: dict[str, str], backend: StubBackend | None = None) -> Any
     from wasinn.rpc._host import RemoteHost
 
     stub = backend or StubBackend()
-    preloads = [Preload(name, GraphEncoding.ONNX, ExecutionTarget.CPU, (path,)) for name, path in models.items()]
+    preloads = [
+        Preload(name, GraphEncoding.ONNX, ExecutionTarget.CPU, (path,)) for name, path in models.items()
+    ]
     registry = ModelRegistry(preloads, lambda _: stub)
     return RemoteHost(registry, NNSession(lambda _: stub, registry))
 
