@@ -316,6 +316,23 @@ def test_slow_computes_overlap_on_two_graphs_and_queue_on_one(sockets: Path) -> 
         assert computes(("a", "a")) >= 1.2
 
 
+def test_a_client_that_leaves_cancels_its_compute(sockets: Path) -> None:
+    """Spec §5.12: the client's deadline ends the call; the server cancels the 20 s compute
+    and frees the graph's lock, so another client's call on that graph goes through."""
+    backend = StubBackend()
+    with (
+        stub_server(sockets, backend, slow={"sleep": 20}) as uri,
+        remote_probe(uri, timeout=0.5) as impatient,
+        remote_probe(uri) as other,
+    ):
+        ctx = context(impatient, "slow")
+        assert impatient.call("compute", ctx) == Errno.RUNTIME_ERROR
+        started = time.monotonic()
+        assert other.call("set_input", ctx, 0, other.tensor([1], U8, b"x")) == 0
+        assert time.monotonic() - started < 2.0
+    assert backend.cancels == 1
+
+
 def test_large_messages_both_ways(sockets: Path) -> None:
     """Case 18: 5 MiB in and out (gRPC's default cap is 4 MiB)."""
     payload = bytes(range(256)) * (5 * 4096)

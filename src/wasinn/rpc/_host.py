@@ -17,7 +17,7 @@ import numpy as np
 
 from wasinn.abi._handles import HandleTable
 from wasinn.abi._wasmedge import tensor_type_from_code
-from wasinn.core import ExecutionContext, Graph, ModelRegistry, NNSession, Tensor
+from wasinn.core import ExecutionContext, Graph, Interruption, ModelRegistry, NNSession, Tensor
 from wasinn.rpc._wire import WireTensor
 
 
@@ -70,8 +70,10 @@ class RemoteHost:
         data = np.frombuffer(tensor.data, dtype=np.uint8)
         entry.set_input(index, Tensor(tensor.dims, kind, data))
 
-    def compute(self, context: int) -> None:
-        self._context(context).compute()
+    def compute(self, context: int, interruption: Interruption | None = None) -> None:
+        """``interruption`` is set when the caller leaves: the framework is asked to cancel
+        and the graph's lock is released, where WasmEdge's server computes on (§5.12)."""
+        self._context(context).compute(interruption)
 
     def compute_single(self, context: int) -> None:
         self._context(context).compute_single()

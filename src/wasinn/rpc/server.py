@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from wasinn.core import ConfigError, Errno, ModelRegistry, NNError, NNSession, Preload
+from wasinn.core import ConfigError, Errno, Interruption, ModelRegistry, NNError, NNSession, Preload
 from wasinn.rpc import _wire
 from wasinn.rpc._host import RemoteHost
 from wasinn.rpc.client import grpc_target
@@ -114,8 +114,12 @@ def _set_input(host: RemoteHost, request: bytes) -> bytes:
     return b""
 
 
-def _compute(host: RemoteHost, request: bytes) -> bytes:
-    host.compute(_wire.decode_handle(request))
+def _compute(host: RemoteHost, request: bytes, context: Any = None) -> bytes:
+    stop = Interruption()
+    if context is not None:
+        # Runs when the call ends for any reason: after a normal return it changes nothing.
+        context.add_callback(lambda: stop.interrupt("the nn-rpc client left"))
+    host.compute(_wire.decode_handle(request), stop)
     return b""
 
 
@@ -194,6 +198,8 @@ class RpcServer:
 
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
             try:
+                if operation is _compute:
+                    return _compute(self.host, request, context)
                 return operation(self.host, request)
             except NNError as err:
                 errno, message = int(err.errno), str(err)

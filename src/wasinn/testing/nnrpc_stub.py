@@ -1,7 +1,7 @@
 """A stub WASI-NN backend for nn-rpc transport tests: instant or slow, any output size, any errno.
 
 A "model" is a JSON object (written by the tests, never a real model):
-``sleep`` (seconds each compute takes), ``size`` (output bytes; 0: echo input 0),
+``sleep`` (seconds each compute takes, unless cancelled), ``size`` (output bytes; 0: echo input 0),
 ``errno`` (compute fails with it), ``raise`` (compute raises a plain Python exception).
 The backend records the tensor types it was handed, so a test can see what crossed the wire.
 
@@ -15,7 +15,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ class StubContext(BackendContext):
     def __init__(self, graph: StubGraph) -> None:
         self.graph = graph
         self.inputs: dict[int, bytes] = {}
+        self.cancelled = threading.Event()
 
     def _set_input(self, index: int, tensor: Tensor) -> None:
         self.graph.backend.types_seen.append(tensor.type.name)
@@ -51,7 +51,10 @@ class StubContext(BackendContext):
 
     def _compute(self) -> None:
         spec = self.graph.spec
-        time.sleep(float(spec.get("sleep", 0)))
+        self.cancelled.clear()
+        if self.cancelled.wait(float(spec.get("sleep", 0))):
+            self.graph.backend.cancels += 1
+            raise NNError("the stub compute was cancelled")
         if spec.get("raise"):
             raise RuntimeError("the stub backend raised on purpose")
         if spec.get("errno"):
@@ -65,6 +68,9 @@ class StubContext(BackendContext):
 
     def output_count(self) -> int:
         return 1
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 class StubGraph(BackendGraph):
@@ -82,6 +88,7 @@ class StubBackend(Backend):
 
     def __init__(self) -> None:
         self.types_seen: list[str] = []
+        self.cancels = 0
 
     @property
     def first_use(self) -> FirstUse:
