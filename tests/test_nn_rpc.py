@@ -157,7 +157,8 @@ def test_echo_flow_u8_on_the_wire_and_the_size_probe(sockets: Path) -> None:
         ctx = context(probe)
         assert (ctx, probe.u32(OUT)) == (0, 0)
         assert probe.call("set_input", ctx, 0, probe.tensor([5], U8, b"hello")) == 0
-        assert backend.types_seen == ["U8"]
+        assert probe.call("set_input", ctx, 1, probe.tensor([1], 0x103, b"-")) == 0  # the low byte
+        assert backend.types_seen == ["U8", "U8"]
         assert probe.call("compute", ctx) == 0
         probe.write(BUF, b"\xee" * 8)
         assert get_output(probe, ctx, 4) == Errno.TOO_LARGE
@@ -487,3 +488,24 @@ def test_ggml_over_a_unix_socket_equals_the_local_run_streaming_included(
             remote = [ggml_chat(tmp_path, *options, rpc=uri) for options in (generate, stream, stream)]
         assert not os.path.exists(f"{directory}/s")  # removed at SIGTERM
     assert remote == [*local, local[1]]
+
+
+def test_cli_refusals_and_client_mode_preloads(tmp_path: Path, sockets: Path) -> None:
+    """Case 22: rpc-server needs --listen; unix://rel and non-loopback TCP are refused by both
+    commands; a client's --nn-preload is ignored with a warning (the server's models count)."""
+    wasm = str(guest_wasm("nn-run"))
+    no_listen = wasinn_cli("rpc-server")
+    assert no_listen.returncode == 2 and "--listen" in no_listen.stderr
+    for listen in ("unix://rel.sock", "tcp:10.1.2.3:5000"):
+        refused = wasinn_cli("rpc-server", "--listen", listen)
+        assert refused.returncode == 2 and refused.stderr.startswith("wasinn: error:"), refused.stderr
+    assert "unix:rel.sock" in wasinn_cli("run", "--nn-rpc-uri", "unix://rel.sock", wasm).stderr
+    (tmp_path / "in.bin").write_bytes(b"abc")
+    with stub_server(sockets, m={}) as uri:
+        done = wasinn_cli(
+            "run", "--dir", ".:.", "--nn-preload", "m:openvino:cpu:/nonexistent.xml", "--nn-rpc-uri", uri,
+            wasm, "--name", "m", "--input", "0:u8:3:in.bin", "--output", "0:out.bin", cwd=tmp_path,
+        )  # fmt: skip
+    assert "--nn-preload is ignored with --nn-rpc-uri" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.bin").read_bytes() == b"abc"  # the stub echoes its input

@@ -142,11 +142,12 @@ class RemoteEphemeralNN(EphemeralNN):
         dims_ptr, dims_len, type_word, data_ptr, data_len = _tensor_record.unpack_from(memory, tensor_ptr)
         check_region(memory, dims_ptr, dims_len * 4, "tensor dims", lax=True)
         check_region(memory, data_ptr, data_len, "tensor data", lax=True)
-        if type_word not in FORWARDED_TYPES:
-            raise InvalidArgument(f"tensor type {type_word} is not forwarded over nn-rpc (f16, f32, u8, i32)")
+        kind = type_word & 0xFF  # WasmEdge reads the word into an 8-bit enum, then sends that
+        if kind not in FORWARDED_TYPES:
+            raise InvalidArgument(f"tensor type {kind} is not forwarded over nn-rpc (f16, f32, u8, i32)")
         dims = struct.unpack_from(f"<{dims_len}I", memory, dims_ptr) if dims_len else ()
         data = region(memory, data_ptr, data_len).tobytes()
-        self._call("SetInput", _wire.encode_set_input(context, index, dims, type_word, data))
+        self._call("SetInput", _wire.encode_set_input(context, index, dims, kind, data))
 
     def _compute(self, context: int) -> None:
         self._call("Compute", _wire.encode_handle(context))
