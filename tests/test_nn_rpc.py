@@ -334,6 +334,24 @@ def test_a_client_that_leaves_cancels_its_compute(sockets: Path) -> None:
     assert backend.cancels == 1
 
 
+def test_a_guest_time_limit_bounds_the_remote_call(sockets: Path) -> None:
+    """--time-limit covers forwarded calls: the guest stops as it would locally, not after 20 s."""
+    from wasinn.core import TimeLimitExceeded
+    from wasinn.runtime import Limits
+
+    with stub_server(sockets, slow={"sleep": 20}) as uri:
+        runtime = Runtime(cache=False, nn_rpc=ClientOptions(uri), limits=Limits(time_limit_ms=1500))
+        probe = make_probe(runtime)
+        try:
+            ctx = context(probe, "slow")
+            started = time.monotonic()
+            with pytest.raises(TimeLimitExceeded):
+                probe.call("compute", ctx)
+            assert time.monotonic() - started < 3.0
+        finally:
+            probe.instance.close()
+
+
 def test_large_messages_both_ways(sockets: Path) -> None:
     """Case 18: 5 MiB in and out (gRPC's default cap is 4 MiB)."""
     payload = bytes(range(256)) * (5 * 4096)
