@@ -533,7 +533,7 @@ def test_instances_sharing_a_preloaded_graph_compute_concurrently(tiny_model: Pa
     import threading
 
     from wasinn.core import ModelRegistry
-    from wasinn.options import parse_preload
+    from wasinn.host.options import parse_preload
 
     registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
     _, expected = native.greedy(PROMPT, 12)

@@ -286,7 +286,7 @@ def test_instances_sharing_a_preloaded_graph_compute_images_concurrently(
     import threading
 
     from wasinn.core import ModelRegistry, Tensor, TensorType
-    from wasinn.options import parse_preload
+    from wasinn.host.options import parse_preload
 
     registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
     expected = {seed: native.greedy(QUESTION, png(seed), N_PREDICT)[2] for seed in (1, 2, 3)}

@@ -337,7 +337,7 @@ def test_a_client_that_leaves_cancels_its_compute(sockets: Path) -> None:
 def test_a_guest_time_limit_bounds_the_remote_call(sockets: Path) -> None:
     """--time-limit covers forwarded calls: the guest stops as it would locally, not after 20 s."""
     from wasinn.core import TimeLimitExceeded
-    from wasinn.runtime import Limits
+    from wasinn.host import Limits
 
     with stub_server(sockets, slow={"sleep": 20}) as uri:
         runtime = Runtime(cache=False, nn_rpc=ClientOptions(uri), limits=Limits(time_limit_ms=1500))

@@ -23,7 +23,7 @@ BackendResolver = Callable[[GraphEncoding], Backend]
 @dataclass(frozen=True)
 class Preload:
     """A named model, as given by ``--nn-preload NAME:ENCODING:TARGET:PATH[:PATH...]``
-    (parsed by :func:`wasinn.options.parse_preload`, beside the CLI's other spellings)."""
+    (parsed by :func:`wasinn.host.options.parse_preload`, beside the CLI's other spellings)."""
 
     name: str
     encoding: GraphEncoding
@@ -41,7 +41,7 @@ class Preload:
         blobs = []
         for path in self.paths:
             if self.encoding is GraphEncoding.TENSORFLOW and os.path.isdir(path):
-                from wasinn.archive import pack_directory  # a SavedModel: the directory as one blob
+                from wasinn.core._archive import pack_directory  # a SavedModel: the directory as one blob
 
                 blobs.append(pack_directory(Path(path)))
                 continue

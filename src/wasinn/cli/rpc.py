@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from wasinn.cli_errors import FAILED, USAGE_ERROR
+from wasinn.cli._errors import FAILED, USAGE_ERROR
 
 F = TypeVar("F", bound=Callable[..., Any])
 
