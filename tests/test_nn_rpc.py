@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from conftest import Probe, guest_wasm, make_probe, nn_run, require_module, wasinn_cli
+from conftest import Probe, guest_wasm, make_probe, native_infer, nn_run, require_module, wasinn_cli
 from wasinn import Runtime
 from wasinn.core import ConfigError, Errno
 from wasinn.rpc import _wire
@@ -455,23 +456,48 @@ def rpc_server_cli(listen: str, *preloads: str, cwd: Path | None = None) -> Iter
 
 
 def test_openvino_over_tcp_equals_the_local_run(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
-    """The nn-run guest, preloaded model by name, 3 rounds: the same bytes as locally."""
+    """The nn-run guest, a preloaded model by name, 3 rounds each: one run locally, then three
+    client processes at once against one server, each with its own input; every output is
+    the local run's bytes or native OpenVINO's."""
     xml, weights = tiny_ir
-    data = struct.pack("<4f", 0.5, -1.0, 2.0, 3.5)
-    (tmp_path / "in.bin").write_bytes(data)
-    args = ("--name", "tiny", "--input", "0:f32:1x4:in.bin", "--output", "0:out.bin", "--repeat", "3")
-    local = nn_run(tmp_path, *args, preload=(f"tiny:OpenVINO:CPU:{xml}:{weights}",))
+    inputs = [np.array([[0.5, -1.0, 2.0, 3.5]], np.float32) * (n + 1) for n in range(3)]
+    for n, data in enumerate(inputs):
+        data.tofile(tmp_path / f"in{n}.bin")
+
+    def args(n: int) -> list[str]:
+        return [
+            "--name",
+            "tiny",
+            "--input",
+            f"0:f32:1x4:in{n}.bin",
+            "--output",
+            f"0:out{n}.bin",
+            "--repeat",
+            "3",
+        ]
+
+    local = nn_run(tmp_path, *args(0), preload=(f"tiny:OpenVINO:CPU:{xml}:{weights}",))
     assert local.returncode == 0, local.stderr
-    expected = (tmp_path / "out.bin").read_bytes()
-    (tmp_path / "out.bin").unlink()
+    expected = (tmp_path / "out0.bin").read_bytes()
+    (tmp_path / "out0.bin").unlink()
+    wasm = str(guest_wasm("nn-run"))
     with rpc_server_cli("tcp:127.0.0.1:0", f"tiny:OpenVINO:CPU:{xml}:{weights}") as uri:
         assert uri.startswith("tcp:127.0.0.1:") and not uri.endswith(":0")
-        remote = wasinn_cli(
-            "run", "--dir", ".:.", "--nn-rpc-uri", uri, str(guest_wasm("nn-run")), *args, cwd=tmp_path
-        )
-    assert remote.returncode == 0, remote.stderr
-    assert remote.stdout == local.stdout
-    assert (tmp_path / "out.bin").read_bytes() == expected
+        command = [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", "--nn-rpc-uri", uri, wasm]
+        clients = [
+            subprocess.Popen(
+                [*command, *args(n)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for n in range(3)
+        ]
+        results = [(client.communicate(timeout=120), client.returncode) for client in clients]
+    for (stdout, stderr), code in results:
+        assert code == 0, stderr
+        assert stdout == local.stdout
+    assert (tmp_path / "out0.bin").read_bytes() == expected
+    for n, data in enumerate(inputs):
+        (reference,) = native_infer(xml, [data])
+        assert (tmp_path / f"out{n}.bin").read_bytes() == reference.tobytes()
 
 
 def ggml_chat(tmp_path: Path, *options: str, rpc: str | None = None, model: Path | None = None) -> str:
