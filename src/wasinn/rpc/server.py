@@ -21,7 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from wasinn.core import ConfigError, Errno, Interruption, ModelRegistry, NNError, NNSession, Preload
+from wasinn.core import (
+    ConfigError,
+    Errno,
+    GuestCancelled,
+    Interruption,
+    ModelRegistry,
+    NNError,
+    NNSession,
+    Preload,
+)
 from wasinn.rpc import _wire
 from wasinn.rpc._host import RemoteHost
 from wasinn.rpc.client import grpc_target
@@ -204,6 +213,9 @@ class RpcServer:
             except NNError as err:
                 errno, message = int(err.errno), str(err)
                 log.info("%s: errno %d: %s", function, errno, message)
+            except GuestCancelled as err:  # the caller left (§5.12): nobody reads the answer
+                errno, message = Errno.RUNTIME_ERROR, str(err)
+                log.info("%s: %s", function, message)
             except _wire.WireError as err:
                 errno, message = Errno.RUNTIME_ERROR, f"malformed request: {err}"
                 log.warning("%s: %s", function, message)
