@@ -11,7 +11,7 @@ import wasmtime
 from wasmtime import component
 
 from wasinn.abi._plugin import resolve_guest_path
-from wasinn.backends import get_backend
+from wasinn.backends import get_backend, model_files
 from wasinn.core import ConfigError, Interruption, ModelRegistry, NNSession, Preload
 from wasinn.core._paths import user_cache_dir
 from wasinn.host._cache import ComponentCache, ModuleCache, is_component, shared_engine
@@ -62,7 +62,7 @@ class Runtime:
         self.nn_rpc = nn_rpc_client(nn_rpc, preload)
         self.preloads = [] if nn_rpc else [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
         # Read now, loaded once on first use and shared by every instance of this runtime.
-        self.registry = ModelRegistry(self.preloads, get_backend)
+        self.registry = ModelRegistry(self.preloads, get_backend, model_files)
         self.limits = limits = limits if limits is not None else Limits()
         # Files for the guest's standard streams; None passes this process's own through.
         self.stdio: Stdio = (stdin, stdout, stderr)

@@ -182,11 +182,11 @@ def failure_details(function: str, errno: int, message: str) -> str:
 
 def model_server(preloads: Sequence[str | Preload], options: ServerOptions) -> RpcServer:
     """A server for ``--nn-preload`` entries (read now: a missing file fails here, naming it)."""
-    from wasinn.backends import get_backend
+    from wasinn.backends import get_backend, model_files
     from wasinn.host.options import parse_preload
 
     parsed = [p if isinstance(p, Preload) else parse_preload(p) for p in preloads]
-    registry = ModelRegistry(parsed, get_backend)
+    registry = ModelRegistry(parsed, get_backend, model_files)
     return RpcServer(RemoteHost(registry, NNSession(get_backend, registry)), options)
 
 
