@@ -130,9 +130,9 @@ def test_cli_refusals_and_client_mode_preloads(tmp_path: Path) -> None:
     wasm = str(guest_wasm("nn-run"))
     no_listen = wasinn_cli("rpc-server")
     assert no_listen.returncode == 2 and "--listen" in no_listen.stderr
-    for listen in ("unix://rel.sock", "tcp:10.1.2.3:5000"):
-        refused = wasinn_cli("rpc-server", "--listen", listen)
-        assert refused.returncode == 2 and refused.stderr.startswith("wasinn: error:"), refused.stderr
+    # (a non-loopback address is refused by the same path: tests/test_nn_rpc.py::test_uri_forms)
+    refused = wasinn_cli("rpc-server", "--listen", "unix://rel.sock")
+    assert refused.returncode == 2 and "unix:rel.sock" in refused.stderr, refused.stderr
     assert "unix:rel.sock" in wasinn_cli("run", "--nn-rpc-uri", "unix://rel.sock", wasm).stderr
     (tmp_path / "in.bin").write_bytes(b"abc")
     with (
