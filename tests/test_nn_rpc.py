@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 
 from conftest import Probe, make_probe, require_module
+from nnrpc_stub_server import stub_host
 from wasinn import Runtime
+from wasinn.abi import _nnrpc_wire as _wire
+from wasinn.abi.nnrpc_client import ClientOptions, errno_from_trailer, grpc_target
 from wasinn.core import ConfigError, Errno
-from wasinn.rpc import _wire
-from wasinn.rpc.client import ClientOptions, errno_from_trailer, grpc_target
 from wasinn.rpc.server import RpcServer, ServerOptions, model_server
-from wasinn.testing.nnrpc_stub import StubBackend, stub_host
+from wasinn.testing.nnrpc_stub import StubBackend
 
 require_module("grpc")  # the rpc extra: a skip here, a failure under CI=true
 import grpc  # noqa: E402
@@ -377,7 +378,7 @@ def stub_process(directory: Path, uri: str, **models: dict[str, Any]) -> Iterato
     entries = [f"{name}={path}" for name, path in write_models(directory, **models).items()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn.testing.nnrpc_stub", uri, *entries],
+        [sys.executable, str(Path(__file__).with_name("nnrpc_stub_server.py")), uri, *entries],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

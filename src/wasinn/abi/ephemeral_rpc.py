@@ -15,6 +15,7 @@ import logging
 import struct
 from collections.abc import Callable
 
+from wasinn.abi import _nnrpc_wire as _wire
 from wasinn.abi.ephemeral import (
     MODULE,
     TENSOR_RECORD_SIZE,
@@ -25,9 +26,8 @@ from wasinn.abi.ephemeral import (
     region,
     write_u32,
 )
+from wasinn.abi.nnrpc_client import DeadlineExpired, RemoteError, RpcClient
 from wasinn.core import Errno, GuestTrap, InvalidArgument, NNError, NNSession, TooLarge
-from wasinn.rpc import _wire
-from wasinn.rpc.client import DeadlineExpired, RemoteError, RpcClient
 
 log = logging.getLogger("wasinn.nn")
 

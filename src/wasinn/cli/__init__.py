@@ -26,7 +26,7 @@ from wasinn.cli.options import limit_options, limits_from, world_options
 from wasinn.cli.rpc import client_options as rpc_client_options
 
 if TYPE_CHECKING:
-    from wasinn.rpc.client import ClientOptions
+    from wasinn.abi.nnrpc_client import ClientOptions
 
 DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 

@@ -18,7 +18,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def client_options(command: F) -> F:
     """``--nn-rpc-uri`` and ``--nn-rpc-timeout`` for a command that runs guests; the command
-    receives ``nn_rpc`` (a :class:`~wasinn.rpc.client.ClientOptions` or None) instead."""
+    receives ``nn_rpc`` (a :class:`~wasinn.abi.nnrpc_client.ClientOptions` or None) instead."""
 
     @click.option(
         "--nn-rpc-uri",
@@ -36,8 +36,8 @@ def client_options(command: F) -> F:
     )
     @functools.wraps(command)
     def wrapper(*args: Any, nn_rpc_uri: str | None, nn_rpc_timeout: float | None, **kwargs: Any) -> Any:
+        from wasinn.abi.nnrpc_client import ClientOptions
         from wasinn.core import ConfigError
-        from wasinn.rpc.client import ClientOptions
 
         if nn_rpc_uri is None:
             if nn_rpc_timeout is not None:

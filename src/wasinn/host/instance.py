@@ -18,6 +18,7 @@ import wasmtime
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import EphemeralNN
 from wasinn.abi.ephemeral_rpc import RemoteEphemeralNN
+from wasinn.abi.nnrpc_client import RpcClient
 from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.core import GuestExit, GuestTrap, Interruption, LimitExceeded, ModuleError, NNSession
 from wasinn.host._cache import first_line
@@ -25,7 +26,6 @@ from wasinn.host._epoch import EpochWatch
 from wasinn.host.limits import Limits, RunClock, new_store
 from wasinn.host.options import DirMapping
 from wasinn.host.wasi import Stdio
-from wasinn.rpc.client import RpcClient
 
 
 class GuestHost(Protocol):

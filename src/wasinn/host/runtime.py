@@ -11,6 +11,7 @@ import wasmtime
 from wasmtime import component
 
 from wasinn.abi._plugin import resolve_guest_path
+from wasinn.abi.nnrpc_client import ClientOptions, nn_rpc_client
 from wasinn.backends import get_backend, model_files
 from wasinn.core import ConfigError, Interruption, ModelRegistry, NNSession, Preload
 from wasinn.core._paths import user_cache_dir
@@ -21,7 +22,6 @@ from wasinn.host.instance import GuestInstance, Instance
 from wasinn.host.limits import Limits
 from wasinn.host.options import DirMapping, parse_env, parse_preload
 from wasinn.host.wasi import InputStream, OutputStream, Stdio, wasi_config
-from wasinn.rpc.client import ClientOptions, nn_rpc_client
 
 # A guest compiled by Runtime.compile_guest: a core module or a component.
 CompiledGuest = wasmtime.Module | component.Component

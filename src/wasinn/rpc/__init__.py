@@ -1,7 +1,8 @@
-"""nn-rpc: WASI-NN over gRPC in WasmEdge's protocol (``wasi_ephemeral_nn.proto``).
+"""The nn-rpc server: preloaded models served over gRPC in WasmEdge's protocol
+(``wasi_ephemeral_nn.proto``), for ``wasinn rpc-server`` (:mod:`wasinn.cli.rpc`).
 
-``server`` serves preloaded models (``wasinn rpc-server``); ``client`` forwards a guest's
-calls to such a server (``wasinn run --nn-rpc-uri``) through
-:class:`wasinn.abi.ephemeral_rpc.RemoteEphemeralNN`; ``_wire`` is the message codec. The CLI is
-:mod:`wasinn.cli.rpc`. Only these code paths import grpcio (the ``rpc`` extra).
+The client side, which forwards a guest's calls, sits in the ABI layer
+(:mod:`wasinn.abi.ephemeral_rpc`, :mod:`wasinn.abi.nnrpc_client`), beside the message codec
+both ends share (:mod:`wasinn.abi._nnrpc_wire`). Only these code paths import grpcio (the
+``rpc`` extra).
 """

@@ -16,9 +16,9 @@ import threading
 import numpy as np
 
 from wasinn.abi._handles import HandleTable
+from wasinn.abi._nnrpc_wire import WireTensor
 from wasinn.abi._wasmedge import tensor_type_from_code
 from wasinn.core import ExecutionContext, Graph, Interruption, ModelRegistry, NNSession, Tensor
-from wasinn.rpc._wire import WireTensor
 
 
 class RemoteHost:

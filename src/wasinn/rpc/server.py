@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from wasinn.abi import _nnrpc_wire as _wire
+from wasinn.abi.nnrpc_client import grpc_target
 from wasinn.core import (
     ConfigError,
     Errno,
@@ -31,9 +33,7 @@ from wasinn.core import (
     NNSession,
     Preload,
 )
-from wasinn.rpc import _wire
 from wasinn.rpc._host import RemoteHost
-from wasinn.rpc.client import grpc_target
 
 log = logging.getLogger("wasinn.rpc")
 

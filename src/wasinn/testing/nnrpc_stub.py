@@ -4,16 +4,12 @@ A "model" is a JSON object (written by the tests, never a real model):
 ``sleep`` (seconds each compute takes, unless cancelled), ``size`` (output bytes; 0: echo input 0),
 ``errno`` (compute fails with it), ``raise`` (compute raises a plain Python exception).
 The backend records the tensor types it was handed, so a test can see what crossed the wire.
-
-``python -m wasinn.testing.nnrpc_stub URI NAME=MODEL.json ...`` serves such models over
-nn-rpc, for tests that kill the server process.
+``tests/nnrpc_stub_server.py`` serves such models over nn-rpc in a process a test can kill.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +27,7 @@ from wasinn.core import (
     FirstUse,
     GraphEncoding,
     ModelConfig,
-    ModelRegistry,
     NNError,
-    NNSession,
-    Preload,
     Tensor,
 )
 
@@ -98,32 +91,3 @@ class StubBackend(Backend):
         self, builders: Sequence[bytes], target: ExecutionTarget, config: ModelConfig | None = None
     ) -> StubGraph:
         return StubGraph(self, json.loads(builders[0]))
-
-
-def stub_host(models: dict[str, str], backend: StubBackend | None = None) -> Any:
-    """A :class:`~wasinn.rpc._host.RemoteHost` serving ``models`` (name → JSON file)."""
-    from wasinn.rpc._host import RemoteHost
-
-    stub = backend or StubBackend()
-    preloads = [
-        Preload(name, GraphEncoding.ONNX, ExecutionTarget.CPU, (path,)) for name, path in models.items()
-    ]
-    registry = ModelRegistry(preloads, lambda _: stub)
-    return RemoteHost(registry, NNSession(lambda _: stub, registry))
-
-
-def main(argv: Sequence[str]) -> None:
-    from wasinn.rpc.server import RpcServer, ServerOptions
-
-    uri, *entries = argv
-    models = dict(entry.split("=", 1) for entry in entries)
-    server = RpcServer(stub_host(models), ServerOptions(uri))
-    print(server.start(), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    server.stop(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

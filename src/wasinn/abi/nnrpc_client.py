@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wasinn.abi import _nnrpc_wire as _wire
 from wasinn.core import ConfigError, Errno, NNError
-from wasinn.rpc import _wire
 
 if TYPE_CHECKING:
     import grpc
