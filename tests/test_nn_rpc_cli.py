@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,11 +16,17 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
+from click.testing import CliRunner
 
-from conftest import guest_wasm, native_infer, nn_run, require_module, wasinn_cli
+from conftest import guest_wasm, native_infer, require_module, wasinn_cli
 from test_nn_rpc import stub_server
+from wasinn.cli import main
+from wasinn.cli._errors import USAGE_ERROR
+from wasinn.host import Runtime
 
 require_module("grpc")  # the rpc extra: a skip here, a failure under CI=true
 
@@ -45,8 +52,8 @@ def rpc_server_cli(listen: str, *preloads: str, cwd: Path | None = None) -> Iter
 
 
 def test_openvino_over_tcp_equals_the_local_run(tiny_ir: tuple[Path, Path], tmp_path: Path) -> None:
-    """The nn-run guest, a preloaded model by name, 3 rounds each: one run locally, then three
-    client processes at once against one server, each with its own input; every output is
+    """The nn-run guest, a preloaded model by name, 3 rounds each: one run locally (in this
+    process), then three client processes at once against one server, each with its own input; every output is
     the local run's bytes or native OpenVINO's."""
     xml, weights = tiny_ir
     inputs = [np.array([[0.5, -1.0, 2.0, 3.5]], np.float32) * (n + 1) for n in range(3)]
@@ -65,11 +72,10 @@ def test_openvino_over_tcp_equals_the_local_run(tiny_ir: tuple[Path, Path], tmp_
             "3",
         ]
 
-    local = nn_run(tmp_path, *args(0), preload=(f"tiny:OpenVINO:CPU:{xml}:{weights}",))
-    assert local.returncode == 0, local.stderr
+    wasm = str(guest_wasm("nn-run"))
+    local = run_here(tmp_path, wasm, *args(0), preload=[f"tiny:OpenVINO:CPU:{xml}:{weights}"])
     expected = (tmp_path / "out0.bin").read_bytes()
     (tmp_path / "out0.bin").unlink()
-    wasm = str(guest_wasm("nn-run"))
     with rpc_server_cli("tcp:127.0.0.1:0", f"tiny:OpenVINO:CPU:{xml}:{weights}") as uri:
         assert uri.startswith("tcp:127.0.0.1:") and not uri.endswith(":0")
         command = [sys.executable, "-m", "wasinn", "run", "--dir", ".:.", "--nn-rpc-uri", uri, wasm]
@@ -82,26 +88,31 @@ def test_openvino_over_tcp_equals_the_local_run(tiny_ir: tuple[Path, Path], tmp_
         results = [(client.communicate(timeout=120), client.returncode) for client in clients]
     for (stdout, stderr), code in results:
         assert code == 0, stderr
-        assert stdout == local.stdout
+        assert stdout == local
     assert (tmp_path / "out0.bin").read_bytes() == expected
     for n, data in enumerate(inputs):
         (reference,) = native_infer(xml, [data])
         assert (tmp_path / f"out{n}.bin").read_bytes() == reference.tobytes()
 
 
+def run_here(directory: Path, wasm: str, *args: str, **runtime: Any) -> str:
+    """A guest run in this process (no interpreter to start) with ``directory`` as its ".";
+    its stdout."""
+    stdout = directory / "stdout.txt"
+    with Runtime(dirs=[f".:{directory}"], stdout=stdout, cache=False, **runtime) as here:
+        assert here.run(wasm, args) == 0
+    return stdout.read_text()
+
+
 def ggml_chat(tmp_path: Path, *options: str, rpc: str | None = None, model: Path | None = None) -> str:
-    where = ["--nn-rpc-uri", rpc] if rpc else [f"--nn-preload=default:GGML:AUTO:{model}"]
-    done = wasinn_cli(
-        "run",
-        "--dir",
-        ".:.",
-        *where,
-        str(guest_wasm("ggml-chat")),
-        *options,
-        "default",
-        "Once upon a time, ",
-        cwd=tmp_path,
-    )
+    """ggml-chat on the preloaded tiny model: in this process with ``model``, or as a
+    `wasinn run --nn-rpc-uri` process with ``rpc``."""
+    wasm = str(guest_wasm("ggml-chat"))
+    if rpc is None:
+        preload = [f"default:GGML:AUTO:{model}"]
+        return run_here(tmp_path, wasm, *options, "default", "Once upon a time, ", preload=preload)
+    prompt = ("default", "Once upon a time, ")
+    done = wasinn_cli("run", "--dir", ".:.", "--nn-rpc-uri", rpc, wasm, *options, *prompt, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -110,9 +121,9 @@ def test_ggml_over_a_unix_socket_equals_the_local_run_streaming_included(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     """compute + get_output, then a compute_single stream to end of sequence (100), then the
-    stream again from a third client process: every byte as locally. (GGML settings belong to
-    the graph, which all clients share, as on WasmEdge's server: the stream's grammar would
-    still hold for a later client that does not set its own.)"""
+    stream again from a third client process: every byte as the local runs (in this process).
+    (GGML settings belong to the graph, which all clients share, as on WasmEdge's server: the
+    stream's grammar would still hold for a later client that does not set its own.)"""
     generate = ("--meta", json.dumps({"temp": 0, "n-predict": 12}))
     stream = ("--stream", "--meta", json.dumps({"temp": 0, "n-predict": 6, "grammar": 'root ::= "yes"'}))
     local = [ggml_chat(tmp_path, *options, model=tiny_model) for options in (generate, stream)]
@@ -124,25 +135,52 @@ def test_ggml_over_a_unix_socket_equals_the_local_run_streaming_included(
     assert remote == [*local, local[1]]
 
 
-def test_cli_refusals_and_client_mode_preloads(tmp_path: Path) -> None:
-    """Case 22: rpc-server needs --listen; unix://rel and non-loopback TCP are refused by both
-    commands; a client's --nn-preload is ignored with a warning (the server's models count)."""
+def test_cli_refusals_and_client_mode_preloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Case 22, in-process: rpc-server needs --listen; unix://rel is refused by both commands
+    (a non-loopback address by the same path: test_nn_rpc.py::test_uri_forms); a client's
+    --nn-preload is ignored with a warning, the server's models count."""
+    logger = logging.getLogger("wasinn")  # the commands point it at the runner's stderr
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
+    runner = CliRunner()
     wasm = str(guest_wasm("nn-run"))
-    no_listen = wasinn_cli("rpc-server")
-    assert no_listen.returncode == 2 and "--listen" in no_listen.stderr
-    # (a non-loopback address is refused by the same path: tests/test_nn_rpc.py::test_uri_forms)
-    refused = wasinn_cli("rpc-server", "--listen", "unix://rel.sock")
-    assert refused.returncode == 2 and "unix:rel.sock" in refused.stderr, refused.stderr
-    assert "unix:rel.sock" in wasinn_cli("run", "--nn-rpc-uri", "unix://rel.sock", wasm).stderr
+    no_listen = runner.invoke(main, ["rpc-server"])
+    assert no_listen.exit_code == USAGE_ERROR and "--listen" in no_listen.stderr
+    refused = runner.invoke(main, ["rpc-server", "--listen", "unix://rel.sock"])
+    assert refused.exit_code == USAGE_ERROR and "write unix:rel.sock" in refused.stderr, refused.stderr
+    refused = runner.invoke(main, ["run", "--nn-rpc-uri", "unix://rel.sock", wasm])
+    assert refused.exit_code == USAGE_ERROR and "write unix:rel.sock" in refused.stderr, refused.stderr
     (tmp_path / "in.bin").write_bytes(b"abc")
+    monkeypatch.chdir(tmp_path)
     with (
         tempfile.TemporaryDirectory(prefix="nnrpc-", dir="/tmp") as sockets,
         stub_server(Path(sockets), m={}) as uri,
     ):
-        done = wasinn_cli(
+        done = runner.invoke(main, [
             "run", "--dir", ".:.", "--nn-preload", "m:openvino:cpu:/nonexistent.xml", "--nn-rpc-uri", uri,
-            wasm, "--name", "m", "--input", "0:u8:3:in.bin", "--output", "0:out.bin", cwd=tmp_path,
-        )  # fmt: skip
+            wasm, "--name", "m", "--input", "0:u8:3:in.bin", "--output", "0:out.bin",
+        ])  # fmt: skip
     assert "--nn-preload is ignored with --nn-rpc-uri" in done.stderr
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     assert (tmp_path / "out.bin").read_bytes() == b"abc"  # the stub echoes its input
+
+
+def test_road_segmentation_over_rpc_moves_megabytes_both_ways(shared_data: Path, tmp_path: Path) -> None:
+    """A real model (shared data): a 5.5 MB input and a 7.3 MB output, over gRPC's default
+    4 MiB cap both ways, equal to native OpenVINO as the local guest is."""
+    require_module("openvino")
+    folder = shared_data / "road-segmentation-adas-0001"
+    xml, weights = folder / "road-segmentation-adas-0001.xml", folder / "road-segmentation-adas-0001.bin"
+    image = np.random.default_rng(3).uniform(0, 255, (1, 512, 896, 3)).astype(np.float32)
+    image.tofile(tmp_path / "in.bin")
+    with rpc_server_cli("tcp:127.0.0.1:0", f"road:openvino:cpu:{xml}:{weights}") as uri:
+        done = wasinn_cli(
+            "run", "--dir", ".:.", "--nn-rpc-uri", uri, str(guest_wasm("nn-run")),
+            "--name", "road", "--input", "0:f32:1x512x896x3:in.bin", "--output", "0:out.bin", cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["output 0: 7340032 bytes"]
+    got = np.fromfile(tmp_path / "out.bin", np.float32).reshape(1, 4, 512, 896)
+    (expected,) = native_infer(xml, [image.transpose(0, 3, 1, 2)])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
