@@ -106,56 +106,56 @@ def _refuse_live_socket(path: str) -> None:
     raise ConfigError(f"{path}: another server is listening on this socket")
 
 
-Operation = Callable[[RemoteHost, bytes], bytes]
+# (the server's state, the request's bytes, grpc's context of the call) → the reply's bytes
+Operation = Callable[[RemoteHost, bytes, Any], bytes]
 
 
-def _load_by_name(host: RemoteHost, request: bytes) -> bytes:
+def _load_by_name(host: RemoteHost, request: bytes, call: Any) -> bytes:
     name, config = _wire.decode_load_by_name(request)
     return _wire.encode_handle(host.load_by_name(name, config.encode("utf-8")))
 
 
-def _init(host: RemoteHost, request: bytes) -> bytes:
+def _init(host: RemoteHost, request: bytes, call: Any) -> bytes:
     return _wire.encode_handle(host.init_execution_context(_wire.decode_handle(request)))
 
 
-def _set_input(host: RemoteHost, request: bytes) -> bytes:
+def _set_input(host: RemoteHost, request: bytes, call: Any) -> bytes:
     host.set_input(*_wire.decode_set_input(request))
     return b""
 
 
-def _compute(host: RemoteHost, request: bytes, context: Any = None) -> bytes:
+def _compute(host: RemoteHost, request: bytes, call: Any) -> bytes:
     stop = Interruption()
-    if context is not None:
-        # Runs when the call ends for any reason: after a normal return it changes nothing.
-        context.add_callback(lambda: stop.interrupt("the nn-rpc client left"))
+    # Runs when the call ends for any reason: after a normal return it changes nothing.
+    call.add_callback(lambda: stop.interrupt("the nn-rpc client left"))
     host.compute(_wire.decode_handle(request), stop)
     return b""
 
 
-def _compute_single(host: RemoteHost, request: bytes) -> bytes:
+def _compute_single(host: RemoteHost, request: bytes, call: Any) -> bytes:
     host.compute_single(_wire.decode_handle(request))
     return b""
 
 
-def _fini_single(host: RemoteHost, request: bytes) -> bytes:
+def _fini_single(host: RemoteHost, request: bytes, call: Any) -> bytes:
     host.fini_single(_wire.decode_handle(request))
     return b""
 
 
-def _get_output(host: RemoteHost, request: bytes) -> bytes:
+def _get_output(host: RemoteHost, request: bytes, call: Any) -> bytes:
     return _wire.encode_output(host.get_output(*_wire.decode_get_output(request)))
 
 
-def _get_output_single(host: RemoteHost, request: bytes) -> bytes:
+def _get_output_single(host: RemoteHost, request: bytes, call: Any) -> bytes:
     return _wire.encode_output(host.get_output(*_wire.decode_get_output(request), single=True))
 
 
-def _unload(host: RemoteHost, request: bytes) -> bytes:
+def _unload(host: RemoteHost, request: bytes, call: Any) -> bytes:
     host.unload(_wire.decode_handle(request))
     return b""
 
 
-def _finalize(host: RemoteHost, request: bytes) -> bytes:
+def _finalize(host: RemoteHost, request: bytes, call: Any) -> bytes:
     host.finalize_execution_context(_wire.decode_handle(request))
     return b""
 
@@ -207,9 +207,7 @@ class RpcServer:
 
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
             try:
-                if operation is _compute:
-                    return _compute(self.host, request, context)
-                return operation(self.host, request)
+                return operation(self.host, request, context)
             except NNError as err:
                 errno, message = int(err.errno), str(err)
                 log.info("%s: errno %d: %s", function, errno, message)
