@@ -31,6 +31,12 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
     ("grpc.enable_retries", 0),
+    # After a failed connect gRPC waits up to 120 s before trying again, failing every call
+    # meanwhile: a long-lived client (a server process of guests) would not see its model
+    # server come back for minutes. Reconnect within a second or two instead.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 
