@@ -23,6 +23,19 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
     GraphEncoding.GGML: ("wasinn.backends.ggml:GgmlBackend", "llama_cpp", "ggml"),
     GraphEncoding.WHISPER: ("wasinn.backends.whisper:WhisperBackend", "_pywhispercpp", "whisper"),
+    GraphEncoding.PIPER: ("wasinn.backends.piper:PiperBackend", "piper", "piper"),
+    GraphEncoding.OPENVINOGENAI: (
+        "wasinn.backends.openvino_genai:OpenVINOGenAIBackend",
+        "openvino_genai",
+        "openvinogenai",
+    ),
+}
+# Backends wasinn leaves out on purpose, with the reason a guest's errno 1 comes with.
+_NOT_SHIPPED: dict[GraphEncoding, str] = {
+    GraphEncoding.CHATTTS: (
+        "wasinn has no chattts backend: ChatTTS fetches about 1 GB of weights from the network "
+        "at load, so it is not available offline (WasmEdge answers 1 likewise when built without it)"
+    ),
 }
 
 # How a backend takes its model files, where not as bytes (known without importing it).
@@ -78,7 +91,7 @@ def get_backend(encoding: GraphEncoding) -> Backend:
 def _create(encoding: GraphEncoding) -> Backend:
     entry = _REGISTRY.get(encoding)
     if entry is None:
-        raise InvalidArgument(f"wasinn has no {encoding.name.lower()} backend")
+        raise InvalidArgument(_NOT_SHIPPED.get(encoding, f"wasinn has no {encoding.name.lower()} backend"))
     target, requirement, extra = entry
     if importlib.util.find_spec(requirement) is None:
         raise InvalidArgument(
