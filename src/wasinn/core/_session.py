@@ -158,15 +158,20 @@ class ExecutionContext:
         self._bound.add(index)
         return index
 
-    def compute(self) -> None:
+    def compute(self, interruption: Interruption | None = None) -> None:
+        """``interruption`` stops this one compute (an nn-rpc server's: its client left),
+        in place of the session's."""
         context = self._guard("compute", ready=True)
         session = self.graph.session
+        stop = interruption or session.interruption
         with self.graph.lock:
             remaining = session.check_running()
-            if remaining is None and session.interruption is None:
+            if interruption is not None:
+                interruption.check()
+            if remaining is None and stop is None:
                 context.compute()
             else:
-                run_within(context, remaining, session.interruption)
+                run_within(context, remaining, stop)
 
     def get_output(self, key: TensorKey) -> npt.NDArray[np.generic]:
         context = self._guard("get_output", ready=False)
