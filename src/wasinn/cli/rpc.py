@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from wasinn.cli._errors import FAILED, USAGE_ERROR
+from wasinn.cli.options import preload_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,13 +62,7 @@ def client_options(command: F) -> F:
     metavar="URI",
     help="Where to serve: unix:PATH, unix:///ABS_PATH or tcp:127.0.0.1:PORT (PORT 0: any free one).",
 )
-@click.option(
-    "--nn-preload",
-    "preload",
-    multiple=True,
-    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
-    help="A model clients load by name (as `wasinn run --nn-preload`); repeatable.",
-)
+@preload_option
 @click.option(
     "--workers",
     default=16,
