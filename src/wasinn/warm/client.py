@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # `wasinn run`'s flags; these run cold (their output is this process's); every other long
 # option takes a value (the limits are many, and the host's click parses them all again).
 FLAG_OPTIONS = frozenset({"--no-cache", "--warm"})
-COLD_OPTIONS = frozenset({"--help", "--verbose", "--version"})
+# --nn-rpc-*: the models live on an nn-rpc server; that path stays in the cold command.
+COLD_OPTIONS = frozenset({"--help", "--verbose", "--version", "--nn-rpc-uri", "--nn-rpc-timeout"})
 HOST_DIED_EXIT = 70  # as an internal error: the host, not the guest, failed
 INTERRUPTED_EXIT = 130
 START_TIMEOUT = 120.0  # a cold daemon imports every framework; on a busy 2-core machine, slowly

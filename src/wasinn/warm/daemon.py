@@ -155,6 +155,8 @@ class Daemon:
             return "the warm host runs another wasinn; restart it with `wasinn host stop`"
         if message.get("env") != self._env:
             return "the client's WASINN_*/framework variables differ from the warm host's"
+        if any(str(arg).startswith("--nn-rpc") for arg in message.get("argv", [])):
+            return "--nn-rpc-uri runs in the client"
         if (
             len(fds) != 3
             or not isinstance(message.get("argv"), list)
