@@ -101,6 +101,8 @@ class Daemon:
             with conn:
                 if not protocol.peer_allowed(conn):
                     protocol.send(conn, {"refused": "the warm host serves only its own user"})
+                    conn.settimeout(1.0)
+                    conn.recv(1 << 16)  # read what it sent, so closing does not reset the answer
                     return
                 message, fds = protocol.receive(conn, max_fds=3)
                 if message is None:
