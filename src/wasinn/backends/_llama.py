@@ -83,7 +83,9 @@ class LlamaModel:
         capacity = len(text) + 8
         while True:
             tokens = (llama_cpp.llama_token * capacity)()
-            count = int(llama_cpp.llama_tokenize(self.vocab, text, len(text), tokens, capacity, add_special, True))
+            count = int(
+                llama_cpp.llama_tokenize(self.vocab, text, len(text), tokens, capacity, add_special, True)
+            )
             if count >= 0:
                 return list(tokens[:count])
             capacity = -count

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from wasinn.backends import ggml_tts
 from wasinn.backends._common import refuse_auto_in_load
 from wasinn.backends._llama import (
     LlamaContext,
@@ -38,7 +39,6 @@ from wasinn.backends._llama import (
     gpu_offload_supported,
 )
 from wasinn.backends._mtmd import MARKER, Chunks, VisionContext
-from wasinn.backends import ggml_tts
 from wasinn.backends.ggml_metadata import (
     FLASH_ATTN,
     PER_CONTEXT_KEYS,

@@ -38,10 +38,28 @@ SILENT_START = SAMPLE_RATE // 4  # WasmEdge zeroes the first 0.25 s
 MAGNITUDE_CAP = 100.0
 DEFAULT_OUTPUT_FILE = "output.wav"
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = {2: "twenty", 3: "thirty", 4: "forty", 5: "fifty", 6: "sixty", 7: "seventy", 8: "eighty", 9: "ninety"}
 _NUMBER = re.compile(r"\d+(\.\d+)?", re.ASCII)
 _INT_MAX = (1 << 31) - 1  # std::stoi's range; beyond it WasmEdge writes " "
@@ -115,15 +133,23 @@ def speaker_profile(data: bytes, name: str) -> tuple[str, str]:
         text, audio = "<|text_start|>", "<|audio_start|>\n"
         for entry in words:
             word, duration, codes = entry["word"], entry["duration"], entry["codes"]
-            if not isinstance(word, str) or isinstance(duration, bool) or not isinstance(duration, int | float):
+            if (
+                not isinstance(word, str)
+                or isinstance(duration, bool)
+                or not isinstance(duration, int | float)
+            ):
                 raise ValueError("a word needs a string 'word' and a number 'duration'")
-            if not isinstance(codes, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
+            if not isinstance(codes, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in codes
+            ):
                 raise ValueError("a word's 'codes' must be a list of integers")
             audio += f"{word}<|t_{duration:.2f}|><|code_start|>"
             audio += "".join(f"<|{code}|>" for code in codes) + "<|code_end|>\n"
             text += word + "<|text_sep|>"
     except (ValueError, KeyError, TypeError) as err:
-        raise InvalidArgument(f"ggml: the tts-speaker-file {name!r} is not an OuteTTS speaker JSON: {err}") from None
+        raise InvalidArgument(
+            f"ggml: the tts-speaker-file {name!r} is not an OuteTTS speaker JSON: {err}"
+        ) from None
     return text, audio
 
 
@@ -234,7 +260,9 @@ class Vocoder:
 
         n_vocab = self.model.n_vocab
         if any(code >= n_vocab for code in codes):
-            raise NNError(f"ggml: an audio code is outside the vocoder's {n_vocab} codes", Errno.RUNTIME_ERROR)
+            raise NNError(
+                f"ggml: an audio code is outside the vocoder's {n_vocab} codes", Errno.RUNTIME_ERROR
+            )
         # WavTokenizer attends over the whole sequence: one ubatch must hold every code.
         if self.context is None or self.context.n_ubatch < len(codes):
             self.close_context()
@@ -353,4 +381,6 @@ def write_output_file(ctx: GgmlContext, wav: bytes) -> None:
             file.write(wav)
     except (InvalidArgument, OSError) as err:
         message = err.strerror if isinstance(err, OSError) else str(err)
-        raise NNError(f"ggml: cannot write the tts-output-file {name!r}: {message}", Errno.RUNTIME_ERROR) from None
+        raise NNError(
+            f"ggml: cannot write the tts-output-file {name!r}: {message}", Errno.RUNTIME_ERROR
+        ) from None

@@ -72,6 +72,7 @@ class TinyWavTokenizerShape:
     convnext_blocks: int = 1
     seed: int = 2
     vocab: int = 4096
+    width: int = VOCODER_WIDTH  # another width tests the backend's check
 
     @property
     def tag(self) -> str:
@@ -158,7 +159,7 @@ def write_tiny_wavtokenizer(path: Path, shape: TinyWavTokenizerShape = TinyWavTo
     writer.add_context_length(8192)
     writer.add_vocab_size(shape.vocab)
     writer.add_features_length(feat)
-    writer.add_embedding_length(VOCODER_WIDTH)
+    writer.add_embedding_length(shape.width)
     writer.add_feed_forward_length(ff)
     writer.add_block_count(max(posnet_blocks, shape.convnext_blocks))
     writer.add_layer_norm_eps(1e-6)
@@ -216,8 +217,8 @@ def write_tiny_wavtokenizer(path: Path, shape: TinyWavTokenizerShape = TinyWavTo
     writer.add_tensor("output_norm.weight", ones)
     writer.add_tensor("output_norm.bias", scaled(0.1, hidden))
     # magnitudes exp(x) of order 1, phases spread over a few radians
-    writer.add_tensor("output.weight", scaled(0.3, VOCODER_WIDTH, hidden))
-    writer.add_tensor("output.bias", scaled(0.5, VOCODER_WIDTH))
+    writer.add_tensor("output.weight", scaled(0.3, shape.width, hidden))
+    writer.add_tensor("output.bias", scaled(0.5, shape.width))
     return finish(writer, partial, path)
 
 
