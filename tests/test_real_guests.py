@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Run:
     env: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()  # copied into the guest's directory
+    rpc_preload: tuple[str, ...] = ()  # serve these from `wasinn rpc-server`, run with --nn-rpc-uri
 
 
 def run(wasm: Path, cwd: Path, spec: Run) -> subprocess.CompletedProcess[str]:
@@ -84,8 +86,34 @@ def run(wasm: Path, cwd: Path, spec: Run) -> subprocess.CompletedProcess[str]:
     options = ["--dir", ".:."]
     options += [f"--env={item}" for item in spec.env]
     options += [f"--nn-preload={item}" for item in spec.preload]
-    # bytes, decoded leniently: tiny models print babble that is not always UTF-8
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    if not spec.rpc_preload:
+        return run_guest(wasm, cwd, spec, options, env)
+    socket = cwd / "nn_server.sock"
+    preloads = [f"--nn-preload={item}" for item in spec.rpc_preload]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wasinn", "rpc-server", "--listen", f"unix:{socket}", *preloads],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not socket.exists():
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            assert time.monotonic() < deadline, "the rpc-server did not start"
+            time.sleep(0.2)
+        return run_guest(wasm, cwd, spec, [*options, f"--nn-rpc-uri=unix:{socket}"], env)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def run_guest(
+    wasm: Path, cwd: Path, spec: Run, options: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    # bytes, decoded leniently: tiny models print babble that is not always UTF-8
     done = subprocess.run(
         [sys.executable, "-m", "wasinn", "run", *options, str(wasm), *spec.args],
         cwd=cwd,
@@ -131,6 +159,13 @@ def ggml_multimodel(models: Models, cwd: Path) -> Run:
     env = (*GGML_ENV, f"mmproj={mmproj.name}", f"image={image.name}")
     preload = (f"llama2:GGML:AUTO:{model.name}", f"llava:GGML:AUTO:{model.name}")
     return Run(("Describe the picture",), env, preload, (model, mmproj, image))
+
+
+def ggml_nnrpc(models: Models, cwd: Path) -> Run:
+    model = models.llama()
+    return Run(
+        ("default", "Hello there"), GGML_ENV, files=(model,), rpc_preload=(f"default:GGML:AUTO:{model.name}",)
+    )
 
 
 def ggml_not_found(models: Models, cwd: Path) -> Run:
@@ -376,11 +411,7 @@ GUESTS = [
     ),
     Guest("wasmedge-ggml/llava/wasmedge-ggml-llava.wasm", ggml_vision(), CHAT),
     Guest("wasmedge-ggml/multimodel/wasmedge-ggml-multimodel.wasm", ggml_multimodel, printed()),
-    Guest(
-        "wasmedge-ggml/nnrpc/wasmedge-ggml-nnrpc.wasm",
-        None,
-        gap="needs --nn-rpc-uri and a model server (nn-rpc, issue 18's own deliverable)",
-    ),
+    Guest("wasmedge-ggml/nnrpc/wasmedge-ggml-nnrpc.wasm", ggml_nnrpc, CHAT),
     Guest("wasmedge-ggml/qwen2vl/wasmedge-ggml-qwen2vl.wasm", ggml_vision(), CHAT),
     Guest(
         "wasmedge-ggml/test/model-not-found/wasmedge-ggml-model-not-found.wasm",
