@@ -12,6 +12,7 @@ import functools
 import io
 import json
 import math
+import shutil
 import struct
 import wave
 from collections.abc import Iterator
@@ -413,3 +414,31 @@ def test_two_contexts_of_one_graph_speak_concurrently(
         assert [bytes(ctx.get_output(0)) for ctx in contexts] == [hello[2], hello[2]]
     finally:
         session.nn.close()
+
+
+def test_a_compiled_guest_gets_the_wav_and_the_file_through_wasi(
+    models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The ggml-chat C guest (WasmEdge's call sequence): load_by_name_with_config with tts,
+    the prompt, compute, get_output; the WAV it reads equals the file written through WASI."""
+    from conftest import guest_wasm, run_guest
+
+    shutil.copy(models[1], tmp_path / "voc.gguf")
+    config = {**BASE, "n-predict": 30, "model-vocoder": "voc.gguf", "tts-output-file": "speech.wav"}
+    done = run_guest(
+        guest_wasm("ggml-chat"),
+        "--config",
+        json.dumps(config),
+        "default",
+        "Hello, world!",
+        cwd=tmp_path,
+        preload=[f"default:GGML:AUTO:{models[0]}"],
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert lines["rc_compute"] == "0"
+    wav = bytes.fromhex(lines["text_hex"])
+    assert wav == (tmp_path / "speech.wav").read_bytes()
+    with wave.open(io.BytesIO(wav)) as parsed:
+        assert (parsed.getnchannels(), parsed.getsampwidth(), parsed.getframerate()) == (1, 2, 24000)
+        assert parsed.getnframes() == 320 * 30
