@@ -29,7 +29,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
 from wasinn.core import ConfigError  # noqa: E402
-from wasinn.serve.openai_protocol import chat_prompt  # noqa: E402
+from wasinn.serve.chat_template import CHATML  # noqa: E402
 from wasinn.serve.server import ServeConfig, build_app  # noqa: E402
 
 MESSAGES = [
@@ -78,15 +78,22 @@ def sse_events(text: str) -> list[Any]:
     return events
 
 
-def test_the_plain_chat_template() -> None:
-    assert chat_prompt(MESSAGES) == "system: You are terse.\nuser: Once upon a time,\nassistant:"
+# The tiny llama's GGUF has no tokenizer.chat_template: chats are rendered as ChatML.
+CHATML_PROMPT = (
+    "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nOnce upon a time,<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_a_model_without_a_template_is_rendered_as_chatml() -> None:
+    assert "<|im_start|>" in CHATML
 
 
 def test_completion_text_and_usage_equal_native_greedy(client: TestClient, native: Native) -> None:
     response = chat(client)
     assert response.status_code == 200, response.text
     answer = response.json()
-    prompt = chat_prompt(MESSAGES).encode()
+    prompt = CHATML_PROMPT.encode()
     tokens, text = native.greedy(prompt, MAX_TOKENS)
     eos = native.llm._model.token_eos()
     generated = [token for token in tokens if token != eos]

@@ -38,6 +38,8 @@ class ServeConfig:
     # the default), through the llm-serve guest (``openai_guest``, default: the built one).
     openai: tuple[str, ...] = ()
     openai_guest: Path | None = None
+    # A Jinja chat template file used instead of each model's GGUF tokenizer.chat_template.
+    chat_template: Path | None = None
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.
@@ -119,6 +121,9 @@ def build_app(config: ServeConfig) -> Starlette:
         from wasinn.serve.openai import openai_handlers, openai_models
 
         handlers.extend(
-            openai_handlers(openai_models(runtime, config.openai, config.openai_guest, state), state)
+            openai_handlers(
+                openai_models(runtime, config.openai, config.openai_guest, state, config.chat_template),
+                state,
+            )
         )
     return create_app(handlers, state)
