@@ -121,7 +121,9 @@ def test_developer_is_system_and_raise_exception_is_a_template_failure(vocab_dir
     vocabulary = read_vocabulary(vocab_gguf("qwen2", vocab_dir))
     template = ChatTemplate.for_model(vocabulary)
     developer = [{"role": "developer", "content": "Be brief."}, CHAT[1]]
-    assert template.prompt(developer) == template.prompt([{"role": "system", "content": "Be brief."}, CHAT[1]])
+    assert template.prompt(developer) == template.prompt(
+        [{"role": "system", "content": "Be brief."}, CHAT[1]]
+    )
     strict = ChatTemplate(
         "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must alternate') }}"
         "{% endif %}{{ messages[0]['content'] }}",
@@ -138,7 +140,9 @@ def test_no_template_is_chatml_and_an_override_file_wins(vocab_dir: Path, tmp_pa
     assert "" not in vocabulary.templates
     fallback = ChatTemplate.for_model(vocabulary)
     assert fallback.fallback and fallback.source == CHATML and "<|im_end|>" in fallback.stops
-    assert fallback.prompt(CHAT[1:2]) == "<|im_start|>user\nHéllo <b> there<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        fallback.prompt(CHAT[1:2]) == "<|im_start|>user\nHéllo <b> there<|im_end|>\n<|im_start|>assistant\n"
+    )
     override = tmp_path / "t.jinja"
     override.write_text("{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}")
     own = ChatTemplate.for_model(vocabulary, override)
