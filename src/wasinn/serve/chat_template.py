@@ -86,10 +86,26 @@ def read_vocabulary(path: str | os.PathLike[str]) -> Vocabulary:
             bos_token=text(int(llama_cpp.llama_vocab_bos(vocab))),
             eos_token=text(int(llama_cpp.llama_vocab_eos(vocab))),
             add_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
-            context_length=int(llama_cpp.llama_model_n_ctx_train(model)),
+            context_length=_trained_context(model),
         )
     finally:
         llama_cpp.llama_model_free(model)
+
+
+def _meta(model: Any, key: str) -> str:
+    import ctypes
+
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(256)
+    size = int(llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer)))
+    return buffer.value.decode(errors="replace") if size >= 0 else ""
+
+
+def _trained_context(model: Any) -> int:
+    """``<arch>.context_length`` from the metadata (a vocabulary-only load has no hparams)."""
+    found = _meta(model, f"{_meta(model, 'general.architecture')}.context_length")
+    return int(found) if found.isdigit() else 0
 
 
 def _environment() -> Any:

@@ -1,0 +1,225 @@
+"""``wasinn serve --openai`` driven by the official ``openai`` Python client (llm-serving spec §7).
+
+The server runs as a person runs it (a subprocess); the model is the tiny random llama with a
+Hermes-style chat template written into its GGUF, so the prompt is the model's own template
+and a forced tool call (``required``, named) or ``response_format`` comes out of the grammar
+even from random weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import guest_wasm, require_module
+
+require_module("openai")
+require_module("starlette")
+require_module("jinja2")
+
+import httpx  # noqa: E402
+import openai  # noqa: E402
+
+from serve_helpers import start_server, stop_server  # noqa: E402
+from wasinn.testing.tiny_gguf import TinyLlamaShape, VocabUnavailable, tiny_llama  # noqa: E402
+
+# Qwen 2.5's way of offering tools, cut down: the tools as JSON in the system turn.
+HERMES = (
+    "{% if tools %}<|im_start|>system\n# Tools\n<tools>{% for tool in tools %}{{ tool | tojson }}"
+    '{% endfor %}</tools>\nCall one as <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>\n'
+    "{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "{% if message.tool_calls %}{% for call in message.tool_calls %}<tool_call>\n"
+    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments }}}\n</tool_call>'
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SHAPE = TinyLlamaShape(chat_template=HERMES, eos_boost=6.0)
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Oslo"]}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    require_module("llama_cpp")
+    try:
+        model = tiny_llama(SHAPE)
+    except VocabUnavailable as err:
+        pytest.skip(str(err))
+    process, base = start_server(
+        "--nn-preload",
+        f"tiny:GGML:AUTO:{model}",
+        "--openai",
+        "tiny",
+        "--openai-guest",
+        str(guest_wasm("llm-serve")),
+    )
+    yield base
+    stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="none", max_retries=0)
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    listed = client.models.list().data
+    assert (
+        [m.id for m in listed] == ["tiny"] and listed[0].object == "model" and listed[0].owned_by == "wasinn"
+    )
+    assert (
+        listed[0].model_extra is not None and listed[0].model_extra["context_length"] == SHAPE.context_length
+    )
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_chat_stream_and_usage_match_the_answer(client: openai.OpenAI, server: str) -> None:
+    answer = client.chat.completions.create(model="tiny", messages=USER, temperature=0, max_tokens=5)  # type: ignore[arg-type]
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert (
+        answer.usage is not None
+        and answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    )
+    assert answer.usage.completion_tokens <= 5
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=USER,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({(c.id, c.created) for c in chunks}) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage == answer.usage
+    assert chunks[-2].choices[0].finish_reason == choice.finish_reason
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == choice.message.content
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny", messages=USER, n=2)  # type: ignore[arg-type]
+    assert refused.value.body["message"] and refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    raw = httpx.post(
+        f"{server}/v1/chat/completions", json={"messages": USER, "max_tokens": 2, "stream": True}
+    )
+    assert raw.text.endswith("data: [DONE]\n\n")
+
+
+def test_completions_and_their_stream(client: openai.OpenAI) -> None:
+    answer = client.completions.create(model="tiny", prompt="Once upon a time", temperature=0, max_tokens=6)
+    assert answer.object == "text_completion" and answer.choices[0].logprobs is None
+    assert answer.usage is not None and answer.usage.completion_tokens <= 6
+    chunks = list(
+        client.completions.create(
+            model="tiny",
+            prompt="Once upon a time",
+            temperature=0,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == answer.choices[0].text
+    assert chunks[-1].usage == answer.usage
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="x", echo=True)
+
+
+def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+    }
+    answer = client.chat.completions.create(
+        model="tiny",
+        messages=USER,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+    )
+    document = json.loads(answer.choices[0].message.content or "")
+    assert document["answer"] in ("yes", "no") and isinstance(document["sure"], bool) and len(document) == 2
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="tiny",
+            messages=USER,  # type: ignore[arg-type]
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}},
+        )
+
+
+def test_required_and_named_tool_calls(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model="tiny",
+        messages=USER,
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+        parallel_tool_calls=False,  # type: ignore[arg-type]
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    arguments = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    assert arguments["city"] in ("Paris", "Oslo") and arguments["unit"] in ("C", "F")
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=USER,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=60,
+        parallel_tool_calls=False,
+        stream=True,
+    )
+    deltas = [c.choices[0] for c in stream if c.choices]
+    heads = [d.delta.tool_calls[0] for d in deltas if d.delta.tool_calls and d.delta.tool_calls[0].id]
+    assert len(heads) == 1 and heads[0].function.name == "get_weather" and heads[0].function.arguments == ""  # type: ignore[union-attr]
+    joined = "".join(
+        d.delta.tool_calls[0].function.arguments or ""  # type: ignore[union-attr]
+        for d in deltas
+        if d.delta.tool_calls
+    )
+    assert json.loads(joined) == arguments
+    assert not any("<tool_call" in (d.delta.content or "") for d in deltas)
+    assert deltas[-1].finish_reason == "tool_calls"
+    # The call goes back in the history, with a tool message; then tool_choice none.
+    history = [
+        *USER,
+        {"role": "assistant", "content": None, "tool_calls": [calls[0].model_dump()]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+    ]
+    after = client.chat.completions.create(
+        model="tiny",
+        messages=history,
+        tools=[WEATHER],
+        tool_choice="none",
+        temperature=0,
+        max_tokens=4,  # type: ignore[arg-type]
+    )
+    assert not after.choices[0].message.tool_calls and after.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="tiny",
+            messages=USER,  # type: ignore[arg-type]
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
