@@ -30,7 +30,7 @@ from wasinn.serve.chat_template import (  # noqa: E402
     Vocabulary,
     read_vocabulary,
 )
-from wasinn.testing.tiny_gguf import SDIST_NAME, REPO, VocabUnavailable  # noqa: E402
+from wasinn.testing.tiny_gguf import REPO, SDIST_NAME, VocabUnavailable  # noqa: E402
 
 TEMPLATED = ("phi-3", "qwen2", "qwen35", "command-r", "gemma-4")
 CHAT = [
