@@ -8,9 +8,13 @@ even from random weights.
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import wave
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from conftest import guest_wasm, require_module
@@ -54,6 +58,9 @@ WEATHER = {
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     require_module("llama_cpp")
+    require_module("_pywhispercpp")
+    from wasinn.testing.tiny_whisper import tiny_whisper
+
     try:
         model = tiny_llama(SHAPE)
     except VocabUnavailable as err:
@@ -61,8 +68,12 @@ def server() -> Iterator[str]:
     process, base = start_server(
         "--nn-preload",
         f"tiny:GGML:AUTO:{model}",
+        "--nn-preload",
+        f"whisper:Whisper:AUTO:{tiny_whisper()}",
         "--openai",
         "tiny",
+        "--openai",
+        "whisper",
         "--openai-guest",
         str(guest_wasm("llm-serve")),
     )
@@ -78,7 +89,7 @@ def client(server: str) -> openai.OpenAI:
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     listed = client.models.list().data
     assert (
-        [m.id for m in listed] == ["tiny"] and listed[0].object == "model" and listed[0].owned_by == "wasinn"
+        [m.id for m in listed] == ["tiny", "whisper"] and listed[0].object == "model" and listed[0].owned_by == "wasinn"
     )
     assert (
         listed[0].model_extra is not None and listed[0].model_extra["context_length"] == SHAPE.context_length
@@ -223,3 +234,76 @@ def test_required_and_named_tool_calls(client: openai.OpenAI) -> None:
             tools=[WEATHER],  # type: ignore[list-item]
             tool_choice={"type": "function", "function": {"name": "nope"}},
         )
+
+
+def wav(seconds: float = 2.0) -> bytes:
+    """A 16 kHz 16-bit mono WAV, what WasmEdge's whisper plugin takes."""
+    samples = (np.sin(np.arange(int(16000 * seconds)) / 10) * 12000).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(samples.tobytes())
+    return buffer.getvalue()
+
+
+SRT_CUE = r"(\d+)\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n.*\n\n"
+VTT_CUE = r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\n.*\n\n"
+
+
+def test_transcriptions_in_every_format(client: openai.OpenAI) -> None:
+    audio = ("a.wav", wav(), "audio/wav")
+    verbose = client.audio.transcriptions.create(
+        model="whisper", file=audio, response_format="verbose_json", language="en"
+    )
+    assert verbose.segments, "the tiny whisper wrote no segment"
+    starts = [s.start for s in verbose.segments]
+    assert starts == sorted(starts) and all(s.end >= s.start for s in verbose.segments)
+    assert verbose.text == "".join(s.text for s in verbose.segments).strip()
+    assert verbose.language == "english" and verbose.duration == verbose.segments[-1].end
+    # Each call transcribes again, and whisper.cpp's temperature fallback (taken on a random
+    # model's low log-probabilities, as OpenAI documents for temperature 0) samples from a
+    # random state that advances from call to call: the texts of two calls may differ.
+    plain = client.audio.transcriptions.create(model="whisper", file=audio, language="en")
+    assert isinstance(plain.text, str) and plain.text == plain.text.strip()
+    text = client.audio.transcriptions.create(
+        model="whisper", file=audio, response_format="text", language="en"
+    )
+    assert isinstance(text, str) and text.endswith("\n") and "\n" not in text[:-1]
+    srt = client.audio.transcriptions.create(
+        model="whisper", file=audio, response_format="srt", language="en"
+    )
+    assert re.fullmatch(f"({SRT_CUE})+", srt)
+    numbers = [int(n) for n in re.findall(SRT_CUE, srt)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    vtt = client.audio.transcriptions.create(
+        model="whisper", file=audio, response_format="vtt", language="en"
+    )
+    assert re.fullmatch(f"WEBVTT\n\n({VTT_CUE})+", vtt)
+
+
+def test_words_translation_and_refusals(client: openai.OpenAI, server: str) -> None:
+    audio = ("a.wav", wav(), "audio/wav")
+    worded = client.audio.transcriptions.create(
+        model="whisper",
+        file=audio,
+        response_format="verbose_json",
+        language="en",
+        timestamp_granularities=["word"],
+    )
+    assert worded.words is not None and all(w.end >= w.start for w in worded.words)
+    translated = client.audio.translations.create(model="whisper", file=audio, response_format="verbose_json")
+    assert translated.task == "translate"  # type: ignore[attr-defined]
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper", file=audio, response_format="diarized_json")  # type: ignore[arg-type]
+    refused = httpx.post(
+        f"{server}/v1/audio/transcriptions",
+        data={"model": "whisper", "stream": "true"},
+        files={"file": audio},
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error"
+    bad = client.audio.transcriptions.with_raw_response.create
+    with pytest.raises(openai.BadRequestError) as not_wav:
+        bad(model="whisper", file=("a.wav", b"not a wav", "audio/wav"))
+    assert not_wav.value.body["message"]  # type: ignore[index]

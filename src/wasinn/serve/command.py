@@ -66,7 +66,8 @@ def _missing_extra(err: ImportError) -> None:
     "openai",
     multiple=True,
     metavar="MODEL",
-    help="Serve the preloaded GGML model MODEL at /v1/chat/completions and /v1/embeddings.",
+    help="Serve the preloaded model MODEL at OpenAI's /v1 routes: a GGML one (chat, completions, "
+    "embeddings) or a whisper one (audio transcriptions and translations).",
 )
 @click.option(
     "--openai-guest",

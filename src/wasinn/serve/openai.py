@@ -41,6 +41,7 @@ from wasinn.serve.app import (
     run_guest,
 )
 from wasinn.serve.chat_template import ChatTemplate, read_vocabulary
+from wasinn.serve.openai_audio import AudioModel
 from wasinn.serve.openai_chat import ChatPlan, finish_reason, plan_chat
 from wasinn.serve.openai_protocol import (
     EMBEDDING_CONFIG,
@@ -84,22 +85,25 @@ def openai_models(
     guest: Path | None,
     state: ServerState,
     chat_template: Path | None = None,
-) -> dict[str, OpenAIModel]:
-    """Check that each name is a preloaded GGML model and give it its guest pools."""
+) -> dict[str, OpenAIModel | AudioModel]:
+    """Check that each name is a preloaded GGML model (with its guest pools) or a whisper one."""
     if not names:
         return {}
     if guest is None:
         from wasinn.demo import find_guest
 
         guest = find_guest(GUEST_NAME)
-    models: dict[str, OpenAIModel] = {}
+    models: dict[str, OpenAIModel | AudioModel] = {}
     for name in names:
         if name not in runtime.registry.names:
             known = ", ".join(runtime.registry.names) or "none"
             raise ConfigError(f"--openai {name}: no --nn-preload model of that name (preloaded: {known})")
-        encoding = runtime.registry.get(name).encoding
-        if encoding is not GraphEncoding.GGML:
-            raise ConfigError(f"--openai {name}: the model is {encoding.name}, not GGML")
+        shared = runtime.registry.get(name)
+        if shared.encoding is GraphEncoding.WHISPER:
+            models[name] = AudioModel(name, shared)
+            continue
+        if shared.encoding is not GraphEncoding.GGML:
+            raise ConfigError(f"--openai {name}: the model is {shared.encoding.name}, not GGML or Whisper")
         path = ":".join(runtime.registry.preload(name).paths)
         vocabulary = read_vocabulary(path)
         template = ChatTemplate.for_model(vocabulary, chat_template)
@@ -348,15 +352,22 @@ class EmbeddingsRoute(_OpenAIRoute):
         return JSONResponse(embeddings_response(model.name, items, prompt_tokens))
 
 
-def openai_handlers(models: dict[str, OpenAIModel], state: ServerState) -> list[RouteHandler]:
+def openai_handlers(models: dict[str, OpenAIModel | AudioModel], state: ServerState) -> list[RouteHandler]:
+    """The routes of the served models: text routes for GGML models, audio for whisper ones."""
     if not models:
         return []
+    from wasinn.serve.openai_audio import AudioRoute
     from wasinn.serve.openai_completions import CompletionsRoute, ModelRoute, ModelsRoute
 
-    return [
-        ChatCompletionsRoute(models, state),
-        CompletionsRoute(models, state),
-        EmbeddingsRoute(models, state),
-        ModelsRoute(models),
-        ModelRoute(models),
-    ]
+    text = {name: model for name, model in models.items() if isinstance(model, OpenAIModel)}
+    audio = {name: model for name, model in models.items() if isinstance(model, AudioModel)}
+    handlers: list[RouteHandler] = [ModelsRoute(models), ModelRoute(models)]
+    if text:
+        handlers += [
+            ChatCompletionsRoute(text, state),
+            CompletionsRoute(text, state),
+            EmbeddingsRoute(text, state),
+        ]
+    if audio:
+        handlers += [AudioRoute(audio, state, translate=False), AudioRoute(audio, state, translate=True)]
+    return handlers

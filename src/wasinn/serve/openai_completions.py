@@ -22,6 +22,7 @@ from wasinn.serve.openai import (
     openai_error,
     stream_guest,
 )
+from wasinn.serve.openai_audio import AudioModel
 from wasinn.serve.openai_protocol import (
     SSE_DONE,
     ChatRequest,
@@ -103,21 +104,18 @@ class _CompletionEvents:
         yield SSE_DONE
 
 
-def model_card(model: OpenAIModel) -> dict[str, Any]:
+def model_card(model: OpenAIModel | AudioModel) -> dict[str, Any]:
     """OpenAI's model object, plus the context length the GGUF was trained for (as llama-server's meta)."""
-    return {
-        "id": model.name,
-        "object": "model",
-        "created": model.created,
-        "owned_by": "wasinn",
-        "context_length": model.context_length,
-        "meta": {"n_ctx_train": model.context_length},
-    }
+    card: dict[str, Any] = {"id": model.name, "object": "model", "owned_by": "wasinn"}
+    if isinstance(model, AudioModel):
+        return {**card, "created": 0}
+    context = {"context_length": model.context_length, "meta": {"n_ctx_train": model.context_length}}
+    return {**card, "created": model.created, **context}
 
 
 @dataclass
 class ModelsRoute:
-    models: dict[str, OpenAIModel]
+    models: dict[str, OpenAIModel | AudioModel]
     methods: Sequence[str] = ("GET",)
     path: str = "/v1/models"
     metric_name: str = "v1/models"
@@ -128,7 +126,7 @@ class ModelsRoute:
 
 @dataclass
 class ModelRoute:
-    models: dict[str, OpenAIModel]
+    models: dict[str, OpenAIModel | AudioModel]
     methods: Sequence[str] = ("GET",)
     path: str = "/v1/models/{model:path}"
     metric_name: str = "v1/models/{model}"
