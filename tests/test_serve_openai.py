@@ -292,3 +292,23 @@ def test_the_command_line_streams_over_http(tiny_model: Path) -> None:
         assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == MAX_TOKENS
     finally:
         stop_server(process)
+
+
+def test_chat_template_override_and_its_raise_exception_is_a_400(
+    tiny_model: Path, tmp_path: Path, native: Native
+) -> None:
+    """``--chat-template FILE``: its text is the prompt; a refusal from it is a 400 with its message."""
+    template = tmp_path / "strict.jinja"
+    template.write_text(
+        "{% for m in messages %}{% if m.role == 'assistant' and loop.first %}"
+        "{{ raise_exception('Conversation must start with the user') }}{% endif %}"
+        "[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    )
+    with TestClient(build_app(config(tiny_model, chat_template=template))) as own:
+        refused = chat(own, messages=[{"role": "assistant", "content": "Hi"}])
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == "Conversation must start with the user"
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+        answer = chat(own, messages=MESSAGES[1:], max_tokens=1).json()
+    prompt = b"[user] Once upon a time,\n"
+    assert answer["usage"]["prompt_tokens"] == len(native.tokens(prompt))  # one BOS, added by the backend
