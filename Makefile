@@ -36,6 +36,8 @@ LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # directory is named for the vision build: a machine that cached the earlier wheel built
 # without libmtmd (wasinn/wheels) builds this one instead of reusing that.
 WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels-mtmd
+# The test-model exporter of the OpenVINO GenAI tests (see the setup rule).
+OPTIMUM_INTEL := optimum==2.3.0 optimum-intel==2.2.0
 
 C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
@@ -59,6 +61,10 @@ $(BIN)/wasinn: pyproject.toml
 	  $(BIN)/pip install -q --force-reinstall --no-deps --no-index --find-links $(WHEELHOUSE) \
 	    llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
+	@# The tests export their tiny OpenVINO GenAI model with optimum-intel, whose declared
+	@# dependencies (torchvision, nncf, scikit-learn) would pull a multi-GB CUDA torch; the
+	@# export of a Llama needs none of them, so it goes in without its dependencies.
+	$(BIN)/pip install -q --no-deps $(OPTIMUM_INTEL)
 	touch $@
 
 setup: $(BIN)/wasinn
@@ -131,7 +137,7 @@ LOAD_REQUESTS ?= 2000
 LOAD_DEADLINE ?= 1800
 LOAD_JSON ?= benchmarks/results-serve-load.json
 loadtest: setup examples
-	$(BIN)/python -m wasinn.serve.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
+	$(BIN)/python -m wasinn.bench.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
 	  --malformed 200 --workers 2 --deadline $(LOAD_DEADLINE) --json $(LOAD_JSON)
 
 # The soak of docs/serving.md (10 minutes of both cores, on loopback): `wasinn serve --demo`
@@ -141,7 +147,7 @@ loadtest: setup examples
 SOAK_SECONDS ?= 600
 SOAK_JSON ?= benchmarks/results-serve-soak.json
 soak: setup examples
-	$(BIN)/python -m wasinn.serve.soak --seconds $(SOAK_SECONDS) --concurrency 32 --json $(SOAK_JSON)
+	$(BIN)/python -m wasinn.bench.soak --seconds $(SOAK_SECONDS) --concurrency 32 --json $(SOAK_JSON)
 
 # The HTTP fuzzer of tests/test_serve_fuzz.py with 10,000 examples and a random seed (about
 # 3.5 minutes on 2 busy cores; `make test` runs 1,200 fixed ones).

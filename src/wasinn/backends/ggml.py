@@ -46,6 +46,7 @@ from wasinn.backends.ggml_metadata import (
     parse_metadata,
 )
 from wasinn.core import (
+    PATH_BUILDER,
     Backend,
     BackendContext,
     BackendError,
@@ -60,7 +61,7 @@ from wasinn.core import (
     TensorType,
 )
 
-PRELOAD_PREFIX = b"preload:"
+PRELOAD_PREFIX = PATH_BUILDER  # the core's one marker of a builder that names a file
 # The llama.cpp build WasmEdge HEAD pins (spec §5.3); the metadata reports it, not ours.
 BUILD_NUMBER = int(os.environ.get("WASINN_LLAMA_BUILD_NUMBER", "8757"))
 COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")
@@ -141,7 +142,7 @@ def inline_image(prompt: bytes) -> tuple[bytes, bytes] | None:
 def decode_image(data: bytes, what: str) -> npt.NDArray[np.uint8]:
     """H×W×3 pixels as stb_image (which WasmEdge's mtmd uses) reads them, decoded in Python:
     mtmd's own loader hands bytes it cannot read as an image to ffmpeg, as a video."""
-    from wasinn.stb_image import DecodeError, decode_rgb8
+    from wasinn.backends.stb_image import DecodeError, decode_rgb8
 
     try:
         return decode_rgb8(data)  # imports Pillow

@@ -1,9 +1,11 @@
 """OpenVINO backend (encoding 0): IR XML + weights, compiled once per graph.
 
-Unlike WasmEdge, which recompiles the model inside every ``set_input``, a graph compiles
-its model once at ``load``; a context owns one infer request. When a guest's input dims
-are the model's 4-D shape permuted between NCHW and NHWC, the graph compiles (once) a
-variant whose pre-processing converts the layout, so the guest needs no transpose loop.
+``load`` reads the model; the graph compiles it on first use, once per input layout, and
+keeps every compiled variant. A context takes an infer request at its first ``set_input``
+(one a finished context gave back, else a new one) and gives it back when released, so a
+server's per-request contexts reuse warm buffers. When a guest's input dims are the model's
+4-D shape permuted between NCHW and NHWC, the variant for that layout converts it in its
+pre-processing, so the guest needs no transpose loop.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from wasinn._offline import openvino_telemetry_off
 from wasinn.backends._common import (
     check_builder_count,
     check_index,
@@ -24,6 +25,7 @@ from wasinn.backends._common import (
     resolve_type,
     typed_array,
 )
+from wasinn.backends._offline import openvino_telemetry_off
 from wasinn.backends.autodetect import is_openvino_ir
 from wasinn.core import (
     Backend,

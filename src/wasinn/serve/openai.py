@@ -29,11 +29,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from wasinn.core import ConfigError, GraphEncoding, Interruption
-from wasinn.runtime import Runtime
+from wasinn.host import Runtime
 from wasinn.serve.app import (
     CLIENT_LEFT,
     HTTPFailure,
-    RouteHandler,
     ServerState,
     guest_status,
     interrupt_when_gone,
@@ -90,7 +89,7 @@ def openai_models(
     if not names:
         return {}
     if guest is None:
-        from wasinn.demo import find_guest
+        from wasinn.tools.demo import find_guest
 
         guest = find_guest(GUEST_NAME)
     models: dict[str, OpenAIModel | AudioModel] = {}
@@ -350,24 +349,3 @@ class EmbeddingsRoute(_OpenAIRoute):
             items.append(embedding_item(index, vectors[0], embed.base64))
             prompt_tokens += done.prompt_tokens
         return JSONResponse(embeddings_response(model.name, items, prompt_tokens))
-
-
-def openai_handlers(models: dict[str, OpenAIModel | AudioModel], state: ServerState) -> list[RouteHandler]:
-    """The routes of the served models: text routes for GGML models, audio for whisper ones."""
-    if not models:
-        return []
-    from wasinn.serve.openai_audio import AudioRoute
-    from wasinn.serve.openai_completions import CompletionsRoute, ModelRoute, ModelsRoute
-
-    text = {name: model for name, model in models.items() if isinstance(model, OpenAIModel)}
-    audio = {name: model for name, model in models.items() if isinstance(model, AudioModel)}
-    handlers: list[RouteHandler] = [ModelsRoute(models), ModelRoute(models)]
-    if text:
-        handlers += [
-            ChatCompletionsRoute(text, state),
-            CompletionsRoute(text, state),
-            EmbeddingsRoute(text, state),
-        ]
-    if audio:
-        handlers += [AudioRoute(audio, state, translate=False), AudioRoute(audio, state, translate=True)]
-    return handlers
