@@ -175,6 +175,24 @@ def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
             messages=USER,  # type: ignore[arg-type]
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}},
         )
+    # json_object: any object. A random model's free string rarely closes, so the answer is
+    # only forced to start as one; llama-cpp-python's "schema" extension bounds it.
+    loose = client.chat.completions.create(
+        model="tiny",
+        messages=USER,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=8,
+        response_format={"type": "json_object"},
+    )
+    assert (loose.choices[0].message.content or "").startswith("{")
+    bounded = client.chat.completions.create(
+        model="tiny",
+        messages=USER,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=40,
+        response_format={"type": "json_object", "schema": schema},  # type: ignore[typeddict-unknown-key]
+    )
+    assert isinstance(json.loads(bounded.choices[0].message.content or ""), dict)
 
 
 def test_required_and_named_tool_calls(client: openai.OpenAI) -> None:

@@ -105,3 +105,29 @@ def test_tool_choice_checks() -> None:
     assert ToolRequest.parse({"tools": tools}).grammar(ToolFormat.HERMES) == ""  # type: ignore[union-attr]
     required = ToolRequest.parse({"tools": tools, "tool_choice": "required"})
     assert required is not None and "<tool_call>" in required.grammar(ToolFormat.HERMES)
+
+
+def test_a_history_with_a_call_and_its_result_renders_through_the_template() -> None:
+    """Case 27: the assistant's call (arguments a JSON string) and the tool message reach the template."""
+    from wasinn.serve.chat_template import ChatTemplate
+
+    source = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% for c in m.tool_calls or [] %}"
+        '<tool_call>{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments }}}'
+        "</tool_call>{% endfor %}\n{% endfor %}"
+    )
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+    }
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    assert ChatTemplate(source, "", "", False).prompt(history) == (
+        # trim_blocks: the newline after each {% endfor %} goes, as in llama-cpp-python
+        '<|user|>Weather?<|assistant|><tool_call>{"name": "get_weather", "arguments": {"city":"Oslo"}}'
+        "</tool_call><|tool|>sunny"
+    )
