@@ -230,6 +230,8 @@ def test_required_and_named_tool_calls(client: openai.OpenAI) -> None:
         if d.delta.tool_calls
     )
     assert json.loads(joined) == arguments
+    fragments = [d for d in deltas if d.delta.tool_calls and not d.delta.tool_calls[0].id]
+    assert len(fragments) > 3  # the arguments came as they were generated, not in one piece
     assert not any("<tool_call" in (d.delta.content or "") for d in deltas)
     assert deltas[-1].finish_reason == "tool_calls"
     # The call goes back in the history, with a tool message; then tool_choice none.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -74,22 +75,77 @@ def test_a_malformed_call_is_content() -> None:
     assert parsed.calls == [] and parsed.content == text
 
 
-def test_the_stream_holds_back_a_partial_trigger_and_sends_the_calls_at_the_end() -> None:
-    text = f"Checking.\n<tool_call>\n{WEATHER}\n</tool_call>"
-    stream = ToolStream(ToolFormat.HERMES, True)
-    sent = [stream.feed(text[at : at + 3]) for at in range(0, len(text), 3)]
-    assert "<" not in "".join(sent) and "".join(sent) == "Checking."
-    rest, calls = stream.finish()
-    assert rest == "" and len(calls) == 1
-    deltas = call_deltas(calls)
-    assert deltas[0]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": ""}
-    assert (
-        deltas[0]["tool_calls"][0]["id"] == calls[0].id and deltas[0]["tool_calls"][0]["type"] == "function"
+def joined(deltas: list[dict[str, Any]]) -> tuple[str, dict[int, dict[str, str]]]:
+    """The content and each call (id, name, arguments) the deltas add up to."""
+    content, calls = "", {}
+    for delta in deltas:
+        content += delta.get("content", "")
+        for part in delta.get("tool_calls", []):
+            call = calls.setdefault(part["index"], {"id": "", "name": "", "arguments": ""})
+            if "id" in part:
+                assert not call["id"] and part["type"] == "function" and part["function"]["arguments"] == ""
+                call["id"], call["name"] = part["id"], part["function"]["name"]
+            else:
+                assert call["id"], "arguments before the call's head"
+            call["arguments"] += part["function"]["arguments"]
+    return content, calls
+
+
+@pytest.mark.parametrize("step", [1, 3, 7])
+def test_streamed_deltas_join_to_the_parsed_answer(step: int) -> None:
+    text = (
+        "Checking.\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Pa ris", "q": "a\\"}b"}}\n</tool_call>\n'
+        '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
     )
-    assert deltas[1]["tool_calls"][0] == {"index": 0, "function": {"arguments": calls[0].arguments}}
+    stream = ToolStream(ToolFormat.HERMES, True)
+    deltas = [delta for at in range(0, len(text), step) for delta in stream.feed(text[at : at + step])]
+    streamed_early = [d for d in deltas if "tool_calls" in d]
+    last, called = stream.finish()
+    content, calls = joined(deltas + last)
+    final = parse_calls(ToolFormat.HERMES, text)
+    assert called and content == final.content == "Checking."
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [
+        (c.name, c.arguments) for c in final.calls
+    ]
+    assert json.loads(calls[0]["arguments"]) == {"city": "Pa ris", "q": 'a"}b'}
+    assert len(streamed_early) >= 3 and not last  # both calls went out while generated, not at the end
+    assert not any("<" in d.get("content", "") for d in deltas)
+
+
+def test_a_partial_trigger_is_held_back_then_released_as_content() -> None:
     plain = ToolStream(ToolFormat.HERMES, True)
-    shown = "".join(plain.feed(piece) for piece in ("a <", "b> c ", "<tool"))
-    assert shown + plain.finish()[0] == "a <b> c <tool"
+    deltas = [d for piece in ("a <", "b> c ", "<tool") for d in plain.feed(piece)]
+    last, called = plain.finish()
+    assert not called and joined(deltas + last)[0] == "a <b> c <tool"
+
+
+def test_llama3_and_mistral_streams() -> None:
+    llama = ToolStream(ToolFormat.LLAMA3, True)
+    text = '{"name": "get_weather", "parameters": {"city": "Oslo"}}'
+    deltas = [d for ch in text for d in llama.feed(ch)]
+    last, called = llama.finish()
+    assert called and joined(deltas + last)[1][0]["arguments"] == '{"city":"Oslo"}' and not last
+    mistral = ToolStream(ToolFormat.MISTRAL, True)
+    text = 'Sure.[TOOL_CALLS][{"name": "f", "arguments": {"x": 1}, "id": "abc123XYZ"}]'
+    deltas = [d for ch in text for d in mistral.feed(ch)]
+    last, called = mistral.finish()
+    content, calls = joined(deltas + last)
+    assert (
+        called and content == "Sure." and calls[0] == {"id": "abc123XYZ", "name": "f", "arguments": '{"x":1}'}
+    )
+
+
+def test_call_deltas_are_a_head_then_the_arguments() -> None:
+    calls = parse_calls(ToolFormat.HERMES, f"<tool_call>{WEATHER}</tool_call>").calls
+    deltas = call_deltas(calls)
+    assert deltas[0]["tool_calls"][0] == {
+        "index": 0,
+        "id": calls[0].id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert deltas[1]["tool_calls"][0] == {"index": 0, "function": {"arguments": '{"city":"Paris"}'}}
 
 
 def test_tool_choice_checks() -> None:

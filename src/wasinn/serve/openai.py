@@ -61,7 +61,6 @@ from wasinn.serve.openai_protocol import (
     usage_chunk,
 )
 from wasinn.serve.pool import GuestPool
-from wasinn.serve.tool_calls import call_deltas
 
 GUEST_NAME = "llm-serve.wasm"
 
@@ -313,19 +312,14 @@ class _ChatEvents:
         tools = self.plan.stream()
         yield chunk({"role": "assistant", "content": ""})
         async for text in guest.pieces():
-            if tools is not None:
-                text = tools.feed(text)
-            if text:
-                yield chunk({"content": text})
+            for delta in tools.feed(text) if tools is not None else [{"content": text}]:
+                yield chunk(delta)
         done = guest.done or Done("stop", 0, 0)
         called = False
         if tools is not None:
-            rest, calls = tools.finish()
-            if rest:
-                yield chunk({"content": rest})
-            for delta in call_deltas(calls):
+            last, called = tools.finish()
+            for delta in last:
                 yield chunk(delta)
-            called = bool(calls)
         yield chunk({}, finish_reason(done, called))
         if self.chat.include_usage:
             yield sse(usage_chunk(ident, model, done, created))

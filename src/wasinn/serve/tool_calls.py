@@ -156,6 +156,61 @@ class _NoCall(Exception):
 
 _HERMES_OPEN = re.compile(r"<(tool_call|function_call)>\s*")
 _DECODER = json.JSONDecoder()
+# A call object that starts with its name, then its arguments: what the grammar forces and
+# what models write. Its arguments are then sent as the model wrote them, whitespace outside
+# strings dropped, both when streamed (as they come) and not; other shapes are re-dumped.
+_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
+_RAW = "\x00raw-arguments"
+
+
+def _decode_call(text: str, at: int) -> tuple[dict[str, Any], int]:
+    """The call object at ``at`` and its end; its raw arguments kept when it starts with its name."""
+    call, end = _DECODER.raw_decode(text, at)
+    call = _object(call)
+    head = _HEAD.match(text, at)
+    if head is not None and text[head.end() : head.end() + 1] == "{":
+        _, value_end = _DECODER.raw_decode(text, head.end())
+        minifier = Minifier()
+        call[_RAW] = minifier.feed(text[head.end() : value_end])
+    return call, end
+
+
+class Minifier:
+    """JSON text without the whitespace outside strings, fed piece by piece; done at the end
+    of the first complete object or array (or string). Prefix-stable, so it can be streamed."""
+
+    def __init__(self) -> None:
+        self.depth, self.in_string, self.escape, self.done = 0, False, False, False
+        self.consumed = 0  # characters of the last piece taken (the rest follows the end)
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for count, char in enumerate(text):
+            if self.done:
+                self.consumed = count
+                return "".join(out)
+            if self.in_string:
+                out.append(char)
+                if self.escape:
+                    self.escape = False
+                elif char == "\\":
+                    self.escape = True
+                elif char == '"':
+                    self.in_string = False
+                    self.done = self.depth == 0
+                continue
+            if char in " \t\r\n":
+                continue
+            out.append(char)
+            if char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                self.depth -= 1
+                self.done = self.depth <= 0
+        self.consumed = len(text)
+        return "".join(out)
 
 
 def parse_calls(form: ToolFormat, text: str, parallel: bool = True) -> Parsed:
@@ -177,7 +232,8 @@ def parse_calls(form: ToolFormat, text: str, parallel: bool = True) -> Parsed:
             arguments = json.loads(arguments)
         given = item.get("id")
         ident = given if isinstance(given, str) and given else new_call_id(form)
-        calls.append(ToolCall(name, json.dumps(arguments, ensure_ascii=False, separators=(",", ":")), ident))
+        text_arguments = item.get(_RAW) or json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+        calls.append(ToolCall(name, text_arguments, ident))
     return Parsed(content or None, calls)
 
 
@@ -187,11 +243,11 @@ def _hermes(text: str) -> tuple[str, list[dict[str, Any]]]:
         raise _NoCall
     calls, at = [], first.start()
     while (found := _HERMES_OPEN.match(text, at)) is not None:
-        call, end = _DECODER.raw_decode(text, found.end())
+        call, end = _decode_call(text, found.end())
         closing = re.compile(rf"\s*</{found.group(1)}>\s*")
         closed = closing.match(text, end)
         at = closed.end() if closed else end
-        calls.append(_object(call))
+        calls.append(call)
         if closed is None:
             break
     if text[at:].strip():
@@ -204,8 +260,7 @@ def _llama3(text: str) -> tuple[str, list[dict[str, Any]]]:
         raise _NoCall  # prose first: a plain answer
     calls, at = [], len(text) - len(text.lstrip())
     while at < len(text):
-        call, at = _DECODER.raw_decode(text, at)
-        call = _object(call)
+        call, at = _decode_call(text, at)
         if "parameters" not in call and "arguments" not in call:
             raise ValueError("a call without parameters")
         calls.append(call)
@@ -264,13 +319,26 @@ TRIGGERS = {
 }
 
 
+@dataclass
+class _OpenCall:
+    """A call being streamed: sent once its name is complete, then its arguments as they come."""
+
+    call: ToolCall
+    start: int  # where its arguments begin in the text
+    minifier: Minifier = field(default_factory=Minifier)
+    fed: int = 0  # characters of the arguments fed to the minifier
+
+
 class ToolStream:
-    """Streams content deltas until a call may have started, then the calls at the end.
+    """Turns the streamed text into content deltas and tool-call deltas (spec §4.3).
 
     Content is append-only: a tail that could begin a trigger (``<tool``, ``[TOOL``) or the
     trailing whitespace before one is held back; Llama 3.x output that opens with ``{`` and
-    Generic output (all JSON) are held whole. At the end the whole text is parsed as for a
-    non-streamed answer, so the joined deltas equal its content and calls.
+    Generic output (all JSON) are content only if they turn out not to be calls. For Hermes
+    and Llama 3.x, a call is sent as soon as its name is complete (index, id, type, name,
+    ``arguments: ""``), then its arguments as they are generated; Mistral and Generic calls at
+    the end. At the end the whole text is parsed as for a non-streamed answer, and whatever
+    the deltas did not yet carry is sent, so they join to the same content and calls.
     """
 
     def __init__(self, form: ToolFormat, parallel: bool) -> None:
@@ -278,12 +346,21 @@ class ToolStream:
         self.text = ""
         self.sent = 0  # characters of text already sent as content
         self.held = form is ToolFormat.GENERIC
+        self.calls: list[_OpenCall] = []
+        self.scan = 0  # where the next call may begin
+        self.live = form in (ToolFormat.HERMES, ToolFormat.LLAMA3)
 
-    def feed(self, piece: str) -> str:
-        """Content that may be sent now."""
+    def feed(self, piece: str) -> list[dict[str, Any]]:
+        """The deltas that may be sent now."""
         self.text += piece
         if self.held:
-            return ""
+            return self._calls() if self.live else []
+        content = self._content()
+        if self.held and self.live:
+            return ([{"content": content}] if content else []) + self._calls()
+        return [{"content": content}] if content else []
+
+    def _content(self) -> str:
         if self.form is ToolFormat.LLAMA3:
             if not self.text.strip():
                 return ""
@@ -295,6 +372,7 @@ class ToolStream:
         for trigger in triggers:
             if (at := self.text.find(trigger, self.sent)) >= 0:
                 self.held = True
+                self.scan = at
                 return self._release(len(self.text[:at].rstrip()))
         safe = len(self.text)
         for trigger in triggers:
@@ -309,20 +387,84 @@ class ToolStream:
         out, self.sent = self.text[self.sent : upto], upto
         return out
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
-        """The content not yet sent and the calls, from the whole text."""
+    def _calls(self) -> list[dict[str, Any]]:
+        deltas: list[dict[str, Any]] = []
+        while True:
+            if self.calls and not self.calls[-1].minifier.done:
+                current = self.calls[-1]
+                fragment = current.minifier.feed(self.text[current.start + current.fed :])
+                current.fed += current.minifier.consumed
+                if fragment:
+                    current.call.arguments += fragment
+                    deltas.append(_arguments_delta(len(self.calls) - 1, fragment))
+                if not current.minifier.done:
+                    return deltas
+                self.scan = current.start + current.fed
+            if self.calls and not self.parallel:
+                return deltas
+            head = self._next_head()
+            if head is None:
+                return deltas
+            name, start = head
+            call = ToolCall(name, "", new_call_id(self.form))
+            self.calls.append(_OpenCall(call, start))
+            deltas.append(_head_delta(len(self.calls) - 1, call))
+
+    def _next_head(self) -> tuple[str, int] | None:
+        """The next call's name and where its arguments start, once both are in the text."""
+        if self.form is ToolFormat.HERMES:
+            opened = _HERMES_OPEN.search(self.text, self.scan)
+            if opened is None:
+                return None
+            at = opened.end()
+        else:
+            at = self.scan + len(self.text[self.scan :]) - len(self.text[self.scan :].lstrip(" \t\n;"))
+        head = _HEAD.match(self.text, at)
+        if head is None or head.end() == len(self.text):  # the arguments have not begun yet
+            return None
+        if self.text[head.end()] != "{":  # not an object (a JSON string?): sent at the end
+            self.live = False
+            return None
+        try:
+            name: str = json.loads(f'"{head[1]}"')
+        except ValueError:
+            return None
+        return name, head.end()
+
+    def finish(self) -> tuple[list[dict[str, Any]], bool]:
+        """The last deltas, from the whole text parsed; and whether calls were made."""
         parsed = parse_calls(self.form, self.text, self.parallel)
-        if not parsed.calls:
-            return self.text[self.sent :], []
-        content = parsed.content or ""
-        return content[self.sent :], parsed.calls
+        if not parsed.calls and not self.calls:
+            rest = self.text[self.sent :]
+            return ([{"content": rest}] if rest else []), False
+        deltas: list[dict[str, Any]] = []
+        if rest := (parsed.content or "")[self.sent :]:
+            deltas.append({"content": rest})
+        for index, final in enumerate(parsed.calls):
+            if index < len(self.calls):
+                streamed = self.calls[index].call
+                if final.name != streamed.name or not final.arguments.startswith(streamed.arguments):
+                    log.warning("tool calls: call %d as streamed differs from the final parse", index)
+                    continue
+                if tail := final.arguments[len(streamed.arguments) :]:
+                    deltas.append(_arguments_delta(index, tail))
+            else:
+                deltas += [_head_delta(index, final), _arguments_delta(index, final.arguments)]
+        return deltas, True
+
+
+def _head_delta(index: int, call: ToolCall) -> dict[str, Any]:
+    head = {"name": call.name, "arguments": ""}
+    return {"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": head}]}
+
+
+def _arguments_delta(index: int, fragment: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
 
 
 def call_deltas(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     """Each call as two stream deltas: id, type and name with empty arguments; then arguments."""
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(calls):
-        head = {"name": call.name, "arguments": ""}
-        deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": head}]})
-        deltas.append({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})
+        deltas += [_head_delta(index, call), _arguments_delta(index, call.arguments)]
     return deltas
