@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 
 from wasinn.serve.openai_protocol import RequestError
-from wasinn.serve.tool_calls import (
-    ToolFormat,
-    ToolRequest,
-    ToolStream,
-    call_deltas,
-    detect_format,
-    parse_calls,
-)
+from wasinn.serve.tool_calls import ToolFormat, ToolRequest, detect_format, parse_calls
+from wasinn.serve.tool_stream import ToolStream, call_deltas
 
 WEATHER = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 

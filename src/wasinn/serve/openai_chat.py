@@ -14,7 +14,8 @@ from typing import Any
 from wasinn.serve.chat_template import ChatTemplate, TemplateFailure
 from wasinn.serve.grammars import response_format
 from wasinn.serve.openai_protocol import ChatRequest, Done, RequestError, chat_completion
-from wasinn.serve.tool_calls import ToolFormat, ToolRequest, ToolStream, detect_format, parse_calls
+from wasinn.serve.tool_calls import ToolFormat, ToolRequest, detect_format, parse_calls
+from wasinn.serve.tool_stream import ToolStream
 
 
 @dataclass(frozen=True)
