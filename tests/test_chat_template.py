@@ -158,3 +158,12 @@ def test_tool_call_arguments_go_as_objects_to_templates_that_tojson_them() -> No
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"city": "Oslo"}'}}
     rendered = template.prompt([CHAT[1], {"role": "assistant", "content": None, "tool_calls": [call]}])
     assert rendered.endswith('{"city": "Oslo"}')  # not the double-encoded "{\"city\": ...}"
+
+
+def test_chat_template_kwargs_reach_the_template() -> None:
+    template = ChatTemplate(
+        "{{ 'think' if enable_thinking else 'plain' }} {{ messages[0].content }}", "", "", False
+    )
+    assert template.prompt(CHAT[1:2]) == "plain Héllo <b> there"
+    assert template.prompt(CHAT[1:2], kwargs={"enable_thinking": True}) == "think Héllo <b> there"
+    assert template.prompt(CHAT[1:2], kwargs={"messages": []}) == "plain Héllo <b> there"

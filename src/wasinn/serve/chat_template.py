@@ -237,11 +237,19 @@ class ChatTemplate:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> str:
-        """The guest's prompt: normalised messages rendered, one leading BOS text stripped."""
+        """The guest's prompt: normalised messages rendered, one leading BOS text stripped.
+
+        ``kwargs`` (a request's ``chat_template_kwargs``, as llama-server takes them) are more
+        template variables, e.g. ``{"enable_thinking": true}``; they cannot replace the
+        messages, tools or special tokens.
+        """
         source = self.tool_use_source if tools and self.tool_use_source else self.source
         normalised = [self._normalise(message, source) for message in messages]
         extra = {"date_string": datetime.now().strftime("%d %b %Y"), "enable_thinking": False}
+        reserved = {"messages", "tools", "tool_choice", "bos_token", "eos_token", "raise_exception", "source"}
+        extra.update({key: value for key, value in (kwargs or {}).items() if key not in reserved})
         text = self.render_raw(normalised, tools, tool_choice, source, **extra)
         if self.strip_bos and text.startswith(self.bos_token):
             text = text[len(self.bos_token) :]

@@ -63,8 +63,12 @@ def plan_chat(chat: ChatRequest, body: dict[str, Any], template: ChatTemplate, m
             if form is ToolFormat.GENERIC:
                 messages = _with_system(messages, tools.generic_instruction(schema))
             grammar = tools.grammar(form, schema) or grammar
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise RequestError("chat_template_kwargs must be an object", "chat_template_kwargs")
     try:
-        prompt = template.prompt(messages, list(tools.tools) if tools else None, body.get("tool_choice"))
+        offered = list(tools.tools) if tools else None
+        prompt = template.prompt(messages, offered, body.get("tool_choice"), kwargs)
     except TemplateFailure as err:
         raise RequestError(str(err), "messages") from None
     args = chat.guest_args(model, grammar, template.stops)
