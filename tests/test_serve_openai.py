@@ -313,3 +313,25 @@ def test_chat_template_override_and_its_raise_exception_is_a_400(
         answer = chat(own, messages=MESSAGES[1:], max_tokens=1).json()
     prompt = b"[user] Once upon a time,\n"
     assert answer["usage"]["prompt_tokens"] == len(native.tokens(prompt))  # one BOS, added by the backend
+
+
+def test_a_model_without_tool_markers_calls_tools_in_the_generic_json(client: TestClient) -> None:
+    """The tiny llama has no template (ChatML): Generic format, the call forced by the grammar."""
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"enum": ["Paris", "Oslo"]}},
+                "required": ["city"],
+            },
+        },
+    }
+    answer = chat(client, tools=[weather], tool_choice="required", max_tokens=60, parallel_tool_calls=False)
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"])["city"] in ("Paris", "Oslo")

@@ -66,6 +66,8 @@ def plan_chat(chat: ChatRequest, body: dict[str, Any], template: ChatTemplate, m
     kwargs = body.get("chat_template_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise RequestError("chat_template_kwargs must be an object", "chat_template_kwargs")
+    if form is ToolFormat.LLAMA3:  # the tools in the system turn, as llama-server renders them
+        kwargs = {"tools_in_user_message": False, **(kwargs or {})}
     try:
         offered = list(tools.tools) if tools else None
         prompt = template.prompt(messages, offered, body.get("tool_choice"), kwargs)
