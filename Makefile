@@ -47,9 +47,22 @@ RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '
 
 all: setup examples
 
-$(BIN)/wasinn: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The venv is installed in two steps, each with its stamp: `make demo` installs only what the
+# seed example imports (wasinn[demo]: OpenVINO and Pillow), so a fresh machine shows its picture
+# without waiting for llama.cpp to compile; `make setup` (and so `make test`) adds the rest to
+# the same venv. A stamp older than pyproject.toml installs again.
+DEMO_STAMP := $(VENV)/.installed-demo
+SETUP_STAMP := $(VENV)/.installed-all
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@
+
+$(SETUP_STAMP): pyproject.toml | $(BIN)/python
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~5 min on 2 cores)"; \
@@ -65,9 +78,9 @@ $(BIN)/wasinn: pyproject.toml
 	@# dependencies (torchvision, nncf, scikit-learn) would pull a multi-GB CUDA torch; the
 	@# export of a Llama needs none of them, so it goes in without its dependencies.
 	$(BIN)/pip install -q --no-deps $(OPTIMUM_INTEL)
-	touch $@
+	touch $@ $(DEMO_STAMP)
 
-setup: $(BIN)/wasinn
+setup: $(SETUP_STAMP)
 
 # Guest toolchains: installed with apt-get when we are root, otherwise explained.
 toolchain:
@@ -108,15 +121,15 @@ $(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
 	  --target $(RUST_TARGET) --target-dir ../../build/cargo
 	cp build/cargo/$(RUST_TARGET)/release/road-segmentation.wasm $@
 
-$(LLAMA_SDIST):
+$(LLAMA_SDIST): | $(BIN)/python
 	@mkdir -p $(@D)
 	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(@D) llama-cpp-python==$(LLAMA_VERSION)
 
 examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
 lint: setup
-	$(BIN)/ruff check src tests $(wildcard benchmarks)
-	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
+	$(BIN)/ruff check setup.py src tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check setup.py src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
 pytest: setup examples browser
@@ -124,7 +137,7 @@ pytest: setup examples browser
 
 test: lint pytest
 
-demo: setup examples
+demo: $(DEMO_STAMP) examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo
 
 bench: setup examples

@@ -20,6 +20,7 @@ LAYERS = {
     "abi": 3,
     "host": 4,
     "tools": 5,
+    "rpc": 5,
     "serve": 6,
     "bench": 7,
     "cli": 8,

@@ -6,6 +6,7 @@ exported offline at the start of the session (genai-tts spec §3, conformance §
 from __future__ import annotations
 
 import functools
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +39,9 @@ def genai_dirs() -> dict[str, Path]:
 
 @pytest.fixture
 def guest() -> Iterator[TextGuest]:
-    probe = make_probe(Runtime(cache=False), pages=4)
+    # The model paths in builders are guest paths (tests/test_guest_paths.py): the whole host,
+    # read-only, lets these tests name the files where the fixtures wrote them.
+    probe = make_probe(Runtime(cache=False, dirs=["/:/:readonly"]), pages=4)
     yield TextGuest(probe)
     probe.instance.close()
 
@@ -226,12 +229,20 @@ def test_nn_run_guest_prints_the_text(genai_dirs: dict[str, Path], tmp_path: Pat
     child process (issue 16)."""
     (tmp_path / "audit").mkdir()
     env, log = audited(tmp_path / "audit")
-    for name, blob in zip(("kind", "dir", "reserved"), builders(genai_dirs["g"]), strict=True):
+    # As WasmEdge's example runs: the model directory beside the guest, named relative to it.
+    shutil.copytree(genai_dirs["g"], tmp_path / "model")
+    for name, blob in zip(("kind", "dir", "reserved"), builders(Path("model")), strict=True):
         (tmp_path / name).write_bytes(blob)
     (tmp_path / "prompt").write_bytes(b"hello")
     load = ["--encoding", "openvinogenai", "--model", "kind", "--model", "dir", "--model", "reserved"]
     done = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--output", "0:out.txt", env=env)
     assert done.returncode == 0, done.stderr
+    # The model by its host path, outside the guest's --dir: errno 1, nothing read.
+    (tmp_path / "dir").write_bytes(str(genai_dirs["g"]).encode())
+    outside = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--output", "0:out2.txt")
+    assert outside.returncode == 1, outside.stderr
+    assert "is not inside any --dir mapping" in outside.stderr
+    (tmp_path / "dir").write_bytes(b"model")
     assert_quiet(log, "run", tmp_path / "audit" / "home")
     assert (tmp_path / "out.txt").read_bytes() == native(genai_dirs["g"], "hello")
     done = nn_run(tmp_path, *load, "--input", "0:u8:5:prompt", "--stream", "tokens.txt")

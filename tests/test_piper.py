@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 import wave
 from collections.abc import Iterator
@@ -39,7 +40,9 @@ def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def guest() -> Iterator[TextGuest]:
-    probe = make_probe(Runtime(cache=False), pages=4)
+    # The model paths in builders are guest paths (tests/test_guest_paths.py): the whole host,
+    # read-only, lets these tests name the files where the fixtures wrote them.
+    probe = make_probe(Runtime(cache=False, dirs=["/:/:readonly"]), pages=4)
     yield TextGuest(probe)
     probe.instance.close()
 
@@ -260,11 +263,19 @@ def test_nn_run_guest_writes_the_wav(voices: dict[str, Path], tmp_path: Path) ->
     status the errno of a failing call, and no network use or child process (issue 16)."""
     (tmp_path / "audit").mkdir()
     env, log = audited(tmp_path / "audit")
-    (tmp_path / "cfg.json").write_bytes(config(voices["espeak"]))
+    # As WasmEdge's example runs: the voice beside the guest, named relative to its directory.
+    for file in voices["espeak"].parent.glob(voices["espeak"].name + "*"):
+        shutil.copy(file, tmp_path)
+    (tmp_path / "cfg.json").write_bytes(config(Path(voices["espeak"].name)))
     (tmp_path / "text").write_bytes(b"Hello world. How are you?")
     load = ("--encoding", "piper", "--model", "cfg.json", "--input", "0:u8:25:text")
     done = nn_run(tmp_path, *load, "--output", "0:out.wav", env=env)
     assert done.returncode == 0, done.stderr
+    # The same voice by its host path, outside the guest's --dir: errno 1, not a read of it.
+    (tmp_path / "outside.json").write_bytes(config(voices["espeak"]))
+    outside = nn_run(tmp_path, "--encoding", "piper", "--model", "outside.json", "--input", "0:u8:25:text")
+    assert outside.returncode == 1, outside.stderr
+    assert "is not inside any --dir mapping" in outside.stderr
     assert_quiet(log, "run", tmp_path / "audit" / "home")
     assert (tmp_path / "out.wav").read_bytes() == native(voices["espeak"], "Hello world. How are you?")
     (tmp_path / "bad.json").write_bytes(b'{"model": "nope.onnx"}')

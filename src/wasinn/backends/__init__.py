@@ -11,6 +11,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 
+from wasinn.backends._guest_paths import genai_model_directory, piper_run_config
 from wasinn.core import READS_BYTES, Backend, GraphEncoding, InvalidArgument, ModelFiles
 
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
@@ -43,6 +44,8 @@ _MODEL_FILES: dict[GraphEncoding, ModelFiles] = {
     GraphEncoding.GGML: ModelFiles(opened_at_load=True),
     GraphEncoding.BITNET: ModelFiles(opened_at_load=True),  # WasmEdge reads it as GGML does
     GraphEncoding.TENSORFLOW: ModelFiles(directories=True),  # a SavedModel directory
+    GraphEncoding.OPENVINOGENAI: ModelFiles(guest_paths=genai_model_directory),
+    GraphEncoding.PIPER: ModelFiles(guest_paths=piper_run_config),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
