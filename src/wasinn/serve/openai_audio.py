@@ -92,6 +92,10 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+class TooLarge(Exception):
+    """A body over ``--max-body-bytes``: 413, as every route answers it."""
+
+
 @dataclass(frozen=True)
 class AudioRequest:
     audio: bytes
@@ -108,12 +112,18 @@ class AudioRequest:
             raise RequestError("the body must be multipart/form-data with a file", "file")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise RequestError(f"the body is over {max_bytes} bytes", "file")
+            raise TooLarge(f"the body of {length} bytes is over the limit of {max_bytes}")
+        # A malformed multipart body is Starlette's HTTPException 400 (the server's JSON error).
         form = await request.form(max_files=1, max_fields=32, max_part_size=max_bytes)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise RequestError("file is required (an audio file)", "file")
-        audio = await upload.read()
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise RequestError("file is required (an audio file)", "file")
+            audio = await upload.read(max_bytes + 1)  # a chunked body has no length to check first
+        finally:
+            await form.close()  # the spooled upload's temporary file
+        if len(audio) > max_bytes:
+            raise TooLarge(f"the file is over the limit of {max_bytes} bytes")
         fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
         if fields.get("stream", "false").lower() not in ("false", "0", ""):
             raise RequestError("stream is not supported for transcriptions", "stream")
@@ -192,6 +202,8 @@ class AudioRoute:
             return await self._answer(model, audio)
         except RequestError as err:
             return _error(400, str(err), err.param)
+        except TooLarge as err:
+            return _error(413, str(err), "file")
 
     async def _answer(self, model: AudioModel, audio: AudioRequest) -> Response:
         settings: dict[str, Any] = {
