@@ -181,3 +181,13 @@ def test_a_history_with_a_call_and_its_result_renders_through_the_template() -> 
         '<|user|>Weather?<|assistant|><tool_call>{"name": "get_weather", "arguments": {"city":"Oslo"}}'
         "</tool_call><|tool|>sunny"
     )
+
+
+def test_a_stream_whose_whole_text_fails_keeps_the_calls_it_sent_and_leaks_no_markup() -> None:
+    stream = ToolStream(ToolFormat.HERMES, True)
+    text = f"<tool_call>{WEATHER}</tool_call> and then prose"
+    deltas = [d for ch in text for d in stream.feed(ch)]
+    last, called = stream.finish()
+    content, calls = joined(deltas + last)
+    assert called and content == "" and calls[0]["name"] == "get_weather"
+    assert parse_calls(ToolFormat.HERMES, text).calls == []  # not streamed: all content (§4.4)

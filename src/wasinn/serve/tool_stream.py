@@ -141,6 +141,12 @@ class ToolStream:
         if not parsed.calls and not self.calls:
             rest = self.text[self.sent :]
             return ([{"content": rest}] if rest else []), False
+        if not parsed.calls:
+            # Calls went out while generated, and the whole text then failed to parse (text
+            # after them, say): the calls stand; the rest is not sent as content, since it
+            # holds their markup. Unlike the non-streamed answer, which is all content (§4.4).
+            log.warning("tool calls: the streamed calls' text does not parse as a whole")
+            return [], True
         deltas: list[dict[str, Any]] = []
         if rest := (parsed.content or "")[self.sent :]:
             deltas.append({"content": rest})
