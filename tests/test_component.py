@@ -85,12 +85,16 @@ def test_unexpected_exception_in_compute_is_runtime_error(
     resource with code runtime-error, as wasmtime answers every backend failure; not a trap.
     Logged with its traceback and counted; the guest runs on, and so does the host."""
     before = unexpected_counts().get("wasi:nn", 0)
-    with runtime_for(tmp_path, fake_model(raises="RuntimeError")) as runtime, caplog.at_level(
-        logging.ERROR, logger="wasinn"
+    with (
+        runtime_for(tmp_path, fake_model(raises="RuntimeError")) as runtime,
+        caplog.at_level(logging.ERROR, logger="wasinn"),
     ):
         assert runtime.run(conformance_wasm, COMPUTE) == 0
     assert result(tmp_path) == {
-        "error": ["runtime-error", "internal error in wasi:nn compute: RuntimeError: fake: compute raised RuntimeError on purpose"]
+        "error": [
+            "runtime-error",
+            "internal error in wasi:nn compute: RuntimeError: fake: compute raised RuntimeError on purpose",
+        ]
     }
     assert unexpected_counts()["wasi:nn"] == before + 1
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]

@@ -96,13 +96,17 @@ def test_unexpected_exception_in_compute_is_runtime_error(
     np.testing.assert_array_equal(output(tmp_path), expected(X))
     assert unexpected_counts()["wasi_ephemeral_nn"] == before + 1
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert record.getMessage() == "wasi_ephemeral_nn compute: unexpected RuntimeError, answered with runtime_error"
+    assert record.getMessage() == (
+        "wasi_ephemeral_nn compute: unexpected RuntimeError, answered with runtime_error"
+    )
     assert record.exc_info is not None and "compute raised RuntimeError on purpose" in str(record.exc_info[1])
     assert fake_backend.stats.open_contexts == 0
 
 
 @pytest.mark.parametrize("stop", ["KeyboardInterrupt", "GuestCancelled"])
-def test_a_stop_inside_a_host_call_stops_the_guest(tmp_path: Path, fake_backend: FakeBackend, stop: str) -> None:
+def test_a_stop_inside_a_host_call_stops_the_guest(
+    tmp_path: Path, fake_backend: FakeBackend, stop: str
+) -> None:
     """What is no answer is not turned into an errno: it ends the run and comes out of it."""
     guest = write_wat(tmp_path, "stop", nn_guest_wat(fake_model(raises=stop)))
     raised = KeyboardInterrupt if stop == "KeyboardInterrupt" else GuestCancelled
@@ -114,7 +118,9 @@ def test_a_stop_inside_a_host_call_stops_the_guest(tmp_path: Path, fake_backend:
 
 def test_a_trap_names_its_function(tmp_path: Path) -> None:
     guest = write_wat(tmp_path, "trap", trap_wat())
-    with pytest.raises(GuestTrap, match=r"^guest trapped: wasm `unreachable` instruction executed in function boom$"):
+    with pytest.raises(
+        GuestTrap, match="^guest trapped: wasm `unreachable` instruction executed in function boom$"
+    ):
         runtime_for(tmp_path).run(guest)
 
 

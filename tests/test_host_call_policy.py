@@ -82,7 +82,10 @@ def test_tflite_plugin_answers_an_unexpected_exception_with_its_failure_errno(
         assert run(tmp_path, LITE_GUEST) == Errno.BUSY  # 4: WasmEdge's answer to a failed invoke
     assert unexpected_counts()["wasmedge_tensorflowlite"] == before + 1
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert record.getMessage() == "wasmedge_tensorflowlite run_session: unexpected RuntimeError, answered with busy"
+    assert (
+        record.getMessage()
+        == "wasmedge_tensorflowlite run_session: unexpected RuntimeError, answered with busy"
+    )
     assert record.exc_info is not None
     # The host goes on: the next guest's session works.
     framework.LiteSession = WorkingLiteSession
@@ -121,6 +124,8 @@ def test_a_stop_in_a_plugin_call_stops_the_guest(tmp_path: Path, monkeypatch: py
         def invoke(self) -> None:
             raise KeyboardInterrupt("stop")
 
-    monkeypatch.setattr(wasmedge_tensorflow, "_tflite", lambda: types.SimpleNamespace(LiteSession=Interrupted))
+    monkeypatch.setattr(
+        wasmedge_tensorflow, "_tflite", lambda: types.SimpleNamespace(LiteSession=Interrupted)
+    )
     with pytest.raises(KeyboardInterrupt, match="stop"):
         run(tmp_path, LITE_GUEST)
