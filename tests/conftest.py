@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from markers import apply as apply_markers
 from wasinn import Errno, Runtime
 from wasinn.backends import get_backend
 from wasinn.core import Backend, ExecutionContext, ExecutionTarget, Graph, GraphEncoding, NNSession
@@ -22,6 +23,10 @@ from wat_guests import compile_wat, probe_wat
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "wasm"
 IN_CI = bool(os.environ.get("CI"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    apply_markers(items)  # openvino, shared_data, gpu, serve from what each test reaches (markers.py)
 
 
 def missing(reason: str) -> None:
