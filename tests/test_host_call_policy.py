@@ -21,6 +21,7 @@ import wasmtime
 from wasinn import Errno, Runtime
 from wasinn.abi import wasmedge_image, wasmedge_tensorflow
 from wasinn.abi._errors import unexpected_counts
+from wasinn.serve.metrics import Metrics
 
 LITE_GUEST = """
 (module
@@ -115,6 +116,9 @@ def test_image_plugin_answers_an_unexpected_exception_with_its_failure_errno(
     ]
     pipeline.load = working
     assert run(tmp_path, IMAGE_GUEST) == Errno.SUCCESS
+    # A server's /metrics shows the count.
+    count = unexpected_counts()["wasmedge_image"]
+    assert f'wasinn_host_call_errors_total{{front_end="wasmedge_image"}} {count}\n' in Metrics().render()
 
 
 def test_a_stop_in_a_plugin_call_stops_the_guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
