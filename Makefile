@@ -36,6 +36,8 @@ LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # directory is named for the vision build: a machine that cached the earlier wheel built
 # without libmtmd (wasinn/wheels) builds this one instead of reusing that.
 WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels-mtmd
+# The test-model exporter of the OpenVINO GenAI tests (see the setup rule).
+OPTIMUM_INTEL := optimum==2.3.0 optimum-intel==2.2.0
 
 C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
@@ -45,9 +47,22 @@ RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '
 
 all: setup examples
 
-$(BIN)/wasinn: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The venv is installed in two steps, each with its stamp: `make demo` installs only what the
+# seed example imports (wasinn[demo]: OpenVINO and Pillow), so a fresh machine shows its picture
+# without waiting for llama.cpp to compile; `make setup` (and so `make test`) adds the rest to
+# the same venv. A stamp older than pyproject.toml installs again.
+DEMO_STAMP := $(VENV)/.installed-demo
+SETUP_STAMP := $(VENV)/.installed-all
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@
+
+$(SETUP_STAMP): pyproject.toml | $(BIN)/python
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~5 min on 2 cores)"; \
@@ -59,9 +74,13 @@ $(BIN)/wasinn: pyproject.toml
 	  $(BIN)/pip install -q --force-reinstall --no-deps --no-index --find-links $(WHEELHOUSE) \
 	    llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
-	touch $@
+	@# The tests export their tiny OpenVINO GenAI model with optimum-intel, whose declared
+	@# dependencies (torchvision, nncf, scikit-learn) would pull a multi-GB CUDA torch; the
+	@# export of a Llama needs none of them, so it goes in without its dependencies.
+	$(BIN)/pip install -q --no-deps $(OPTIMUM_INTEL)
+	touch $@ $(DEMO_STAMP)
 
-setup: $(BIN)/wasinn
+setup: $(SETUP_STAMP)
 
 # Guest toolchains: installed with apt-get when we are root, otherwise explained.
 toolchain:
@@ -102,15 +121,15 @@ $(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
 	  --target $(RUST_TARGET) --target-dir ../../build/cargo
 	cp build/cargo/$(RUST_TARGET)/release/road-segmentation.wasm $@
 
-$(LLAMA_SDIST):
+$(LLAMA_SDIST): | $(BIN)/python
 	@mkdir -p $(@D)
 	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(@D) llama-cpp-python==$(LLAMA_VERSION)
 
 examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
 lint: setup
-	$(BIN)/ruff check src tests $(wildcard benchmarks)
-	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
+	$(BIN)/ruff check setup.py src tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check setup.py src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
 pytest: setup examples browser
@@ -118,7 +137,7 @@ pytest: setup examples browser
 
 test: lint pytest
 
-demo: setup examples
+demo: $(DEMO_STAMP) examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo
 
 bench: setup examples

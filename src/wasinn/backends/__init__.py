@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from wasinn.core import Backend, GraphEncoding, InvalidArgument
+from wasinn.backends._guest_paths import genai_model_directory, piper_run_config
+from wasinn.core import READS_BYTES, Backend, GraphEncoding, InvalidArgument, ModelFiles
 
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
 _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
@@ -25,6 +26,28 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
     GraphEncoding.GGML: ("wasinn.backends.ggml:GgmlBackend", "llama_cpp", "ggml"),
     GraphEncoding.WHISPER: ("wasinn.backends.whisper:WhisperBackend", "_pywhispercpp", "whisper"),
+    GraphEncoding.PIPER: ("wasinn.backends.piper:PiperBackend", "piper", "piper"),
+    GraphEncoding.OPENVINOGENAI: (
+        "wasinn.backends.openvino_genai:OpenVINOGenAIBackend",
+        "openvino_genai",
+        "openvinogenai",
+    ),
+}
+# Backends wasinn leaves out on purpose, with the reason a guest's errno 1 comes with.
+_NOT_SHIPPED: dict[GraphEncoding, str] = {
+    GraphEncoding.CHATTTS: (
+        "wasinn has no chattts backend: ChatTTS fetches about 1 GB of weights from the network "
+        "at load, so it is not available offline (WasmEdge answers 1 likewise when built without it)"
+    ),
+}
+
+# How a backend takes its model files, where not as bytes (known without importing it).
+_MODEL_FILES: dict[GraphEncoding, ModelFiles] = {
+    GraphEncoding.GGML: ModelFiles(opened_at_load=True),
+    GraphEncoding.BITNET: ModelFiles(opened_at_load=True),  # WasmEdge reads it as GGML does
+    GraphEncoding.TENSORFLOW: ModelFiles(directories=True),  # a SavedModel directory
+    GraphEncoding.OPENVINOGENAI: ModelFiles(guest_paths=genai_model_directory),
+    GraphEncoding.PIPER: ModelFiles(guest_paths=piper_run_config),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
@@ -51,6 +74,11 @@ def backends() -> list[BackendInfo]:
     return infos
 
 
+def model_files(encoding: GraphEncoding) -> ModelFiles:
+    """How the ``encoding``'s backend takes its model files (the core's one question about it)."""
+    return _MODEL_FILES.get(encoding, READS_BYTES)
+
+
 def get_backend(encoding: GraphEncoding) -> Backend:
     """The process-wide backend for ``encoding``, created on first use.
 
@@ -70,7 +98,7 @@ def get_backend(encoding: GraphEncoding) -> Backend:
 def _create(encoding: GraphEncoding) -> Backend:
     entry = _REGISTRY.get(encoding)
     if entry is None:
-        raise InvalidArgument(f"wasinn has no {encoding.name.lower()} backend")
+        raise InvalidArgument(_NOT_SHIPPED.get(encoding, f"wasinn has no {encoding.name.lower()} backend"))
     target, requirement, extra = entry
     if importlib.util.find_spec(requirement) is None:
         raise InvalidArgument(

@@ -22,17 +22,22 @@ LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 NO_LIMITS = Limits()
 
 
-def limit_options(defaults: Limits = NO_LIMITS, *, scope: str = "") -> Callable[[F], F]:
+def limit_options(
+    defaults: Limits = NO_LIMITS, *, scope: str = "", help: Mapping[str, str] | None = None
+) -> Callable[[F], F]:
     """One option per :class:`Limits` field, named by its field. A limit with a default here
-    (``serve``'s time limit) takes 0 for none."""
+    (``serve``'s time limit) takes 0 for none. ``help`` replaces a field's text where a
+    command says more (what an HTTP client gets)."""
 
     def decorate(command: F) -> F:
         for field in reversed(dataclasses.fields(Limits)):
             default = getattr(defaults, field.name)
             help_text = field.metadata["help"]
-            if scope:
+            if help and field.name in help:
+                help_text = help[field.name]
+            elif scope:
                 help_text = f"{scope} {help_text[0].lower()}{help_text[1:]}"
-            if default is not None:
+            if default is not None and "0: none" not in help_text:
                 help_text += " 0: none."
             command = click.option(
                 field.metadata["flag"],
@@ -68,6 +73,15 @@ def pop_limits(options: dict[str, Any], defaults: Limits = NO_LIMITS) -> Limits:
     return limits
 
 
+preload_option = click.option(
+    "--nn-preload",
+    "preload",
+    multiple=True,
+    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
+    help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin (repeatable).",
+)
+
+
 def world_options(command: F) -> F:
     """What the guest sees and loads: ``--dir``, ``--env``, ``--nn-preload``, ``--no-cache``
     (WasmEdge's spellings; the keyword arguments of :class:`wasinn.host.Runtime`)."""
@@ -84,13 +98,7 @@ def world_options(command: F) -> F:
             click.option(
                 "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set an environment variable."
             ),
-            click.option(
-                "--nn-preload",
-                "preload",
-                multiple=True,
-                metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
-                help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin.",
-            ),
+            preload_option,
             click.option(
                 "--no-cache", is_flag=True, help="Compile the module even when a compiled copy is cached."
             ),

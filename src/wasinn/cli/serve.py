@@ -23,7 +23,15 @@ def _missing_extra(err: ImportError) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @config_option(ServeConfig, "workers", "--workers", type=click.IntRange(min=1))
 @world_options
-@limit_options(SERVE_DEFAULTS.limits, scope="Per request:")
+@limit_options(
+    SERVE_DEFAULTS.limits,
+    scope="Per request:",
+    help={
+        "memory_pages": "Per request: the guest's linear memory cap (64 KiB pages).",
+        "time_limit_ms": "Per request: over it, 504; 0: none. A worker busy longer counts as stuck.",
+        "gas": "Per request: out of fuel, 500.",
+    },
+)
 @config_option(ServeConfig, "max_body_bytes", "--max-body-bytes", type=click.IntRange(min=0), metavar="BYTES")
 @config_option(ServeConfig, "max_waiting", "--max-waiting", type=click.IntRange(min=0))
 @config_option(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
+from wasinn.core._backend import PATH_BUILDER, READS_BYTES, Backend, BackendContext, BackendGraph, Lifecycle
 from wasinn.core._errors import (
     BackendError,
     Errno,
@@ -25,12 +25,11 @@ from wasinn.core._errors import (
     TimeLimitExceeded,
 )
 from wasinn.core._interrupt import Interruption
-from wasinn.core._registry import ModelRegistry, SharedModel
+from wasinn.core._registry import ModelFilesLookup, ModelRegistry, SharedModel
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
 CANCEL_GRACE_SECONDS = 10.0
 # WasmEdge's builder that names a model file instead of carrying its bytes (GGML, whisper).
-PATH_BUILDER = b"preload:"
 
 TensorKey = int | str
 
@@ -159,15 +158,20 @@ class ExecutionContext:
         self._bound.add(index)
         return index
 
-    def compute(self) -> None:
+    def compute(self, interruption: Interruption | None = None) -> None:
+        """``interruption`` stops this one compute (an nn-rpc server's: its client left),
+        in place of the session's."""
         context = self._guard("compute", ready=True)
         session = self.graph.session
+        stop = interruption or session.interruption
         with self.graph.lock:
             remaining = session.check_running()
-            if remaining is None and session.interruption is None:
+            if interruption is not None:
+                interruption.check()
+            if remaining is None and stop is None:
                 context.compute()
             else:
-                run_within(context, remaining, session.interruption)
+                run_within(context, remaining, stop)
 
     def get_output(self, key: TensorKey) -> npt.NDArray[np.generic]:
         context = self._guard("get_output", ready=False)
@@ -257,8 +261,11 @@ class NNSession:
         deadline: Callable[[], float | None] = lambda: None,
         guest_path: Callable[[str], Path] | None = None,
         interruption: Interruption | None = None,
+        model_files: ModelFilesLookup | None = None,
     ) -> None:
         self._resolve_backend = resolve_backend
+        # How each encoding takes its files: the registry's, else bytes for every backend.
+        self._model_files = model_files or (registry.model_files if registry else lambda _e: READS_BYTES)
         # Host path of a file the guest names; raises InvalidArgument outside its --dir mappings.
         self._guest_path = guest_path
         self.registry = registry
@@ -296,13 +303,17 @@ class NNSession:
 
     def _sandboxed(self, builders: Sequence[bytes], encoding: GraphEncoding) -> Sequence[bytes]:
         """A guest's ``preload:<path>`` builder names a *guest* file (WasmEdge opens it as a host
-        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse."""
-        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
-            return builders
+        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse.
+        So are the paths a backend's builders name (``ModelFiles.guest_paths``)."""
         if self._guest_path is None:  # the host itself calls (Python API): its paths are its own
             return builders
+        rewrite = self._model_files(encoding).guest_paths
+        if rewrite is not None:
+            return rewrite(builders, self._guest_path)
+        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
+            return builders
         guest_path = os.fsdecode(bytes(builders[0][len(PATH_BUILDER) :]))
-        errno = Errno.MODEL_NOT_FOUND if encoding in (GraphEncoding.GGML, GraphEncoding.BITNET) else None
+        errno = Errno.MODEL_NOT_FOUND if self._model_files(encoding).opened_at_load else None
         try:
             host_path = self._guest_path(guest_path)
         except InvalidArgument as err:

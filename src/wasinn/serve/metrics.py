@@ -1,4 +1,6 @@
-"""Counters and latency histograms in the Prometheus text format (no client library)."""
+"""What the server measures and bounds about itself: request counters and latency histograms
+in the Prometheus text format (no client library), the process's resident memory, and
+glibc's malloc arenas bounded and trimmed between requests."""
 
 from __future__ import annotations
 
