@@ -6,7 +6,7 @@ from pathlib import Path
 
 import markers
 
-MODULE = '''
+MODULE = """
 import pytest
 from conftest import shared_file
 
@@ -41,7 +41,7 @@ def test_openvino_inside():
 
 def test_nothing():
     pass
-'''
+"""
 
 
 def test_reaches_follows_helpers_and_fixtures(tmp_path: Path) -> None:
