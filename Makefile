@@ -43,7 +43,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-warm loadtest soak fuzz test-loaded clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-warm loadtest soak fuzz test-loaded real-guests clean
 
 all: setup examples
 
@@ -183,6 +183,21 @@ test-loaded: setup examples
 	@spinners=; for i in $$(seq $(LOAD_SPINNERS)); do \
 	  timeout 3600 $(BIN)/python -c 'while True: pass' & spinners="$$spinners $$!"; done; \
 	trap "kill $$spinners 2>/dev/null" EXIT; $(BIN)/pytest -q $(SERVE_TESTS)
+
+# Every guest binary of second-state/WasmEdge-WASINN-examples (31 prebuilt .wasm files)
+# under wasinn run, with models the tests make (tests/test_real_guests.py, about 5 minutes on
+# 2 busy cores). The binaries come from a git clone (network; WASINN_EXAMPLES_GIT may name
+# an existing clone or bare mirror) and are extracted into build/wasinn-examples, never
+# committed. `make test` skips these cases unless WASINN_EXAMPLES_DIR names such a copy.
+WASINN_EXAMPLES_URL ?= https://github.com/second-state/WasmEdge-WASINN-examples
+WASINN_EXAMPLES_GIT ?= build/wasinn-examples.git
+WASINN_EXAMPLES_COPY ?= build/wasinn-examples
+real-guests: setup
+	@test -d $(WASINN_EXAMPLES_GIT) || git clone --bare --depth 1 $(WASINN_EXAMPLES_URL) $(WASINN_EXAMPLES_GIT)
+	@git --git-dir=$(WASINN_EXAMPLES_GIT) ls-tree -r --name-only HEAD | grep '\.wasm$$' | while read -r f; do \
+	  mkdir -p "$(WASINN_EXAMPLES_COPY)/$$(dirname "$$f")"; \
+	  git --git-dir=$(WASINN_EXAMPLES_GIT) show "HEAD:$$f" > "$(WASINN_EXAMPLES_COPY)/$$f"; done
+	WASINN_EXAMPLES_DIR=$(WASINN_EXAMPLES_COPY) $(BIN)/pytest -q -rs tests/test_real_guests.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from conftest import Probe, make_probe, require_module
 from nnrpc_stub_server import stub_host
 from wasinn import Runtime
 from wasinn.abi import _nnrpc_wire as _wire
+from wasinn.abi._errors import unexpected_counts
 from wasinn.abi.nnrpc_client import ClientOptions, errno_from_trailer, grpc_target
 from wasinn.core import ConfigError, Errno
 from wasinn.rpc.server import RpcServer, ServerOptions, model_server
@@ -213,7 +214,9 @@ def test_errno_crosses_the_wire(sockets: Path) -> None:
         probe.write(WRITTEN, b"\x09\x09\x09\x09")
         assert get_output(probe, 42, 16) == Errno.INVALID_ARGUMENT and probe.u32(WRITTEN) == 0
         assert probe.call("compute", context(probe, "fails")) == Errno.CONTEXT_FULL
+        before = unexpected_counts().get("nn-rpc", 0)
         assert probe.call("compute", context(probe, "raises")) == Errno.RUNTIME_ERROR
+        assert unexpected_counts()["nn-rpc"] == before + 1  # the host-call policy: counted, logged
         assert probe.call("compute_single", context(probe, "m")) == Errno.INVALID_ARGUMENT  # not GGML
         channel = grpc.insecure_channel(grpc_target(uri))
         call = channel.unary_unary(_wire.method_path("Compute"), _wire.identity, _wire.identity)

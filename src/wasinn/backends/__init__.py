@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from wasinn.backends._guest_paths import genai_model_directory, piper_run_config
@@ -50,6 +52,8 @@ _MODEL_FILES: dict[GraphEncoding, ModelFiles] = {
 
 _instances: dict[GraphEncoding, Backend] = {}
 _lock = threading.Lock()
+# Backends standing in for an encoding's own while a test runs (serving_as below).
+_stand_ins: dict[GraphEncoding, Backend] = {}
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def backends() -> list[BackendInfo]:
     """Every backend wasinn knows, and whether its framework is installed here."""
     infos = []
     for encoding, (target, requirement, extra) in _REGISTRY.items():
-        installed = importlib.util.find_spec(requirement) is not None
+        installed = encoding in _stand_ins or importlib.util.find_spec(requirement) is not None
         infos.append(BackendInfo(encoding, encoding.name.lower(), target, installed, extra))
     return infos
 
@@ -81,7 +85,7 @@ def get_backend(encoding: GraphEncoding) -> Backend:
     A backend wasinn does not ship, or whose framework is not installed, is errno 1
     (invalid_argument), as WasmEdge answers for a backend compiled out of its build.
     """
-    backend = _instances.get(encoding)
+    backend = _stand_ins.get(encoding) or _instances.get(encoding)
     if backend is not None:
         return backend
     with _lock:
@@ -106,4 +110,21 @@ def _create(encoding: GraphEncoding) -> Backend:
     return backend_class()
 
 
-__all__ = ["BackendInfo", "backends", "get_backend"]
+@contextmanager
+def serving_as(backend: Backend) -> Iterator[Backend]:
+    """While inside, ``backend`` is the process's backend for ``backend.encoding`` (and counts
+    as installed), in place of wasinn's own: how tests run the host and the front-ends on
+    :mod:`wasinn.testing.fake_backend` without a framework. Not for nesting on one encoding."""
+    encoding = backend.encoding
+    with _lock:
+        if encoding in _stand_ins:
+            raise RuntimeError(f"a backend already stands in for {encoding.name.lower()}")
+        _stand_ins[encoding] = backend
+    try:
+        yield backend
+    finally:
+        with _lock:
+            del _stand_ins[encoding]
+
+
+__all__ = ["BackendInfo", "backends", "get_backend", "serving_as"]

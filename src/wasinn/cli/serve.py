@@ -43,12 +43,18 @@ def _missing_extra(err: ImportError) -> None:
     "openai",
     multiple=True,
     metavar="MODEL",
-    help="Serve the preloaded GGML model MODEL at /v1/chat/completions and /v1/embeddings.",
+    help="Serve the preloaded model MODEL at OpenAI's /v1 routes: a GGML one (chat, completions, "
+    "embeddings) or a whisper one (audio transcriptions and translations).",
 )
 @click.option(
     "--openai-guest",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The guest for --openai (default: the built llm-serve.wasm).",
+)
+@click.option(
+    "--chat-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --openai: a Jinja chat template used instead of the model's tokenizer.chat_template.",
 )
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option(
@@ -73,6 +79,7 @@ def serve_command(
     demo: bool,
     openai: tuple[str, ...],
     openai_guest: Path | None,
+    chat_template: Path | None,
     use_ray: bool,
     replicas: int | None,
     address: str | None,
@@ -103,6 +110,7 @@ def serve_command(
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
+            chat_template=chat_template,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
             drain_seconds=drain_seconds,
         )
@@ -125,7 +133,8 @@ def serve_command(
         fail(str(err))
     from wasinn.serve.lifecycle import serve
 
-    served = [*config.routes, *(["v1/chat/completions", "v1/embeddings"] if openai else [])]
+    openai_routes = ["v1/chat/completions", "v1/completions", "v1/embeddings", "v1/models"]
+    served = [*config.routes, *(openai_routes if openai else [])]
     click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(served)}", err=True)
     log_level = "info" if verbose else "warning"
     if not serve(app, host=host, port=port, drain_seconds=config.drain_seconds, log_level=log_level):

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasinn.abi import _nnrpc_wire as _wire
+from wasinn.abi._errors import answer
 from wasinn.abi.nnrpc_client import grpc_target
 from wasinn.core import (
     ConfigError,
     Errno,
-    GuestCancelled,
+    GuestTrap,
     Interruption,
     ModelRegistry,
     NNError,
@@ -211,15 +212,15 @@ class RpcServer:
             except NNError as err:
                 errno, message = int(err.errno), str(err)
                 log.info("%s: errno %d: %s", function, errno, message)
-            except GuestCancelled as err:  # the caller left (§5.12): nobody reads the answer
+            except GuestTrap as err:  # the caller left (§5.12), or a limit: no guest here to stop
                 errno, message = Errno.RUNTIME_ERROR, str(err)
                 log.info("%s: %s", function, message)
             except _wire.WireError as err:
                 errno, message = Errno.RUNTIME_ERROR, f"malformed request: {err}"
                 log.warning("%s: %s", function, message)
-            except Exception as err:  # a framework surprise still gets an errno (§5.4)
-                errno, message = Errno.RUNTIME_ERROR, f"internal error: {type(err).__name__}: {err}"
-                log.warning("%s: %s", function, message)
+            except Exception as err:  # errno 5 (§5.4), traceback logged, counted (abi/_errors.py)
+                unexpected = answer(err, "nn-rpc", function, Errno.RUNTIME_ERROR)
+                errno, message = int(unexpected.errno), str(unexpected)
             context.set_trailing_metadata((("errno", str(errno)),))
             context.abort(grpc.StatusCode.UNKNOWN, failure_details(function, errno, message))
             raise AssertionError("unreachable: abort raises")

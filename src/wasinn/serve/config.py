@@ -49,6 +49,8 @@ class ServeConfig:
     # the default), through the llm-serve guest (``openai_guest``, default: the built one).
     openai: tuple[str, ...] = ()
     openai_guest: Path | None = None
+    # A Jinja chat template file used instead of each model's GGUF tokenizer.chat_template.
+    chat_template: Path | None = None
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.

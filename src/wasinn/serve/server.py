@@ -59,9 +59,12 @@ def build_app(config: ServeConfig) -> Starlette:
 
         handlers.extend(demo_handlers(routes[ROAD_ROUTE], state))
     if config.openai:
-        from wasinn.serve.openai import openai_handlers, openai_models
+        from wasinn.serve.openai_routes import openai_handlers, openai_models
 
         handlers.extend(
-            openai_handlers(openai_models(runtime, config.openai, config.openai_guest, state), state)
+            openai_handlers(
+                openai_models(runtime, config.openai, config.openai_guest, state, config.chat_template),
+                state,
+            )
         )
     return create_app(handlers, state)
