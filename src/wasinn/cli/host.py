@@ -6,12 +6,57 @@ import fcntl
 import os
 import signal
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
-from wasinn.cli._errors import CommandError
+from wasinn.cli._errors import (
+    INTERNAL_ERROR,
+    INTERRUPTED,
+    LIMIT_EXIT,
+    TRAP_EXIT,
+    USAGE_ERROR,
+    CommandError,
+    error_line,
+    usage_line,
+)
 from wasinn.warm import protocol
 from wasinn.warm.client import start_host
+
+
+def parse_run(argv: Sequence[str]) -> dict[str, Any] | tuple[int, str]:
+    """``wasinn run ARGV``'s options as the cold command parses them, or its usage error
+    (exit code, line): the warm host answers exactly as ``wasinn run`` would."""
+    from wasinn.cli import main, run
+
+    try:
+        return run.make_context("run", list(argv), parent=click.Context(main, info_name="wasinn")).params
+    except click.UsageError as usage:
+        return USAGE_ERROR, usage_line(usage)
+    except click.ClickException as failure:
+        return failure.exit_code, error_line(failure.format_message())
+
+
+def outcome(run: Callable[[], int]) -> tuple[int, str | None]:
+    """The exit code and error line of ``run`` (a guest run in the warm host), as the cold
+    ``wasinn run`` makes them; a Ctrl-C or SIGTERM sent to the client is ``interrupted``."""
+    from wasinn.core import GuestCancelled, GuestTrap, LimitExceeded, WasinnError
+
+    try:
+        return run(), None
+    except GuestCancelled:
+        return INTERRUPTED, error_line("interrupted")
+    except LimitExceeded as exceeded:
+        return LIMIT_EXIT, error_line(str(exceeded))
+    except GuestTrap as trap:
+        return TRAP_EXIT, error_line(str(trap))
+    except WasinnError as err:
+        return USAGE_ERROR, error_line(str(err))
+    except Exception as err:  # a wasinn bug: one line, as the cold command says it
+        return INTERNAL_ERROR, error_line(
+            f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)"
+        )
 
 
 @click.group("host")

@@ -1,7 +1,8 @@
 """One ``wasinn run`` command line inside the warm host: parsed, isolated, answered.
 
-The only module of the warm host that uses the host API (:mod:`wasinn.runtime`,
-:mod:`wasinn.component`). Each run gets its own store, WASI context and WASI-NN session;
+The only module of the warm host that uses the host API (:mod:`wasinn.host`); the
+command line is parsed, and errors become exit codes, by the cold command's own code
+(:func:`wasinn.cli.host.parse_run`, :func:`wasinn.cli.host.outcome`). Each run gets its own store, WASI context and WASI-NN session;
 what runs share is what is safe to share: the engine, compiled guests and loaded models.
 Paths in the command line are the client's: they are resolved against its cwd here, as
 the daemon's own cwd means nothing to the caller.
@@ -21,22 +22,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import click
 import wasmtime
 
 from wasinn.abi._plugin import resolve_guest_path
 from wasinn.backends import get_backend, model_files
-from wasinn.cli import main as cli_group
-from wasinn.cli import run as run_command
-from wasinn.cli._errors import (
-    INTERNAL_ERROR,
-    INTERRUPTED,
-    LIMIT_EXIT,
-    TRAP_EXIT,
-    USAGE_ERROR,
-    error_line,
-    usage_line,
-)
+from wasinn.cli.host import outcome, parse_run
 from wasinn.cli.options import limits_from
 from wasinn.core import (
     PATH_BUILDER,
@@ -44,15 +34,11 @@ from wasinn.core import (
     ExecutionTarget,
     Graph,
     GraphEncoding,
-    GuestCancelled,
-    GuestTrap,
     Interruption,
-    LimitExceeded,
     ModelRegistry,
     NNSession,
     Preload,
     SharedModel,
-    WasinnError,
 )
 from wasinn.host import ComponentInstance, Instance, Runtime, epoch_ticker, shared_engine
 from wasinn.host._epoch import EpochTicker
@@ -137,21 +123,19 @@ class WarmState:
         return registry, frozen
 
     def run(self, argv: Sequence[str], cwd: str, fds: Sequence[int], interruption: Interruption) -> Outcome:
-        """``wasinn run ARGV`` as the client at ``cwd`` typed it, its stdio on ``fds``."""
+        """``wasinn run ARGV`` as the client at ``cwd`` typed it, its stdio on ``fds``: its exit
+        code and error line, parsed and mapped by the cold command's own code (cli/host.py)."""
         self.runs += 1
-        try:
-            parent = click.Context(cli_group, info_name="wasinn")
-            params = run_command.make_context("run", list(argv), parent=parent).params
-        except click.UsageError as usage:
-            return USAGE_ERROR, usage_line(usage)
-        except click.ClickException as failure:
-            return failure.exit_code, error_line(failure.format_message())
+        params = parse_run(argv)
+        if isinstance(params, tuple):
+            return params  # click's usage error
+        return outcome(lambda: self._run(params, cwd, fds, interruption))
+
+    def _run(self, params: dict[str, Any], cwd: str, fds: Sequence[int], interruption: Interruption) -> int:
         module: str = params["module"]
         path = Path(cwd, module)
         if not path.is_file():
-            return USAGE_ERROR, error_line(
-                f"{module}: no such file" if not path.exists() else f"{module}: not a file"
-            )
+            raise ConfigError(f"{module}: no such file" if not path.exists() else f"{module}: not a file")
         registry_key: Hashable | None = None
         try:
             limits = limits_from(params)
@@ -172,19 +156,7 @@ class WarmState:
                 else:
                     instance = ComponentInstance(runtime, compiled, guest_argv, stdio, interruption)
                 with instance:
-                    return instance.run(), None
-        except GuestCancelled:
-            return INTERRUPTED, error_line("interrupted")
-        except LimitExceeded as exceeded:
-            return LIMIT_EXIT, error_line(str(exceeded))
-        except GuestTrap as trap:
-            return TRAP_EXIT, error_line(str(trap))
-        except WasinnError as err:
-            return USAGE_ERROR, error_line(str(err))
-        except Exception as err:  # a wasinn bug: one line, as the cold command says it
-            return INTERNAL_ERROR, error_line(
-                f"internal error: {type(err).__name__}: {err} (run with -v for the traceback)"
-            )
+                    return instance.run()
         finally:
             if registry_key is not None:
                 self.models.release_key(registry_key)
