@@ -73,6 +73,13 @@ def _missing_extra(err: ImportError) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The guest for --openai (default: the built llm-serve.wasm).",
 )
+@click.option(
+    "--parallel",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="With --openai: chat requests per model decoded together (continuous batching).",
+)
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option(
     "--replicas",
@@ -99,6 +106,7 @@ def serve_command(
     demo: bool,
     openai: tuple[str, ...],
     openai_guest: Path | None,
+    parallel: int,
     use_ray: bool,
     replicas: int | None,
     address: str | None,
@@ -129,6 +137,7 @@ def serve_command(
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
+            parallel=parallel,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
             drain_seconds=drain_seconds,
         )

@@ -1,17 +1,19 @@
 """OpenAI-compatible routes over a GGML guest: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
 
 Each request runs the llm-serve guest (examples/c/llm-serve.c) on a preloaded GGML model:
-the prompt is its stdin and the sampling settings its arguments. A preloaded GGML graph has
-one llama context that all its instances share, so each model runs one chat and one
-embedding request at a time (a pool of one slot each); the others wait their turn, up to
-the server's ``--max-waiting``. With ``stream: true`` the guest's stdout goes, chunk by
-chunk as the guest writes each token, into server-sent events.
+the prompt is its stdin and the sampling settings its arguments. Chat guests load the model
+with ``n-parallel`` = ``--parallel``: the graph's one llama context has that many sequence
+slots, and the backend decodes the running chats' tokens in one batch per step (continuous
+batching, docs/backends/ggml.md); the chat pool runs that many guests, the others wait, up
+to the server's ``--max-waiting``. Embeddings run one at a time. With ``stream: true`` the
+guest's stdout goes, chunk by chunk as the guest writes each token, into server-sent events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -65,10 +67,16 @@ class OpenAIModel:
     name: str
     chat: GuestPool
     embeddings: GuestPool
+    parallel: int = 1
+
+    @property
+    def chat_config(self) -> list[str]:
+        """The guest's ``--config``: the graph's sequence slots (load_by_name_with_config)."""
+        return ["--config", json.dumps({"n-parallel": self.parallel})]
 
 
 def openai_models(
-    runtime: Runtime, names: Sequence[str], guest: Path | None, state: ServerState
+    runtime: Runtime, names: Sequence[str], guest: Path | None, state: ServerState, parallel: int = 1
 ) -> dict[str, OpenAIModel]:
     """Check that each name is a preloaded GGML model and give it its guest pools."""
     if not names:
@@ -85,9 +93,10 @@ def openai_models(
         encoding = runtime.registry.get(name).encoding
         if encoding is not GraphEncoding.GGML:
             raise ConfigError(f"--openai {name}: the model is {encoding.name}, not GGML")
-        pools = [GuestPool(runtime, guest, 1, name=f"openai-{name}-{kind}") for kind in ("chat", "embed")]
-        state.pools.extend(pools)
-        models[name] = OpenAIModel(name, *pools)
+        chat = GuestPool(runtime, guest, parallel, name=f"openai-{name}-chat")
+        embed = GuestPool(runtime, guest, 1, name=f"openai-{name}-embed")
+        state.pools.extend((chat, embed))
+        models[name] = OpenAIModel(name, chat, embed, parallel)
     return models
 
 
@@ -152,7 +161,7 @@ class ChatCompletionsRoute(_OpenAIRoute):
     async def answer(self, body: dict[str, Any], request: Request) -> Response:
         chat = ChatRequest.parse(body)
         model = self.model(chat.model)
-        args, prompt = chat.guest_args(model.name), chat.prompt.encode()
+        args, prompt = [*model.chat_config, *chat.guest_args(model.name)], chat.prompt.encode()
         if chat.stream:
             return await self._stream(request, model, chat, args, prompt)
         result = await run_guest(self.state, model.chat, prompt, args, request=request)

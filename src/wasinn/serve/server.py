@@ -38,6 +38,9 @@ class ServeConfig:
     # the default), through the llm-serve guest (``openai_guest``, default: the built one).
     openai: tuple[str, ...] = ()
     openai_guest: Path | None = None
+    # Chat requests of one --openai model decoded together (the GGML graph's n-parallel
+    # sequence slots, continuous batching); as many guests run at once.
+    parallel: int = 4
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.
@@ -118,7 +121,6 @@ def build_app(config: ServeConfig) -> Starlette:
     if config.openai:
         from wasinn.serve.openai import openai_handlers, openai_models
 
-        handlers.extend(
-            openai_handlers(openai_models(runtime, config.openai, config.openai_guest, state), state)
-        )
+        models = openai_models(runtime, config.openai, config.openai_guest, state, config.parallel)
+        handlers.extend(openai_handlers(models, state))
     return create_app(handlers, state)
