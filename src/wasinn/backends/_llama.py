@@ -137,6 +137,10 @@ class LlamaContext:
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch
         self.n_seq = parallel_sequences(settings)
+        if n_batch < self.n_seq:
+            # llama.cpp reserves an output row per sequence in n_batch rows, and asserts
+            # (aborting the process) at context creation when they do not fit
+            raise InvalidArgument(f"ggml: batch-size {n_batch} is less than n-parallel {self.n_seq}")
         params.n_seq_max = self.n_seq
         if self.n_seq > 1:
             # A KV area per sequence of ctx-size cells (llm-serving spec §2.2): each execution

@@ -75,8 +75,8 @@ class BatchEngine:
         self._clear: list[int] = []  # released sequences whose cells go at the next step
         self._cond = threading.Condition()
         self._closed = False
-        # never more than n_ctx tokens: prompts over n_ctx_seq − 4 are refused before queueing
-        self.capacity = max(min(context.n_batch, context.n_ctx), context.n_seq)
+        # never more than n_batch tokens a decode (llama.cpp asserts beyond), nor n_ctx
+        self.capacity = max(min(context.n_batch, context.n_ctx), 1)
         self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
         self.stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name="wasinn-llama-batch", daemon=True)
@@ -188,7 +188,9 @@ class BatchEngine:
         arrival order; never more than n_batch tokens (llama_decode asserts beyond)."""
         for request in [r for r in self._queue if r.cancelled]:
             self._resolve(request, Cancelled("ggml: generation cancelled"))
-        work = [(request, 1) for request in self._queue if not request.prompt]
+        # with fewer batch slots than sequences, those left out come first next step (they
+        # stay at the queue's head while the decoded ones queue again behind them)
+        work = [(request, 1) for request in self._queue if not request.prompt][: self.capacity]
         prompts = [request for request in self._queue if request.prompt]
         budget = self.capacity - len(work)
         if work:
