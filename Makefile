@@ -41,7 +41,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench loadtest soak fuzz test-loaded clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm loadtest soak fuzz test-loaded clean
 
 all: setup examples
 
@@ -123,6 +123,14 @@ demo: setup examples
 
 bench: setup examples
 	$(BIN)/wasinn bench --json build/bench.json
+
+# LLM serving against the anchors (llm-serving spec §8, docs/benchmarks.md): llama-server
+# (built once from the sdist's llama.cpp, cached in ~/.cache/wasinn/llama-server; minutes on
+# 2 cores), python -m llama_cpp.server and wasinn serve --openai --parallel 8 on a random
+# 512-wide 8-block Q8_0 GGUF, concurrency 1, 4, 8. Not part of `make test`.
+LLM_JSON ?= benchmarks/results-llm.json
+bench-llm: setup examples
+	$(BIN)/python -m wasinn.bench_llm --json $(LLM_JSON)
 
 # The full load test of docs/serving.md (about 8 minutes of both cores): `wasinn serve --demo
 # --workers 2` on a loopback port, 2,000 random tensors at concurrency 16, then 200 malformed
