@@ -139,7 +139,7 @@ LOAD_REQUESTS ?= 2000
 LOAD_DEADLINE ?= 1800
 LOAD_JSON ?= benchmarks/results-serve-load.json
 loadtest: setup examples
-	$(BIN)/python -m wasinn.serve.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
+	$(BIN)/python -m wasinn.bench.loadtest --demo --total $(LOAD_REQUESTS) --concurrency 16 \
 	  --malformed 200 --workers 2 --deadline $(LOAD_DEADLINE) --json $(LOAD_JSON)
 
 # The soak of docs/serving.md (10 minutes of both cores, on loopback): `wasinn serve --demo`
@@ -149,7 +149,7 @@ loadtest: setup examples
 SOAK_SECONDS ?= 600
 SOAK_JSON ?= benchmarks/results-serve-soak.json
 soak: setup examples
-	$(BIN)/python -m wasinn.serve.soak --seconds $(SOAK_SECONDS) --concurrency 32 --json $(SOAK_JSON)
+	$(BIN)/python -m wasinn.bench.soak --seconds $(SOAK_SECONDS) --concurrency 32 --json $(SOAK_JSON)
 
 # The HTTP fuzzer of tests/test_serve_fuzz.py with 10,000 examples and a random seed (about
 # 3.5 minutes on 2 busy cores; `make test` runs 1,200 fixed ones).

@@ -171,7 +171,7 @@ def build_stage(stage: Path, tiny_gguf: Path) -> list[ColdRoute]:
 
 def expected_outputs(stage: Path, routes: list[ColdRoute]) -> dict[str, bytes]:
     """What each route's guest prints when run once, alone, through ``wasinn.Runtime``."""
-    from wasinn.runtime import Runtime
+    from wasinn.host import Runtime
 
     outputs = {}
     for route in routes:

@@ -15,7 +15,7 @@ import pytest
 from wasinn import Errno, Runtime
 from wasinn.backends import get_backend
 from wasinn.core import Backend, ExecutionContext, ExecutionTarget, Graph, GraphEncoding, NNSession
-from wasinn.runtime import Instance
+from wasinn.host import Instance
 from wat_guests import compile_wat, probe_wat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def require_module(name: str) -> None:
 @pytest.fixture(scope="session")
 def openvino_available() -> None:
     require_module("openvino")
-    from wasinn._offline import openvino_telemetry_off
+    from wasinn.backends._offline import openvino_telemetry_off
 
     with openvino_telemetry_off():  # the tests' own import of openvino stays quiet too
         import openvino  # noqa: F401
@@ -308,7 +308,7 @@ def native_infer(xml: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
 def python_guest(source: Path, directory: Path, *, versions: Sequence[str] = ()) -> Path:
     """``wasinn build`` of a Python guest into ``directory`` (cached by content across runs)."""
     require_module("componentize_py")
-    from wasinn.guest_build import NN_VERSIONS, build
+    from wasinn.tools.build import NN_VERSIONS, build
 
     target = directory / source.with_suffix(".wasm").name
     build(source, target, versions=versions or NN_VERSIONS[:1])

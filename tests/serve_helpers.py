@@ -9,9 +9,9 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from wasinn.serve.loadtest import free_port, stop_server
-from wasinn.serve.loadtest import start_server as _start
-from wasinn.serve.server import ServeConfig
+from wasinn.bench.loadtest import free_port, stop_server
+from wasinn.bench.loadtest import start_server as _start
+from wasinn.serve.config import ServeConfig
 
 __all__ = ["free_port", "serving_on_ray", "start_server", "stop_server"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, guest_wasm
-from wasinn.bench import Case, Record, Stats, alternate, select
+from wasinn.bench.report import Case, Record, Stats, alternate, select
 
 FIELDS = {"name", "native_ms", "wasinn_ms", "ratio", "runs", "unit", "skipped", "target", "target_met"}
 

@@ -14,9 +14,9 @@ from conftest import wasinn_cli
 from wasinn import BackendInfo, Runtime, __version__, backends
 from wasinn.abi._wasmedge import CODE_OF_ENCODING
 from wasinn.cli import DEBUG_ENV, main
-from wasinn.cli_errors import FAILED, INTERNAL_ERROR, USAGE_ERROR
-from wasinn.models import MODELS_ENV
-from wasinn.paths import CACHE_ENV
+from wasinn.cli._errors import FAILED, INTERNAL_ERROR, USAGE_ERROR
+from wasinn.core._paths import CACHE_ENV
+from wasinn.tools.models import MODELS_ENV
 
 
 def test_version_and_help_list_every_command() -> None:

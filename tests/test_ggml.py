@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import wasinn
-from wasinn.backends import get_backend
+from wasinn.backends import get_backend, model_files
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNError, NNSession, Tensor, TensorType
 
 PROMPT = b"Once upon a time, "
@@ -532,9 +532,9 @@ def test_instances_sharing_a_preloaded_graph_compute_concurrently(tiny_model: Pa
     import threading
 
     from wasinn.core import ModelRegistry
-    from wasinn.options import parse_preload
+    from wasinn.host.options import parse_preload
 
-    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
+    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend, model_files)
     _, expected = native.greedy(PROMPT, 12)
     results: list[bytes] = []
 

@@ -26,7 +26,7 @@ import wasinn
 from conftest import guest_wasm, missing, require_module, run_guest
 from test_ggml import GREEDY, Session, errno_of, run_isolated
 from wasinn.abi._plugin import resolve_guest_path
-from wasinn.backends import get_backend
+from wasinn.backends import get_backend, model_files
 from wasinn.core import Errno, ExecutionTarget, GraphEncoding, NNSession
 
 QUESTION = b"USER:<image>\nWhat is in the picture?\nASSISTANT:"
@@ -286,9 +286,9 @@ def test_instances_sharing_a_preloaded_graph_compute_images_concurrently(
     import threading
 
     from wasinn.core import ModelRegistry, Tensor, TensorType
-    from wasinn.options import parse_preload
+    from wasinn.host.options import parse_preload
 
-    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend)
+    registry = ModelRegistry([parse_preload(f"default:GGML:AUTO:{tiny_model}")], get_backend, model_files)
     expected = {seed: native.greedy(QUESTION, png(seed), N_PREDICT)[2] for seed in (1, 2, 3)}
     config = json.dumps({**GREEDY, "n-predict": N_PREDICT, "mmproj": str(mmproj)}).encode()
     results: dict[int, list[bytes]] = {}

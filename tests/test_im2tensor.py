@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import require_module, shared_file
 from wasinn.cli import main
+from wasinn.cli.tools import im2tensor_command
 from wasinn.tools import (
     Im2TensorError,
     TensorSpec,
@@ -24,7 +25,6 @@ from wasinn.tools import (
     resize_bilinear,
     write_tensor,
 )
-from wasinn.tools.commands import im2tensor_command
 
 ROAD_DIR = "road-segmentation-adas-0001"
 

@@ -15,7 +15,7 @@ import wasmtime
 from conftest import guest_wasm, wasinn_run
 from wasinn import Errno, LimitExceeded, Limits, Runtime
 from wasinn.core import GuestCancelled, Interruption, TimeLimitExceeded, run_within
-from wasinn.runtime import epoch_ticker
+from wasinn.host import epoch_ticker
 
 SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
 # Grows memory by the page count in its first argument's length… kept simpler: grow by 3

@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import missing, shared_data_dir
-from wasinn import models
-from wasinn.models import (
+from wasinn.cli.models import models_command
+from wasinn.tools import models
+from wasinn.tools.models import (
     CATALOGUE,
     ChecksumError,
     DownloadError,
@@ -31,7 +32,6 @@ from wasinn.models import (
     ensure_model,
     find_file,
     find_model,
-    models_command,
     search_path,
     user_cache_dir,
 )

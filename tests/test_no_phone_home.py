@@ -38,7 +38,7 @@ require_module("httpx")
 import httpx  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
-from wasinn.paths import user_cache_dir  # noqa: E402
+from wasinn.core._paths import user_cache_dir  # noqa: E402
 
 LOG_ENV = "WASINN_TEST_AUDIT_LOG"
 STDLIB = (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen")

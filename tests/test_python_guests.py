@@ -95,7 +95,7 @@ def test_birds_classify_alike_through_both_front_ends(built: Path, tmp_path: Pat
 def test_a_model_past_the_per_call_limit_loads_by_bytes(built: Path, tmp_path: Path) -> None:
     """wasinn_guest.load sends a model over 2 MiB through wasinn:nn/chunks load-parts: the
     3.6 MB birds model, read by the guest, classifies as the preloaded one does."""
-    from wasinn.component import HOSTCALL_BYTE_LIMIT
+    from wasinn.host import HOSTCALL_BYTE_LIMIT
 
     model = shared_file(*BIRDS)
     assert model.stat().st_size > HOSTCALL_BYTE_LIMIT  # graph.load would trap on it
@@ -143,7 +143,7 @@ def test_road_segmentation_python_equals_rust(built: Path, tmp_path: Path, openv
 
 def test_the_build_key_follows_importable_sources_only(tmp_path: Path) -> None:
     require_module("componentize_py")
-    from wasinn.guest_build import NN_VERSIONS, build_key
+    from wasinn.tools.build import NN_VERSIONS, build_key
 
     app = tmp_path / "app.py"
     app.write_text("import helper\n")

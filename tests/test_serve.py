@@ -26,9 +26,10 @@ import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
-from wasinn.runtime import Limits  # noqa: E402
-from wasinn.serve.loadtest import hammer  # noqa: E402
-from wasinn.serve.server import ServeConfig, build_app, parse_route  # noqa: E402
+from wasinn.bench.loadtest import hammer  # noqa: E402
+from wasinn.host import Limits  # noqa: E402
+from wasinn.serve.config import ServeConfig, parse_route  # noqa: E402
+from wasinn.serve.server import build_app  # noqa: E402
 
 
 def echo_client(**options: object) -> TestClient:
@@ -46,7 +47,7 @@ def test_body_is_stdin_query_is_args_stdout_is_the_response() -> None:
 
 @pytest.mark.parametrize("size", [0, 5_505_024])
 def test_a_guest_reads_stdin_given_as_bytes(size: int, tmp_path: Path) -> None:
-    from wasinn.runtime import Runtime
+    from wasinn.host import Runtime
 
     body = os.urandom(size)
     stdout = tmp_path / "stdout"
@@ -306,7 +307,7 @@ def test_megabyte_bodies_leave_no_memory_behind(echo_server: tuple[subprocess.Po
 def test_a_load_test_cut_short_by_its_deadline_fails(
     echo_server: tuple[subprocess.Popen[str], str], tmp_path: Path
 ) -> None:
-    from wasinn.serve.loadtest import main
+    from wasinn.bench.loadtest import main
 
     _, base = echo_server
     body = tmp_path / "body"
@@ -326,7 +327,7 @@ def test_a_load_test_without_the_servers_memory_is_an_error(tmp_path: Path) -> N
     """A /metrics without process_resident_memory_bytes must not pass the memory checks."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from wasinn.serve.loadtest import LoadTestError
+    from wasinn.bench.loadtest import LoadTestError
 
     class NoMemory(BaseHTTPRequestHandler):
         def answer(self) -> None:

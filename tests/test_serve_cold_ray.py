@@ -40,7 +40,7 @@ def expected(stage: tuple[Path, list[ColdRoute]]) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     require_module("ray")
-    from wasinn.faults import keep_fault_handlers
+    from wasinn.serve.faults import keep_fault_handlers
     from wasinn.serve.ray import _ray, connect
 
     connect(None, num_cpus=2, configure_logging=False, log_to_driver=False)
@@ -53,7 +53,7 @@ def cluster() -> Iterator[None]:
 def test_concurrent_first_requests_on_cold_ray_replicas(
     start: int, cluster: None, stage: tuple[Path, list[ColdRoute]], expected: dict[str, bytes]
 ) -> None:
-    from wasinn.serve.server import ServeConfig
+    from wasinn.serve.config import ServeConfig
 
     directory, routes = stage
     config = ServeConfig(

@@ -34,8 +34,9 @@ import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
-from wasinn.runtime import Limits  # noqa: E402
-from wasinn.serve.server import ServeConfig, build_app  # noqa: E402
+from wasinn.host import Limits  # noqa: E402
+from wasinn.serve.config import ServeConfig  # noqa: E402
+from wasinn.serve.server import build_app  # noqa: E402
 
 
 def gauge(text: str, name: str, pool: str) -> int:
@@ -326,7 +327,8 @@ HANGING_SHUTDOWN = """
 import ctypes, sys
 from pathlib import Path
 from wasinn.serve.lifecycle import serve
-from wasinn.serve.server import ServeConfig, build_app
+from wasinn.serve.config import ServeConfig
+from wasinn.serve.server import build_app
 app = build_app(ServeConfig(routes={"echo": Path(sys.argv[1])}))
 app.state.wasinn.closers.append(lambda: ctypes.PyDLL(None).sleep(120))
 serve(app, host="127.0.0.1", port=int(sys.argv[2]), drain_seconds=3, log_level="warning")

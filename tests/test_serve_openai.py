@@ -29,8 +29,9 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
 from wasinn.core import ConfigError  # noqa: E402
+from wasinn.serve.config import ServeConfig  # noqa: E402
 from wasinn.serve.openai_protocol import chat_prompt  # noqa: E402
-from wasinn.serve.server import ServeConfig, build_app  # noqa: E402
+from wasinn.serve.server import build_app  # noqa: E402
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

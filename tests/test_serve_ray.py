@@ -18,8 +18,8 @@ import pytest
 
 from conftest import guest_wasm, require_module, shared_file
 from serve_helpers import serving_on_ray
-from wasinn.faults import keep_fault_handlers
-from wasinn.serve.server import ServeConfig
+from wasinn.serve.config import ServeConfig
+from wasinn.serve.faults import keep_fault_handlers
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def test_guest_traps_stay_traps_after_ray_starts_and_stops(tmp_path: Path) -> No
     import wasmtime
 
     from wasinn import GuestTrap, Runtime
-    from wasinn.faults import fault_handler
+    from wasinn.serve.faults import fault_handler
     from wasinn.serve.ray import _ray, connect
 
     trapper = tmp_path / "trap.wasm"

@@ -22,7 +22,7 @@ import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
-from wasinn.serve.loadtest import hammer  # noqa: E402
+from wasinn.bench.loadtest import hammer  # noqa: E402
 from wasinn.tools import im2tensor  # noqa: E402
 from wasinn.tools.visualize import class_shares, segmentation_labels  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The soak of ``wasinn serve`` (``make soak``: 10 minutes) as a 60-second run, and what it found.
 
-The same assertions as ``make soak`` (``python -m wasinn.serve.soak``): mixed traffic at
+The same assertions as ``make soak`` (``python -m wasinn.bench.soak``): mixed traffic at
 concurrency 32 (road tensors and photos, birds, chat streams and completions, embeddings,
 malformed bodies, clients that leave), no hang, every answer right, no 5xx counted by the
 server, no traceback in its log, everything drained after the load, RSS drift under 5 %.
@@ -66,8 +66,8 @@ def test_a_minute_of_mixed_traffic_at_concurrency_32(
 ) -> None:
     """`make soak` for 60 s instead of 600: the same server, mix and assertions."""
     require_module("ai_edge_litert")
-    from wasinn.serve.soak import DRIFT_BOUND, run_soak, summary
-    from wasinn.serve.soak_traffic import MIX
+    from wasinn.bench.soak import DRIFT_BOUND, run_soak, summary
+    from wasinn.bench.soak_traffic import MIX
 
     shared_file("road-segmentation-adas-0001", "empty_road_mapillary.jpg")
     shared_file("birds-v1", "bird.jpg")

@@ -366,7 +366,7 @@ def test_lossless_formats_decode_exactly(fmt: str) -> None:
     require_module("PIL")
     from PIL import Image
 
-    from wasinn import stb_image
+    from wasinn.backends import stb_image
 
     # Four colours: exact in every format, GIF's palette included.
     pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [9, 99, 199]]], np.uint8).repeat(3, 0)
@@ -428,7 +428,7 @@ def test_formats_stb_does_not_read_are_refused(tf_dir: Path, caplog: pytest.LogC
 
 
 def test_resize_follows_stb_filters() -> None:
-    from wasinn import stb_image
+    from wasinn.backends import stb_image
 
     ramp = np.tile(np.arange(8, dtype=np.float32), (4, 1))[:, :, None].repeat(3, axis=2)
     # A linear ramp stays linear in the interior under both kernels (they reproduce straight lines).
@@ -583,7 +583,7 @@ def test_birds_tflite_matches_native(tf_dir: Path) -> None:
     require_module("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from wasinn import stb_image
+    from wasinn.backends import stb_image
 
     shutil.copy(shared_file(*BIRDS), tf_dir / "birds.tflite")
     image = shared_file("birds-v1", "bird.jpg")
@@ -727,7 +727,7 @@ def test_guest_paths_resolve_only_inside_mappings(tmp_path: Path) -> None:
 
 def test_no_module_of_the_plugins_imports_a_framework() -> None:
     script = (
-        "import sys, wasinn.runtime, wasinn.abi.wasmedge_plugins\n"
+        "import sys, wasinn.host.runtime, wasinn.abi.wasmedge_plugins\n"
         "print(sorted(m for m in ('tensorflow', 'ai_edge_litert', 'PIL') if m in sys.modules))\n"
     )
     done = subprocess.run(

@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import require_module, shared_file
 from wasinn.cli import main
+from wasinn.cli.tools import visualize_command
 from wasinn.tools import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -26,7 +27,6 @@ from wasinn.tools import (
     visualize,
     write_tensor,
 )
-from wasinn.tools.commands import visualize_command
 
 ROAD_DIR = "road-segmentation-adas-0001"
 HEIGHT, WIDTH = 24, 160

@@ -144,7 +144,7 @@ def test_second_run_uses_the_compiled_module_cache(probe_wasm: Path, tmp_path: P
     del other
     from wasmtime import Module
 
-    from wasinn.runtime import shared_engine
+    from wasinn.host import shared_engine
 
     entry.write_bytes(Module.from_file(shared_engine(), str(guest_wasm("nn-run"))).serialize())
     result = Runtime(cache_dir=cache).run(probe_wasm, ["args"])

@@ -118,7 +118,7 @@ def tiny_whisper_model() -> Path:
 def test_load_refuses_target_auto_which_only_preloads_may_name(tiny_whisper_model: Path) -> None:
     """WasmEdge's load refuses AUTO (3) before the whisper plugin, which ignores the target."""
     from wasinn.core import ModelRegistry
-    from wasinn.options import parse_preload
+    from wasinn.host.options import parse_preload
 
     nn = NNSession(get_backend)
     builders = [b"preload:" + bytes(tiny_whisper_model)]

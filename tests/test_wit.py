@@ -23,13 +23,6 @@ from conftest import REPO, python_guest, require_module, wasinn_cli
 from wasinn import Limits, Runtime
 from wasinn.abi import _bytelists, _wasmedge, wit
 from wasinn.backends import get_backend, onnx
-from wasinn.component import (
-    ComponentCache,
-    ComponentInstance,
-    component_cache,
-    instantiate_component,
-    is_component,
-)
 from wasinn.core import (
     Errno,
     ExecutionTarget,
@@ -45,7 +38,12 @@ from wasinn.core import (
     Tensor,
     TensorType,
 )
-from wasinn.guest_build import NN_VERSIONS
+from wasinn.host import (
+    ComponentCache,
+    ComponentInstance,
+    is_component,
+)
+from wasinn.tools.build import NN_VERSIONS
 
 GUESTS = REPO / "tests" / "guests"
 SINGLE_INPUT = "x"
@@ -138,7 +136,7 @@ class Scenario:
     ) -> None:
         self.directory = directory
         runtime = make_runtime(directory, preloads(directory) if preload is None else preload, limits)
-        self.instance = instantiate_component(runtime, wasm, list(args))
+        self.instance = runtime.instantiate_guest(wasm, list(args))
         self.code = self.instance.run()
         self.result: Any = json.loads((directory / "stdout.txt").read_text().strip().splitlines()[-1])
 
@@ -194,7 +192,7 @@ def test_a_linker_without_the_guests_version_names_the_missing_instance(conforma
     """Case 2: only WASI defined; instantiation fails naming a wasi:nn instance and version."""
     runtime = Runtime()
     engine = runtime.engine
-    compiled = component_cache(runtime).load(conformance_wasm)  # compiled once, then cached
+    compiled = runtime.components.load(conformance_wasm)  # compiled once, then cached
     linker = component.Linker(engine)
     linker.add_wasip2()
     store = wasmtime.Store(engine)
@@ -234,10 +232,10 @@ def test_load_by_bytes_and_encoding_errors(
     assert scenario(conformance_wasm, guest_dir, "load", "onnx", "cpu", "pair.onnx") == {"ok": "loaded"}
     # Every WIT encoding has a backend in a full install: take two frameworks away, as in a
     # wasinn installed without the tensorflow and ggml extras.
-    import wasinn.component
+    import wasinn.host.component
 
-    installed = wasinn.component._installed_backends() - {GraphEncoding.TENSORFLOW, GraphEncoding.GGML}
-    monkeypatch.setattr(wasinn.component, "_installed_backends", lambda: installed)
+    installed = wasinn.host.component._installed_backends() - {GraphEncoding.TENSORFLOW, GraphEncoding.GGML}
+    monkeypatch.setattr(wasinn.host.component, "_installed_backends", lambda: installed)
     for encoding in ("tensorflow", "ggml"):
         outcome = scenario(conformance_wasm, guest_dir, "load", encoding, "cpu", "pair.onnx")
         assert_error(outcome, "invalid-encoding")
@@ -498,10 +496,10 @@ def test_stale_and_wrong_type_handles_trap_before_the_host(
     """Case 31, through a hand-written component: the canonical ABI traps; no host code runs
     (a host lookup would have raised KeyError instead)."""
     runtime = Runtime(cache=False)
-    with instantiate_component(runtime, stale_component, []) as instance:
+    with runtime.instantiate_guest(stale_component, []) as instance:
         assert call_export(instance, "fresh") == 4  # U8 is case 4 in WIT
     with (
-        instantiate_component(runtime, stale_component, []) as instance,
+        runtime.instantiate_guest(stale_component, []) as instance,
         pytest.raises(wasmtime.WasmtimeError, match=message),
     ):
         call_export(instance, export)
@@ -511,7 +509,7 @@ def test_a_method_that_keeps_its_borrow_traps(stale_component: Path, monkeypatch
     """Case 36: wasmtime-py traps when a host method never releases ``self``."""
     monkeypatch.setattr(wit.WitNN, "_tensor_ty", lambda self, store, self_: "U8")
     with (
-        instantiate_component(Runtime(cache=False), stale_component, []) as instance,
+        Runtime(cache=False).instantiate_guest(stale_component, []) as instance,
         pytest.raises(wasmtime.WasmtimeError, match="borrow handles still remain"),
     ):
         call_export(instance, "fresh")
@@ -527,7 +525,7 @@ def test_a_host_exception_comes_back_out_of_the_call(
 
     monkeypatch.setattr(wit.WitNN, "_tensor_ty", broken)
     with (
-        instantiate_component(Runtime(cache=False), stale_component, []) as instance,
+        Runtime(cache=False).instantiate_guest(stale_component, []) as instance,
         pytest.raises(ZeroDivisionError, match="host bug"),
     ):
         call_export(instance, "fresh")
@@ -714,8 +712,8 @@ def test_enum_tables_translate_by_name() -> None:
 def test_missing_componentize_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib import metadata
 
-    from wasinn import guest_build
     from wasinn.core import ConfigError
+    from wasinn.tools import build as guest_build
 
     def absent(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
@@ -765,7 +763,7 @@ def test_closed_instances_release_their_host_functions(stale_component: Path) ->
 
     def live_after(count: int) -> int:
         for _ in range(count):
-            with instantiate_component(runtime, stale_component, []) as instance:
+            with runtime.instantiate_guest(stale_component, []) as instance:
                 call_export(instance, "fresh")
         gc.collect()
         return len(_linker.FUNCTIONS.handles)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import wasmtime
 
 from wasinn.abi.ephemeral import MODULE, SIGNATURES
-from wasinn.runtime import shared_engine
+from wasinn.host import shared_engine
 
 
 def probe_wat(*, memory_pages: int | None = 1) -> str:

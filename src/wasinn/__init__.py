@@ -18,8 +18,8 @@ from wasinn.core import (
     TimeLimitExceeded,
     WasinnError,
 )
-from wasinn.options import DirMapping
-from wasinn.runtime import Instance, Limits, Runtime
+from wasinn.host import Instance, Limits, Runtime
+from wasinn.host.options import DirMapping
 
 __version__ = "0.1.0"
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from wasmtime import _ffi as ffi
-from wasmtime.component import _types
 
-_VAL = ffi.wasmtime_component_val_t
+from wasinn.abi import _ffi
+
+_VAL = _ffi.COMPONENT_VAL
 _STRIDE = 32
 _PAYLOAD = 8
 
@@ -42,29 +42,28 @@ def _elements(data: Any, count: int) -> npt.NDArray[np.uint8]:
     return np.frombuffer(memoryview(raw).cast("B"), dtype=np.uint8).reshape(count, _STRIDE)
 
 
-def _from_c(self: _types.ListType, c: Any) -> Any:
+def _from_c(self: _ffi.ListType, c: Any) -> Any:
     if not self._is_bytes():
         return _stock["from"](self, c)
     try:
         count = int(c.of.list.size)
         return _elements(c.of.list.data, count)[:, _PAYLOAD].tobytes() if count else b""
     finally:
-        ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+        _ffi.vallist_delete(c.of.list)
 
 
-def _to_c(self: _types.ListType, store: Any, val: Any, ptr: Any) -> None:
+def _to_c(self: _ffi.ListType, store: Any, val: Any, ptr: Any) -> None:
     if not self._is_bytes():
         _stock["to"](self, store, val, ptr)
         return
     if not isinstance(val, bytes):
         raise TypeError("expected bytes value")
-    raw = ffi.wasmtime_component_vallist_t()
-    ffi.wasmtime_component_vallist_new_uninit(raw, len(val))
+    raw = _ffi.new_vallist(len(val))
     if val:
         elements = _elements(raw.data, len(val))
-        elements[:, 0] = ffi.WASMTIME_COMPONENT_U8.value
+        elements[:, 0] = _ffi.COMPONENT_U8
         elements[:, _PAYLOAD] = np.frombuffer(val, dtype=np.uint8)
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.kind = _ffi.COMPONENT_LIST
     ptr.contents.of.list = raw
 
 
@@ -79,10 +78,10 @@ def install() -> bool:
             return True
         if not _wanted[0] or not layout_matches():
             return False
-        _stock["from"] = _types.ListType.convert_from_c
-        _stock["to"] = _types.ListType.convert_to_c
-        _types.ListType.convert_from_c = _from_c  # type: ignore[method-assign]
-        _types.ListType.convert_to_c = _to_c  # type: ignore[method-assign]
+        _stock["from"] = _ffi.ListType.convert_from_c
+        _stock["to"] = _ffi.ListType.convert_to_c
+        _ffi.ListType.convert_from_c = _from_c  # type: ignore[method-assign]
+        _ffi.ListType.convert_to_c = _to_c  # type: ignore[method-assign]
         return True
 
 
@@ -91,7 +90,7 @@ def enable(wanted: bool) -> None:
     with _lock:
         _wanted[0] = wanted
         if not wanted and _stock:
-            _types.ListType.convert_from_c = _stock.pop("from")  # type: ignore[method-assign]
-            _types.ListType.convert_to_c = _stock.pop("to")  # type: ignore[method-assign]
+            _ffi.ListType.convert_from_c = _stock.pop("from")  # type: ignore[method-assign]
+            _ffi.ListType.convert_to_c = _stock.pop("to")  # type: ignore[method-assign]
     if wanted:
         install()

@@ -3,7 +3,7 @@
 wasmtime-py's ``Linker.define_func`` boxes every parameter and result in ``Val`` objects
 and costs ~40 µs per call; a raw callback that reads the i32 slots directly costs ~3 µs
 (measured with ``wasinn bench``, call-overhead). This reaches into wasmtime-py's private
-``_bindings``/``_func`` modules, so the package pins wasmtime below 51 and falls back to
+``_bindings`` module (through abi/_ffi.py), so the package pins wasmtime below 51 and falls back to
 ``define_func`` when those names are missing.
 """
 
@@ -15,15 +15,9 @@ from typing import Any
 
 import wasmtime
 
-try:
-    from wasmtime import _bindings as bindings
-
-    _CALLBACK_TYPE: Any = bindings.wasmtime_func_unchecked_callback_t
-    _DEFINE: Any = bindings.wasmtime_linker_define_func_unchecked
-except (ImportError, AttributeError):  # another wasmtime-py: use the public, slower path
-    _CALLBACK_TYPE = None
-    _DEFINE = None
-
+from wasinn.abi._ffi import DEFINE_UNCHECKED as _DEFINE
+from wasinn.abi._ffi import UNCHECKED_CALLBACK as _CALLBACK_TYPE
+from wasinn.abi._ffi import raise_error, trap_pointer
 
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
 
@@ -69,8 +63,7 @@ def define_i32_func(
             return 0
         except BaseException as err:
             park(err)
-            trap = wasmtime.Trap("python exception")._consume()
-            return ctypes.cast(trap, ctypes.c_void_p).value or 0
+            return trap_pointer("python exception")
 
     native = _CALLBACK_TYPE(callback)
     module_bytes, name_bytes = module.encode(), name.encode()
@@ -86,5 +79,5 @@ def define_i32_func(
         _NO_FINALIZER,  # the returned callback's owner keeps it alive instead
     )
     if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
+        raise_error(error)
     return native

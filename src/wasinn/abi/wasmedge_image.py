@@ -1,7 +1,7 @@
 """WasmEdge's ``wasmedge_image`` plug-in module: decode an image, resize it, write RGB/BGR.
 
 Validation in the order of shared spec ``wasmedge-tensorflow.md`` §4.2, every failure 1; the
-pixel work is :mod:`wasinn.stb_image` (Pillow is imported by the first call).
+pixel work is :mod:`wasinn.backends.stb_image` (Pillow is imported by the first call).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ OUTPUT_TYPES: dict[int, tuple[bool, bool, int]] = {
 
 
 def _pipeline() -> Any:
-    return import_backend("wasinn.stb_image", "PIL", "tensorflow")
+    return import_backend("wasinn.backends.stb_image", "PIL", "tensorflow")
 
 
 class WasmEdgeImage(PluginModule):

@@ -11,7 +11,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 
-from wasinn.core import Backend, GraphEncoding, InvalidArgument
+from wasinn.core import READS_BYTES, Backend, GraphEncoding, InvalidArgument, ModelFiles
 
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
 _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
@@ -23,6 +23,13 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
     GraphEncoding.GGML: ("wasinn.backends.ggml:GgmlBackend", "llama_cpp", "ggml"),
     GraphEncoding.WHISPER: ("wasinn.backends.whisper:WhisperBackend", "_pywhispercpp", "whisper"),
+}
+
+# How a backend takes its model files, where not as bytes (known without importing it).
+_MODEL_FILES: dict[GraphEncoding, ModelFiles] = {
+    GraphEncoding.GGML: ModelFiles(opened_at_load=True),
+    GraphEncoding.BITNET: ModelFiles(opened_at_load=True),  # WasmEdge reads it as GGML does
+    GraphEncoding.TENSORFLOW: ModelFiles(directories=True),  # a SavedModel directory
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
@@ -45,6 +52,11 @@ def backends() -> list[BackendInfo]:
         installed = importlib.util.find_spec(requirement) is not None
         infos.append(BackendInfo(encoding, encoding.name.lower(), target, installed, extra))
     return infos
+
+
+def model_files(encoding: GraphEncoding) -> ModelFiles:
+    """How the ``encoding``'s backend takes its model files (the core's one question about it)."""
+    return _MODEL_FILES.get(encoding, READS_BYTES)
 
 
 def get_backend(encoding: GraphEncoding) -> Backend:

@@ -47,6 +47,7 @@ from wasinn.backends.ggml_metadata import (
     parse_metadata,
 )
 from wasinn.core import (
+    PATH_BUILDER,
     Backend,
     BackendContext,
     BackendError,
@@ -62,7 +63,7 @@ from wasinn.core import (
 )
 
 log = logging.getLogger("wasinn")
-PRELOAD_PREFIX = b"preload:"
+PRELOAD_PREFIX = PATH_BUILDER  # the core's one marker of a builder that names a file
 # The llama.cpp build WasmEdge HEAD pins (spec §5.3); the metadata reports it, not ours.
 BUILD_NUMBER = int(os.environ.get("WASINN_LLAMA_BUILD_NUMBER", "8757"))
 COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")

@@ -36,7 +36,7 @@ def inline_image(prompt: bytes) -> tuple[bytes, bytes] | None:
 def decode_image(data: bytes, what: str) -> npt.NDArray[np.uint8]:
     """H×W×3 pixels as stb_image (which WasmEdge's mtmd uses) reads them, decoded in Python:
     mtmd's own loader hands bytes it cannot read as an image to ffmpeg, as a video."""
-    from wasinn.stb_image import DecodeError, decode_rgb8
+    from wasinn.backends.stb_image import DecodeError, decode_rgb8
 
     try:
         return decode_rgb8(data)  # imports Pillow

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from wasinn._offline import openvino_telemetry_off
 from wasinn.backends._common import (
     check_builder_count,
     check_index,
@@ -24,6 +23,7 @@ from wasinn.backends._common import (
     resolve_type,
     typed_array,
 )
+from wasinn.backends._offline import openvino_telemetry_off
 from wasinn.backends.autodetect import is_openvino_ir
 from wasinn.core import (
     Backend,

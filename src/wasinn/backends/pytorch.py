@@ -27,6 +27,7 @@ import torch
 
 from wasinn.backends._common import check_builder_count, error_lines, resolve_type, typed_array
 from wasinn.core import (
+    PATH_BUILDER,
     Backend,
     BackendContext,
     BackendError,
@@ -43,7 +44,7 @@ from wasinn.core import (
 # the guest would make the host allocate billions of slots, so wasinn stops well before that.
 MAX_INPUTS = 1024
 _ELF_MAGIC = b"\x7fELF"
-_PRELOAD_PREFIX = b"preload:"
+_PRELOAD_PREFIX = PATH_BUILDER  # the core's one marker of a builder that names a file
 _INTERPRETER_BANNER = "The following operation failed in the TorchScript interpreter"
 _MINIZ_BOILERPLATE = " This is an internal miniz error."
 

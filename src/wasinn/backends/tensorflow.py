@@ -27,7 +27,6 @@ from tensorflow.core.protobuf import config_pb2  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # the v1 loader's deprecation notices are not the guest's business
 
-from wasinn.archive import is_archive, unpack_directory  # noqa: E402
 from wasinn.backends._common import check_builder_count, check_index, dtype_label, error_lines  # noqa: E402
 from wasinn.core import (  # noqa: E402
     Backend,
@@ -41,6 +40,7 @@ from wasinn.core import (  # noqa: E402
     Tensor,
     format_dims,
 )
+from wasinn.core._archive import is_archive, unpack_directory  # noqa: E402
 
 SERVE_TAGS = ("serve",)
 DEFAULT_SIGNATURE = "serving_default"
@@ -291,7 +291,7 @@ def _explicit_names(raw: bytes) -> tuple[list[str], list[str]]:
 
 class TensorFlowBackend(Backend):
     """Builder 1: a frozen GraphDef, or a SavedModel directory packed by ``--nn-preload``
-    (see :mod:`wasinn.archive`); optional builder 2: JSON naming inputs and outputs."""
+    (see :mod:`wasinn.core._archive`); optional builder 2: JSON naming inputs and outputs."""
 
     encoding = GraphEncoding.TENSORFLOW
     name = "tensorflow"

@@ -29,6 +29,7 @@ from wasinn.backends.whisper_audio import (
     transcript,
 )
 from wasinn.core import (
+    PATH_BUILDER,
     Backend,
     BackendContext,
     BackendError,
@@ -40,7 +41,7 @@ from wasinn.core import (
     Tensor,
 )
 
-PRELOAD_PREFIX = b"preload:"
+PRELOAD_PREFIX = PATH_BUILDER  # the core's one marker of a builder that names a file
 WHISPER_LOG_ERROR = 4  # ggml_log_level
 
 

@@ -8,7 +8,17 @@ lifecycle rules), ``_first_use`` (each framework's gate for safe concurrent firs
 guest calls into these objects; numbering and handles live there.
 """
 
-from wasinn.core._backend import UNGATED, Backend, BackendContext, BackendGraph, Lifecycle, ModelConfig
+from wasinn.core._backend import (
+    PATH_BUILDER,
+    READS_BYTES,
+    UNGATED,
+    Backend,
+    BackendContext,
+    BackendGraph,
+    Lifecycle,
+    ModelConfig,
+    ModelFiles,
+)
 from wasinn.core._errors import (
     BackendError,
     Busy,
@@ -35,6 +45,9 @@ from wasinn.core._session import ExecutionContext, Graph, NNSession, TensorKey, 
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor, TensorType, format_dims
 
 __all__ = [
+    "PATH_BUILDER",
+    "READS_BYTES",
+    "ModelFiles",
     "Backend",
     "BackendContext",
     "BackendError",

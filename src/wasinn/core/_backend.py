@@ -45,6 +45,27 @@ class Lifecycle(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ModelFiles:
+    """How a backend takes a model's files: what ``--nn-preload`` reads at start, and whether a
+    guest's ``preload:<path>`` builder (:data:`PATH_BUILDER`) names a file it opens itself.
+
+    Declared per encoding by :func:`wasinn.backends.model_files`, without importing the
+    framework, so the core needs no list of encodings.
+    """
+
+    # builder[0] is ``preload:<path>`` and the backend opens the file at load (GGML, BitNet:
+    # multi-GB files are mapped, not read); a missing file is errno 103 (model_not_found).
+    opened_at_load: bool = False
+    # a preloaded directory goes as one packed blob (a TensorFlow SavedModel).
+    directories: bool = False
+
+
+READS_BYTES = ModelFiles()
+# A builder that names a file instead of holding the model (WasmEdge's GGML convention).
+PATH_BUILDER = b"preload:"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Settings a guest passes to ``load_by_name_with_config`` as a JSON object.
 

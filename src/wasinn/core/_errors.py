@@ -41,7 +41,7 @@ class ModuleError(WasinnError):
 
 
 class ModelError(WasinnError):
-    """A model file that cannot be found, downloaded or verified (:mod:`wasinn.models`)."""
+    """A model file that cannot be found, downloaded or verified (:mod:`wasinn.tools.models`)."""
 
 
 class GuestTrap(WasinnError):

@@ -13,35 +13,37 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wasinn.core._backend import Backend, BackendGraph, ModelConfig
+from wasinn.core._backend import PATH_BUILDER, READS_BYTES, Backend, BackendGraph, ModelConfig, ModelFiles
 from wasinn.core._errors import ConfigError, NotFound
 from wasinn.core._types import ExecutionTarget, GraphEncoding
 
 BackendResolver = Callable[[GraphEncoding], Backend]
+# How each encoding takes its files (wasinn.backends.model_files); by default, as bytes.
+ModelFilesLookup = Callable[[GraphEncoding], ModelFiles]
 
 
 @dataclass(frozen=True)
 class Preload:
     """A named model, as given by ``--nn-preload NAME:ENCODING:TARGET:PATH[:PATH...]``
-    (parsed by :func:`wasinn.options.parse_preload`, beside the CLI's other spellings)."""
+    (parsed by :func:`wasinn.host.options.parse_preload`, beside the CLI's other spellings)."""
 
     name: str
     encoding: GraphEncoding
     target: ExecutionTarget
     paths: tuple[str, ...]
 
-    def read_builders(self) -> tuple[bytes, ...]:
+    def read_builders(self, files: ModelFiles = READS_BYTES) -> tuple[bytes, ...]:
         """Read every path now, so a missing file is reported at start-up, naming it.
 
-        GGML and BitNet files are not read: as in WasmEdge (ggml spec §2.1) the one builder
-        is ``preload:<path>`` and the backend opens the path at load (missing: errno 103).
+        A backend that opens its files at load (GGML, BitNet) gets them unread: as in
+        WasmEdge (ggml spec §2.1) the one builder is ``preload:<path>`` (missing: errno 103).
         """
-        if self.encoding in (GraphEncoding.GGML, GraphEncoding.BITNET):
-            return (b"preload:" + os.fsencode(":".join(self.paths)),)
+        if files.opened_at_load:
+            return (PATH_BUILDER + os.fsencode(":".join(self.paths)),)
         blobs = []
         for path in self.paths:
-            if self.encoding is GraphEncoding.TENSORFLOW and os.path.isdir(path):
-                from wasinn.archive import pack_directory  # a SavedModel: the directory as one blob
+            if files.directories and os.path.isdir(path):
+                from wasinn.core._archive import pack_directory  # a SavedModel: the directory as one blob
 
                 blobs.append(pack_directory(Path(path)))
                 continue
@@ -80,12 +82,20 @@ class ModelRegistry:
     :meth:`close`.
     """
 
-    def __init__(self, preloads: Sequence[Preload], resolve_backend: BackendResolver) -> None:
+    def __init__(
+        self,
+        preloads: Sequence[Preload],
+        resolve_backend: BackendResolver,
+        model_files: ModelFilesLookup = lambda _encoding: READS_BYTES,
+    ) -> None:
         self._resolve_backend = resolve_backend
+        self.model_files = model_files
         self._named: dict[str, _Named] = {}
         for preload in preloads:
             if preload.name not in self._named:  # the first entry of a name wins, as in WasmEdge
-                self._named[preload.name] = _Named(preload, preload.read_builders())
+                self._named[preload.name] = _Named(
+                    preload, preload.read_builders(model_files(preload.encoding))
+                )
         self._loaded: dict[tuple[str, bytes], SharedModel] = {}
         self._loading: dict[tuple[str, bytes], threading.Lock] = {}
         self._lock = threading.Lock()

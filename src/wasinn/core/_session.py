@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.core._backend import Backend, BackendContext, BackendGraph, Lifecycle
+from wasinn.core._backend import PATH_BUILDER, READS_BYTES, Backend, BackendContext, BackendGraph, Lifecycle
 from wasinn.core._errors import (
     BackendError,
     Errno,
@@ -25,12 +25,11 @@ from wasinn.core._errors import (
     TimeLimitExceeded,
 )
 from wasinn.core._interrupt import Interruption
-from wasinn.core._registry import ModelRegistry, SharedModel
+from wasinn.core._registry import ModelFilesLookup, ModelRegistry, SharedModel
 from wasinn.core._types import ExecutionTarget, GraphEncoding, Tensor
 
 CANCEL_GRACE_SECONDS = 10.0
 # WasmEdge's builder that names a model file instead of carrying its bytes (GGML, whisper).
-PATH_BUILDER = b"preload:"
 
 TensorKey = int | str
 
@@ -257,8 +256,11 @@ class NNSession:
         deadline: Callable[[], float | None] = lambda: None,
         guest_path: Callable[[str], Path] | None = None,
         interruption: Interruption | None = None,
+        model_files: ModelFilesLookup | None = None,
     ) -> None:
         self._resolve_backend = resolve_backend
+        # How each encoding takes its files: the registry's, else bytes for every backend.
+        self._model_files = model_files or (registry.model_files if registry else lambda _e: READS_BYTES)
         # Host path of a file the guest names; raises InvalidArgument outside its --dir mappings.
         self._guest_path = guest_path
         self.registry = registry
@@ -302,7 +304,7 @@ class NNSession:
         if self._guest_path is None:  # the host itself calls (Python API): its paths are its own
             return builders
         guest_path = os.fsdecode(bytes(builders[0][len(PATH_BUILDER) :]))
-        errno = Errno.MODEL_NOT_FOUND if encoding in (GraphEncoding.GGML, GraphEncoding.BITNET) else None
+        errno = Errno.MODEL_NOT_FOUND if self._model_files(encoding).opened_at_load else None
         try:
             host_path = self._guest_path(guest_path)
         except InvalidArgument as err:

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wasinn.core import GuestCancelled, GuestTrap, Interruption, TimeLimitExceeded, WasinnError
+from wasinn.serve.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAITING
 from wasinn.serve.metrics import Metrics
 from wasinn.serve.pool import GuestPool, GuestResult
 
@@ -33,7 +34,6 @@ log = logging.getLogger("wasinn.serve")
 
 # A guest's exit code says whose fault a failure was (sysexits): usage, data, input.
 CLIENT_ERROR_EXITS = frozenset({64, 65, 66})
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CLIENT_GONE = 499  # nginx's code for a client that closed the connection first
 CLIENT_LEFT = "the client left"  # why its guest was interrupted
 SHUTTING_DOWN = "the server is shutting down"  # new requests' 503 while it drains
@@ -65,7 +65,7 @@ class ServerState:
 
     metrics: Metrics = field(default_factory=Metrics)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_waiting: int = 64  # per pool (route): requests waiting for one of its worker slots
+    max_waiting: int = DEFAULT_MAX_WAITING  # per pool (route): requests waiting for a worker slot
     mapped_responses: bool = False  # ServeConfig.mapped_responses
     draining: bool = False  # set at SIGTERM (wasinn.serve.lifecycle): new requests get 503
     pools: list[GuestPool] = field(default_factory=list)

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from wasinn.core import ConfigError, GraphEncoding, Interruption
-from wasinn.runtime import Runtime
+from wasinn.host import Runtime
 from wasinn.serve.app import (
     CLIENT_LEFT,
     HTTPFailure,
@@ -82,7 +82,7 @@ def openai_models(
     if not names:
         return {}
     if guest is None:
-        from wasinn.demo import find_guest
+        from wasinn.tools.demo import find_guest
 
         guest = find_guest(GUEST_NAME)
     models: dict[str, OpenAIModel] = {}

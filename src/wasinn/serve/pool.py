@@ -2,8 +2,8 @@
 
 wasmtime's WASI fixes a guest's argv and stdin when the instance is made, so an instance
 cannot be made before its request has arrived. What is kept warm instead: the compiled
-module, the server's :class:`~wasinn.runtime.Runtime` with its preloaded models, the epoch
-ticker for time limits, and one spool directory per slot (in /dev/shm where there is one)
+module, the server's :class:`~wasinn.host.Runtime` with its preloaded models (and its epoch
+ticker), and one spool directory per slot (in /dev/shm where there is one)
 holding the request's stdout and stderr files. The request body is handed to the guest as
 its stdin from memory (no file: wasmtime reads a stdin file ahead in small pieces, 10 ms
 more for 5.5 MB); stdout stays a file, since a Python callback per 4 KiB chunk costs 40 ms
@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasinn._epoch import epoch_ticker
 from wasinn.core import ConfigError, Interruption
-from wasinn.runtime import Runtime
+from wasinn.host import Runtime
 from wasinn.serve.metrics import release_freed_memory
 
 # Standard error is for people and logs: only its end is kept for the error message.
@@ -70,9 +69,6 @@ class GuestPool:
             slot = self._spool / str(index)
             slot.mkdir()
             self._free.put(slot)
-        # Every run is interruptible (its client may leave), which takes epochs, limit or not.
-        self._ticker = epoch_ticker(runtime.engine)
-        self._ticker.__enter__()
         self._closed = False
         self._count_lock = threading.Lock()
         # The slots in use: since when, and how to stop the guest that holds each.
@@ -130,18 +126,11 @@ class GuestPool:
             release_freed_memory()  # earlier requests' buffers, before this one's are made
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
-            instance = self.runtime.instantiate_guest(
-                self.module, args, stdin=body, stdout=stdout, stderr=stderr, interruption=interruption
-            )
-            try:
-                with instance, _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
-                    instance.restart_clock()
-                    code = instance.run()
-            finally:
-                # The store holds the guest's linear memory (the request's megabytes); it sits in
-                # a reference cycle, so without this it waits for Python's cyclic collector: RSS
-                # climbed ~7 MB a request and fell by 150 MB at each collection.
-                instance.store.close()
+            # Every run is interruptible (its client may leave): the runtime keeps epochs ticking.
+            with _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
+                code = self.runtime.run_guest(
+                    self.module, args, stdin=body, stdout=stdout, stderr=stderr, interruption=interruption
+                )
             seconds = time.perf_counter() - started
             if on_stdout:
                 output: bytes | memoryview = b""
@@ -161,7 +150,6 @@ class GuestPool:
         if self._closed:
             return
         self._closed = True
-        self._ticker.__exit__(None, None, None)
         self._remove_spool()
 
 
@@ -175,6 +163,8 @@ class _Tail:
     POLL_SECONDS = 0.004
 
     def __init__(self, path: Path, deliver: Callable[[bytes], object]) -> None:
+        # Opened before the guest's WASI opens it (create + truncate: the same file, if it is there).
+        path.touch()
         self._file = open(path, "rb")  # noqa: SIM115  (closed in __exit__)
         self._deliver = deliver
         self._stop = threading.Event()

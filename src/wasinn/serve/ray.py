@@ -1,6 +1,6 @@
 """Scale-out on Ray: the same routes as a Ray Serve deployment, and batch segmentation on Ray Data.
 
-Each Serve replica (and each Ray Data worker) builds its own :class:`~wasinn.runtime.Runtime`
+Each Serve replica (and each Ray Data worker) builds its own :class:`~wasinn.host.Runtime`
 from the :class:`~wasinn.serve.server.ServeConfig`: compiled modules and loaded models do not
 travel between processes, the config does. ``ray`` is imported only here (the ``ray`` extra).
 """
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from wasinn.core import ConfigError, WasinnError
-from wasinn.faults import keep_fault_handlers
-from wasinn.serve.server import ROAD_ROUTE, ServeConfig, build_app, with_demo
+from wasinn.serve.config import ServeConfig
+from wasinn.serve.faults import keep_fault_handlers
+from wasinn.serve.server import ROAD_ROUTE, build_app, with_demo
 
 PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 APP_NAME = "wasinn"
@@ -197,7 +198,7 @@ class Segmenter:
     """A Ray Data worker: one runtime with the road model, one nn-pipe guest run per picture."""
 
     def __init__(self, guest: str, preload: tuple[str, ...], out: str) -> None:
-        from wasinn.runtime import Runtime
+        from wasinn.host import Runtime
         from wasinn.serve.pool import GuestPool
 
         self.pool = GuestPool(Runtime(preload=preload), Path(guest), 1, name="batch")

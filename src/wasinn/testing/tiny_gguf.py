@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wasinn.paths import user_cache_dir
+from wasinn.core._paths import user_cache_dir
 
 SDIST_NAME = "llama_cpp_python-0.3.36.tar.gz"
 VOCAB_MEMBER = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wasinn.paths import user_cache_dir
+from wasinn.core._paths import user_cache_dir
 
 MAGIC = 0x67676D6C
 N_VOCAB, N_AUDIO_CTX, N_TEXT_CTX, N_MELS, N_FFT = 51865, 1500, 448, 80, 201

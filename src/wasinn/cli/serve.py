@@ -8,6 +8,10 @@ from pathlib import Path
 import click
 
 from wasinn.cli import configure_logging, fail
+from wasinn.cli.options import config_option, limit_options, limits_from, world_options
+from wasinn.serve.config import ServeConfig, parse_routes
+
+SERVE_DEFAULTS = ServeConfig()
 
 
 def _missing_extra(err: ImportError) -> None:
@@ -17,49 +21,22 @@ def _missing_extra(err: ImportError) -> None:
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Guest runs at a time per route (threads in this one process, sharing its models).",
+@config_option(ServeConfig, "workers", "--workers", type=click.IntRange(min=1))
+@world_options
+@limit_options(
+    SERVE_DEFAULTS.limits,
+    scope="Per request:",
+    help={
+        "memory_pages": "Per request: the guest's linear memory cap (64 KiB pages).",
+        "time_limit_ms": "Per request: over it, 504; 0: none. A worker busy longer counts as stuck.",
+        "gas": "Per request: out of fuel, 500.",
+    },
 )
-@click.option("--dir", "dirs", multiple=True, metavar="GUEST:HOST", help="As `wasinn run --dir`.")
-@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="As `wasinn run --env`.")
-@click.option(
-    "--nn-preload",
-    "preload",
-    multiple=True,
-    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
-    help="Preload a model once for every request (load_by_name).",
+@config_option(ServeConfig, "max_body_bytes", "--max-body-bytes", type=click.IntRange(min=0), metavar="BYTES")
+@config_option(ServeConfig, "max_waiting", "--max-waiting", type=click.IntRange(min=0))
+@config_option(
+    ServeConfig, "drain_seconds", "--drain-seconds", type=click.FloatRange(min=3), metavar="SECONDS"
 )
-@click.option("--memory-page-limit", type=click.IntRange(min=0), metavar="PAGES", help="Per request.")
-@click.option(
-    "--time-limit",
-    default=60_000,
-    show_default=True,
-    type=click.IntRange(min=0),
-    metavar="MS",
-    help="Per request: over it, 504; 0: none. A worker busy longer counts as stuck.",
-)
-@click.option("--gas-limit", type=click.IntRange(min=0), metavar="N", help="Per request: out of fuel, 500.")
-@click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0))
-@click.option(
-    "--max-waiting",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Requests of one route that may wait for one of its workers; the next gets 503.",
-)
-@click.option(
-    "--drain-seconds",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=3),
-    metavar="SECONDS",
-    help="After SIGTERM: new requests get 503, those in flight may finish; the process ends within it.",
-)
-@click.option("--no-cache", is_flag=True, help="Compile modules even when a compiled copy is cached.")
 @click.option("--demo", is_flag=True, help="Add the road-segmentation page at / (and its route).")
 @click.option(
     "--openai",
@@ -73,13 +50,7 @@ def _missing_extra(err: ImportError) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The guest for --openai (default: the built llm-serve.wasm).",
 )
-@click.option(
-    "--parallel",
-    default=4,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="With --openai: chat requests per model decoded together (continuous batching).",
-)
+@config_option(ServeConfig, "parallel", "--parallel", type=click.IntRange(1, 256))
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option(
     "--replicas",
@@ -96,13 +67,10 @@ def serve_command(
     dirs: tuple[str, ...],
     env: tuple[str, ...],
     preload: tuple[str, ...],
-    memory_page_limit: int | None,
-    time_limit: int,
-    gas_limit: int | None,
+    no_cache: bool,
     max_body_bytes: int,
     max_waiting: int,
     drain_seconds: float,
-    no_cache: bool,
     demo: bool,
     openai: tuple[str, ...],
     openai_guest: Path | None,
@@ -112,16 +80,16 @@ def serve_command(
     address: str | None,
     verbose: bool,
     routes: tuple[str, ...],
+    **limit_values: int | None,
 ) -> None:
     """Serve each ROUTE=MODULE.wasm at POST /ROUTE: body → stdin, query → args, stdout → body."""
     from wasinn.core import WasinnError
-    from wasinn.runtime import Limits
 
     configure_logging(verbose)
     if not use_ray and (replicas is not None or address is not None):
         fail("--replicas and --address are options of --ray")
     try:
-        from wasinn.serve.server import ServeConfig, build_app, parse_routes, with_demo
+        from wasinn.serve.server import build_app, with_demo
     except ImportError as err:
         _missing_extra(err)
     try:
@@ -131,7 +99,7 @@ def serve_command(
             dirs=dirs,
             env=env,
             preload=preload,
-            limits=Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit or None, gas=gas_limit),
+            limits=limits_from(limit_values, SERVE_DEFAULTS.limits),
             cache=not no_cache,
             max_body_bytes=max_body_bytes,
             max_waiting=max_waiting,

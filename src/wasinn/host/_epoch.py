@@ -9,13 +9,13 @@ wasmtime-py does not wrap), which either stops it or moves the deadline on by on
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import wasmtime
-from wasmtime import _ffi as ffi
+
+from wasinn.abi._ffi import EPOCH_CALLBACK, error_pointer, set_epoch_callback
 
 EPOCH_TICK_SECONDS = 0.01
 NO_DEADLINE = 1 << 62
@@ -61,17 +61,6 @@ def epoch_ticker(engine: wasmtime.Engine) -> EpochTicker:
         return _tickers.setdefault(id(engine), EpochTicker(engine))
 
 
-# wasmtime_error_t *(*)(wasmtime_context_t *, void *env, uint64_t *delta, uint8_t *kind)
-_CALLBACK_TYPE: Any = ctypes.CFUNCTYPE(
-    ctypes.c_size_t,
-    ctypes.POINTER(ffi.wasmtime_context_t),
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_uint64),
-    ctypes.POINTER(ctypes.c_uint8),
-)
-_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
-
-
 class EpochWatch:
     """Calls ``check`` at every epoch tick while the store runs wasm code.
 
@@ -83,8 +72,8 @@ class EpochWatch:
     def __init__(self, store: wasmtime.Store, check: Callable[[], BaseException | None]) -> None:
         self.stopped: BaseException | None = None
         self._check = check
-        self._native = _CALLBACK_TYPE(self._on_tick)
-        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._native, None, _NO_FINALIZER)
+        self._native = EPOCH_CALLBACK(self._on_tick)
+        set_epoch_callback(store, self._native)
         store.set_epoch_deadline(1)
 
     def _on_tick(self, _context: Any, _env: Any, delta: Any, kind: Any) -> int:
@@ -97,5 +86,4 @@ class EpochWatch:
             kind[0] = _CONTINUE
             return 0
         self.stopped = stop
-        error = ffi.wasmtime_error_new(str(stop).encode())
-        return ctypes.cast(error, ctypes.c_void_p).value or 0
+        return error_pointer(str(stop))

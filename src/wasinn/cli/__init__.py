@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from wasinn.cli_errors import (
+from wasinn.cli._errors import (
     INTERNAL_ERROR,
     INTERRUPTED,
     LIMIT_EXIT,
@@ -22,6 +22,7 @@ from wasinn.cli_errors import (
     error_line,
     usage_line,
 )
+from wasinn.cli.options import limit_options, limits_from, world_options
 
 DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 
@@ -44,14 +45,14 @@ class LazyGroup(click.Group):
     """Imports a subcommand's module only when that command runs (or help lists it)."""
 
     LAZY = {
-        "im2tensor": "wasinn.tools.commands:im2tensor_command",
-        "visualize": "wasinn.tools.commands:visualize_command",
-        "models": "wasinn.models:models_command",
-        "demo": "wasinn.demo:demo_command",
-        "bench": "wasinn.bench:bench_command",
-        "build": "wasinn.guest_build:build_command",
-        "serve": "wasinn.serve.command:serve_command",
-        "batch": "wasinn.serve.command:batch_command",
+        "im2tensor": "wasinn.cli.tools:im2tensor_command",
+        "visualize": "wasinn.cli.tools:visualize_command",
+        "demo": "wasinn.cli.tools:demo_command",
+        "build": "wasinn.cli.tools:build_command",
+        "models": "wasinn.cli.models:models_command",
+        "bench": "wasinn.cli.bench:bench_command",
+        "serve": "wasinn.cli.serve:serve_command",
+        "batch": "wasinn.cli.serve:batch_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -107,41 +108,8 @@ def main() -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option(
-    "--dir",
-    "dirs",
-    multiple=True,
-    metavar="GUEST:HOST",
-    help="Make a host directory visible to the guest (WasmEdge order; a bare PATH maps to itself; "
-    "append :readonly to forbid writes).",
-)
-@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Set an environment variable.")
-@click.option(
-    "--nn-preload",
-    "preload",
-    multiple=True,
-    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
-    help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin.",
-)
-@click.option("--no-cache", is_flag=True, help="Compile the module even when a compiled copy is cached.")
-@click.option(
-    "--memory-page-limit",
-    type=click.IntRange(min=0),
-    metavar="PAGES",
-    help="Cap the guest's linear memory (64 KiB pages); memory.grow past it returns -1.",
-)
-@click.option(
-    "--time-limit",
-    type=click.IntRange(min=0),
-    metavar="MS",
-    help="Stop the guest after MS milliseconds of wall-clock time, native inference included.",
-)
-@click.option(
-    "--gas-limit",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="Stop the guest after N units of wasmtime fuel (about one per instruction).",
-)
+@world_options
+@limit_options()
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -150,22 +118,20 @@ def run(
     env: tuple[str, ...],
     preload: tuple[str, ...],
     no_cache: bool,
-    memory_page_limit: int | None,
-    time_limit: int | None,
-    gas_limit: int | None,
     verbose: bool,
     module: str,
     args: tuple[str, ...],
+    **limit_values: int | None,
 ) -> None:
     """Run MODULE.wasm (a WASI command) with ARGS; exit with the guest's exit code."""
     from wasinn.core import GuestTrap, LimitExceeded, WasinnError
-    from wasinn.runtime import Limits, Runtime
+    from wasinn.host import Runtime
 
     configure_logging(verbose)
     if not Path(module).is_file():
         fail(f"{module}: no such file" if not Path(module).exists() else f"{module}: not a file")
     try:
-        limits = Limits(memory_pages=memory_page_limit, time_limit_ms=time_limit, gas=gas_limit)
+        limits = limits_from(limit_values)
         runtime = Runtime(dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits)
         code = runtime.run(module, args)
     except LimitExceeded as exceeded:

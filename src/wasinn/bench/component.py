@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wasinn.bench_cases import REPO, GuestLoop, Unavailable, require, tiny_openvino_model
-from wasinn.bench_types import Plan, Record, alternate
+from wasinn.bench._harness import REPO, GuestLoop, Unavailable, require, tiny_openvino_model
+from wasinn.bench.types import Plan, Record, alternate
 from wasinn.core import ConfigError
 
 TIME_ROUNDS = REPO / "examples" / "python" / "time_rounds.py"
@@ -25,7 +25,7 @@ UNIT = "ms per inference round, timed inside each guest with the WASI monotonic 
 def component_round_trip(plan: Plan) -> list[Record]:
     require("openvino")
     require("componentize_py")
-    from wasinn.guest_build import build
+    from wasinn.tools.build import build
 
     with tempfile.TemporaryDirectory(prefix="wasinn-bench-") as tmp:
         directory = Path(tmp)

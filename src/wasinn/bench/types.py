@@ -1,6 +1,6 @@
 """The vocabulary shared by ``wasinn bench`` and its cases: plans, records and statistics.
 
-:mod:`wasinn.bench` (the command) and :mod:`wasinn.bench_cases` (the cases) both import this
+:mod:`wasinn.bench` (the command) and :mod:`wasinn.bench.cases` (the cases) both import this
 module and not each other's, so neither needs the other to be loaded first.
 """
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import click
-
-from wasinn.cli_errors import CommandError, CommandUsageError
+from wasinn.core import ModuleError, WasinnError
 
 MODEL_ID = "road-segmentation-adas-0001"
 IMAGE = "empty_road_mapillary.jpg"
@@ -22,40 +21,51 @@ OUTPUT_TENSOR = "wasinn-openvino-inference-output-1x4x512x896xf32.tensor"
 GUESTS_ENV = "WASINN_GUESTS"
 
 
+class ExampleNotBuilt(ModuleError):
+    """An example's guest or sample is not where a checkout's ``make examples`` puts it."""
+
+
 def find_guest(name: str) -> Path:
     """A built example guest: ``$WASINN_GUESTS``, then the checkout's ``build/wasm``."""
     candidates = []
     if explicit := os.environ.get(GUESTS_ENV):
         candidates.append(Path(explicit) / name)
-    candidates.append(Path(__file__).resolve().parents[2] / "build" / "wasm" / name)
+    candidates.append(Path(__file__).resolve().parents[3] / "build" / "wasm" / name)
     candidates.append(Path.cwd() / "build" / "wasm" / name)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise CommandError(f"the example guest {name} is not built; run `make examples` (or set {GUESTS_ENV})")
+    raise ExampleNotBuilt(f"the example guest {name} is not built; run `make examples` (or set {GUESTS_ENV})")
 
 
 def find_sample(model_dir: Path, name: str) -> Path:
-    from wasinn.models import find_file
+    from wasinn.tools.models import find_file
 
     beside = model_dir / name
     found = beside if beside.is_file() else find_file(name)
     if found is None:
-        raise CommandError(f"sample image {name} not found next to the model or on the search path")
+        raise ExampleNotBuilt(f"sample image {name} not found next to the model or on the search path")
     return found
 
 
-def road_segmentation(out: Path, *, image: Path | None = None, download: bool = True) -> Path:
-    """Run the whole example into ``out``; returns the picture's path."""
-    from wasinn.models import ensure_model
-    from wasinn.runtime import Runtime
+def road_segmentation(
+    out: Path,
+    *,
+    image: Path | None = None,
+    download: bool = True,
+    progress: Callable[[str], object] = lambda line: None,
+) -> Path:
+    """Run the whole example into ``out``; returns the picture's path. ``progress`` is given
+    one line per step, with its time."""
+    from wasinn.host import Runtime
     from wasinn.tools import im2tensor, visualize, write_tensor
+    from wasinn.tools.models import ensure_model
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir = ensure_model(MODEL_ID, download_missing=download)
     photo = image or find_sample(model_dir, IMAGE)
     guest = find_guest(GUEST)
-    step = _Steps()
+    step = _Steps(progress)
 
     tensor = im2tensor(photo, "512x896x3xfp32")
     write_tensor(tensor, out / "input.tensor")
@@ -65,7 +75,7 @@ def road_segmentation(out: Path, *, image: Path | None = None, download: bool = 
     runtime = Runtime(dirs=[f".:{out}", f"/model:{model_dir}"])
     code = runtime.run(guest, [f"/model/{MODEL_ID}.xml", f"/model/{MODEL_ID}.bin", "input.tensor"])
     if code != 0:
-        raise CommandError(f"the guest {guest.name} exited with code {code}")
+        raise WasinnError(f"the guest {guest.name} exited with code {code}")
     step.done(f"wasinn run {guest.name} -> {OUTPUT_TENSOR}")
 
     picture = out / "road-segmentation.png"
@@ -76,40 +86,11 @@ def road_segmentation(out: Path, *, image: Path | None = None, download: bool = 
 
 
 class _Steps:
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[str], object]) -> None:
+        self._progress = progress
         self._last = time.perf_counter()
 
     def done(self, what: str) -> None:
         now = time.perf_counter()
-        click.echo(f"  {what}  ({now - self._last:.2f} s)", err=True)
+        self._progress(f"  {what}  ({now - self._last:.2f} s)")
         self._last = now
-
-
-@click.command("demo")
-@click.argument("example", type=click.Choice(["road-segmentation"]))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("build/demo"),
-    show_default=True,
-    help="Directory for the tensors and the picture.",
-)
-@click.option(
-    "--image",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Use this photo instead of the sample.",
-)
-@click.option("--no-download", is_flag=True, help="Fail instead of downloading a missing model.")
-def demo_command(example: str, out: Path, image: Path | None, no_download: bool) -> None:
-    """Run an example end to end: road-segmentation turns a photo into a segmentation picture."""
-    from wasinn.core import WasinnError
-    from wasinn.tools import ToolError
-
-    click.echo(f"wasinn demo {example}", err=True)
-    try:
-        picture = road_segmentation(out, image=image, download=not no_download)
-    except ToolError as err:  # a photo that cannot be read
-        raise CommandUsageError(str(err)) from None
-    except WasinnError as err:  # no model (and no download), a trapping guest
-        raise CommandError(str(err)) from None
-    click.echo(f"picture written to {picture}")

@@ -1,4 +1,4 @@
-"""The ``im2tensor`` and ``visualize`` commands, for the ``wasinn`` command group.
+"""The tools' commands: ``im2tensor``, ``visualize``, ``demo`` and ``build``.
 
 Options mirror the seed's ``im2tensor --image IMG --dims 512x896x3xfp32 --tensor OUT``;
 choices come from the tables in :mod:`wasinn.tools.im2tensor`. A bad input ends the command
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from wasinn.cli_errors import CommandUsageError
+from wasinn.cli._errors import CommandError, CommandUsageError
+from wasinn.tools.build import NN_VERSIONS, build
 from wasinn.tools.im2tensor import (
     COLOR_ORDERS,
     LAYOUTS,
@@ -116,3 +117,67 @@ def visualize_command(image_path: Path, tensor_path: Path, output_path: Path, di
     except ToolError as exc:
         raise CommandUsageError(str(exc)) from exc
     click.echo(f"wrote {output_path}: {picture.width}x{picture.height} picture")
+
+
+@click.command("demo")
+@click.argument("example", type=click.Choice(["road-segmentation"]))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build/demo"),
+    show_default=True,
+    help="Directory for the tensors and the picture.",
+)
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use this photo instead of the sample.",
+)
+@click.option("--no-download", is_flag=True, help="Fail instead of downloading a missing model.")
+def demo_command(example: str, out: Path, image: Path | None, no_download: bool) -> None:
+    """Run an example end to end: road-segmentation turns a photo into a segmentation picture."""
+    from wasinn.core import WasinnError
+    from wasinn.tools.demo import road_segmentation
+
+    click.echo(f"wasinn demo {example}", err=True)
+    try:
+        picture = road_segmentation(
+            out, image=image, download=not no_download, progress=lambda line: click.echo(line, err=True)
+        )
+    except ToolError as err:  # a photo that cannot be read
+        raise CommandUsageError(str(err)) from None
+    except WasinnError as err:  # no model (and no download), a trapping guest
+        raise CommandError(str(err)) from None
+    click.echo(f"picture written to {picture}")
+
+
+@click.command("build")
+@click.argument("app", metavar="APP.py", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, metavar="APP.wasm", help="Where to write the component.")
+@click.option(
+    "-p",
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="DIR",
+    help="One more directory to import Python modules from.",
+)
+@click.option(
+    "--nn-version",
+    "versions",
+    multiple=True,
+    type=click.Choice(NN_VERSIONS),
+    help="wasi:nn version(s) to import (default 0.2.0-rc-2024-10-28, which wasinn_guest uses).",
+)
+@click.option("--no-cache", is_flag=True, help="Build even when the same sources were built before.")
+def build_command(
+    app: str, output: str, paths: tuple[str, ...], versions: tuple[str, ...], no_cache: bool
+) -> None:
+    """Build APP.py (which defines the wasi:cli Run class) into a wasi:nn component."""
+    from wasinn.core import ConfigError, ModuleError
+
+    try:
+        reused = build(app, output, paths=paths, versions=versions or (NN_VERSIONS[0],), cache=not no_cache)
+    except (ConfigError, ModuleError) as err:
+        raise CommandUsageError(str(err)) from None
+    click.echo(f"{output}: {'reused a cached build' if reused else 'built'}", err=True)

@@ -10,7 +10,7 @@ server counted no 5xx and logged no traceback, and the drift of its resident mem
 RSS at rest after the run over its RSS at rest after the warm-up (the first 10 %, at least
 15 s; :func:`idle_rss` says why at rest). p50/p99 per route go to ``--json``.
 
-    python -m wasinn.serve.soak [--seconds 600] [--concurrency 32] [--json FILE]
+    python -m wasinn.bench.soak [--seconds 600] [--concurrency 32] [--json FILE]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from wasinn.serve.loadtest import LoadTestError, server_rss, start_server, stop_server
+from wasinn.bench.loadtest import LoadTestError, server_rss, start_server, stop_server
+from wasinn.bench.soak_traffic import BIRDS, MIX, Client, Inputs
 from wasinn.serve.metrics import TRIM_EVERY_SECONDS
-from wasinn.serve.soak_traffic import BIRDS, MIX, Client, Inputs
 
 REQUEST_SECONDS = 120.0  # one request, however loaded the machine: beyond it, a hang
 DRAIN_SECONDS = 60.0  # for the guests of clients that left to end after the load
@@ -219,9 +219,9 @@ def soak_server(tiny_model: Path | None = None) -> tuple[list[str], Inputs]:
     import numpy as np
 
     from wasinn.core import WasinnError
-    from wasinn.demo import MODEL_ID, find_guest
-    from wasinn.models import ensure_model
+    from wasinn.tools.demo import MODEL_ID, find_guest
     from wasinn.tools.im2tensor import im2tensor
+    from wasinn.tools.models import ensure_model
 
     try:
         road_dir = ensure_model(MODEL_ID, download_missing=False)
@@ -289,7 +289,7 @@ def summary(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wasinn.serve.soak",
+        prog="python -m wasinn.bench.soak",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

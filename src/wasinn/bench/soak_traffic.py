@@ -1,4 +1,4 @@
-"""What the soak (:mod:`wasinn.serve.soak`) sends, and what each answer must be.
+"""What the soak (:mod:`wasinn.bench.soak`) sends, and what each answer must be.
 
 Each kind of request is a check: it sends one request and returns the status and what was
 wrong with the answer (None: right). The deterministic routes must answer what they answered

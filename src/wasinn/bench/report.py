@@ -6,26 +6,20 @@ Inference cases time only the inference round (set_input + compute + get_output)
 ``nn-run`` guest times it itself with WASI ``CLOCK_MONOTONIC`` (``--time``), the native loop
 with ``time.perf_counter_ns`` around the same copy-in, infer, copy-out. Whole-process cases
 (end-to-end, start-up) time subprocesses from the outside. The case definitions live in
-:mod:`wasinn.bench_cases`, the records and statistics in :mod:`wasinn.bench_types`; this
+:mod:`wasinn.bench.cases`, the records and statistics in :mod:`wasinn.bench.types`; this
 module holds the command and its output.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-import click
-
-from wasinn.bench_cases import CASES
-from wasinn.bench_types import FULL, QUICK, Case, Plan, Record, Stats, alternate
-from wasinn.cli_errors import CommandUsageError
+from wasinn.bench.cases import CASES
+from wasinn.bench.types import FULL, QUICK, Case, Plan, Record, Stats, alternate
 
 
 def select(cases: Sequence[Case], patterns: Sequence[str]) -> list[tuple[Case, list[str]]]:
@@ -143,31 +137,16 @@ def plot(records: Sequence[Record], path: Path) -> None:
     image.save(path, optimize=True)
 
 
-@click.command("bench")
-@click.option("--quick", is_flag=True, help="Fewer repetitions: under 40 s on 2 cores.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write records.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Bar chart PNG.")
-@click.option("--case", "patterns", multiple=True, metavar="GLOB", help="Only cases matching (repeatable).")
-@click.option("--list", "list_cases", is_flag=True, help="List the case names and exit.")
-def bench_command(
-    quick: bool, json_path: Path | None, plot_path: Path | None, patterns: tuple[str, ...], list_cases: bool
-) -> None:
-    """Time cases natively and through wasinn, alternating the two in one run."""
-    if list_cases:
-        for case in CASES:
-            for name in case.names:
-                click.echo(name)
-        return
-    if patterns and not select(CASES, patterns):
-        raise CommandUsageError(f"no case matches {', '.join(patterns)} (see --list)")
-    records = run_cases(QUICK if quick else FULL, patterns, lambda m: click.echo(m, err=True))
-    print_table(records)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
-    if plot_path is not None:
-        plot(records, plot_path)
-    sys.stdout.flush()
-
-
-__all__ = ["FULL", "QUICK", "Case", "Plan", "Record", "Stats", "alternate", "bench_command"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Case",
+    "Plan",
+    "Record",
+    "Stats",
+    "alternate",
+    "plot",
+    "print_table",
+    "run_cases",
+    "select",
+]

@@ -18,14 +18,12 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-import click
-
 from wasinn.core import ConfigError, ModuleError
-from wasinn.paths import user_cache_dir
+from wasinn.core._paths import user_cache_dir
 
 COMPONENTIZE_PY = "componentize-py"
-WIT_DIR = Path(__file__).resolve().parent / "wit"
-GUEST_PYTHON = Path(__file__).resolve().parents[2] / "guest" / "python"
+WIT_DIR = Path(__file__).resolve().parents[1] / "wit"
+GUEST_PYTHON = Path(__file__).resolve().parents[3] / "guest" / "python"
 NN_VERSIONS = ("0.2.0-rc-2024-10-28", "0.2.0-rc-2024-08-19", "0.2.0-rc-2024-06-25")
 NN_INTERFACES = ("tensor", "graph", "inference", "errors")
 MAX_SOURCE_FILES = 2000
@@ -165,35 +163,3 @@ def _copy(source: Path, target: Path) -> None:
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.copyfile(source, temporary)
     os.replace(temporary, target)
-
-
-@click.command("build")
-@click.argument("app", metavar="APP.py", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, metavar="APP.wasm", help="Where to write the component.")
-@click.option(
-    "-p",
-    "--path",
-    "paths",
-    multiple=True,
-    metavar="DIR",
-    help="One more directory to import Python modules from.",
-)
-@click.option(
-    "--nn-version",
-    "versions",
-    multiple=True,
-    type=click.Choice(NN_VERSIONS),
-    help="wasi:nn version(s) to import (default 0.2.0-rc-2024-10-28, which wasinn_guest uses).",
-)
-@click.option("--no-cache", is_flag=True, help="Build even when the same sources were built before.")
-def build_command(
-    app: str, output: str, paths: tuple[str, ...], versions: tuple[str, ...], no_cache: bool
-) -> None:
-    """Build APP.py (which defines the wasi:cli Run class) into a wasi:nn component."""
-    from wasinn.cli import fail
-
-    try:
-        reused = build(app, output, paths=paths, versions=versions or (NN_VERSIONS[0],), cache=not no_cache)
-    except (ConfigError, ModuleError) as err:
-        fail(str(err))
-    click.echo(f"{output}: {'reused a cached build' if reused else 'built'}", err=True)

@@ -5,8 +5,8 @@ deadline, so it always ends; a run the deadline cut short fails. The server's re
 memory is read from its ``/metrics`` after a warm-up share of the requests and at the end:
 a leak shows as growth between them.
 
-    python -m wasinn.serve.loadtest URL --body FILE [--total 2000] [--concurrency 16]
-    python -m wasinn.serve.loadtest --demo [--total 2000] [--malformed 200] --json FILE
+    python -m wasinn.bench.loadtest URL --body FILE [--total 2000] [--concurrency 16]
+    python -m wasinn.bench.loadtest --demo [--total 2000] [--malformed 200] --json FILE
 
 ``--demo`` starts ``wasinn serve --demo`` on a free loopback port, posts random
 road-segmentation tensors, then malformed bodies (each must be a 400), and stops it
@@ -249,7 +249,7 @@ def _report_json(report: LoadReport) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wasinn.serve.loadtest",
+        prog="python -m wasinn.bench.loadtest",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wasinn.bench_cases import Unavailable, guest, require
-from wasinn.bench_types import Plan, Record, alternate
-from wasinn.runtime import Runtime
+from wasinn.bench._harness import Unavailable, guest, require
+from wasinn.bench.types import Plan, Record, alternate
+from wasinn.host import Runtime
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 GENERATE_UNIT = (

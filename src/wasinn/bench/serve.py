@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from wasinn.bench_cases import (
+from wasinn.bench._harness import (
     PROCESS_UNIT,
     ROAD_BIN,
     ROAD_XML,
@@ -32,7 +32,7 @@ from wasinn.bench_cases import (
     require,
     wasm_dir,
 )
-from wasinn.bench_types import Plan, Record, alternate
+from wasinn.bench.types import Plan, Record, alternate
 
 REQUEST_UNIT = "ms per request, timed by an HTTP client on loopback (body 5.5 MB in, 7.3 MB out)"
 LABELS_UNIT = "ms per request, timed by an HTTP client on loopback (body 5.5 MB in, 0.46 MB out)"
@@ -48,8 +48,8 @@ class NativeRoad:
     copy-in + infer + copy-out, on wasinn's own backend Core (the same defaults)."""
 
     def __init__(self, xml: Path, weights: Path, data: npt.NDArray[np.float32]) -> None:
-        from wasinn._offline import openvino_telemetry_off
         from wasinn.backends import get_backend
+        from wasinn.backends._offline import openvino_telemetry_off
         from wasinn.core import GraphEncoding
 
         with openvino_telemetry_off():

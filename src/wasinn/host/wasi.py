@@ -1,0 +1,49 @@
+"""A guest's WASI view: argv, environment, preopened directories and standard streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import wasmtime
+
+from wasinn.abi._ffi import set_stdin_bytes
+from wasinn.host.options import DirMapping
+
+# A file for a guest output stream, or a callable given each chunk the guest writes.
+OutputStream = str | Path | Callable[[bytes], object]
+# A file for a guest's stdin, or the bytes themselves (a server's request body: no file).
+InputStream = str | Path | bytes
+Stdio = tuple[InputStream | None, OutputStream | None, OutputStream | None]
+
+
+def wasi_config(
+    argv: Sequence[str], env: Mapping[str, str], dirs: Sequence[DirMapping], stdio: Stdio
+) -> wasmtime.WasiConfig:
+    """WASI for one guest (preview 1 for modules, preview 2 for components); a ``None``
+    stream is this process's own."""
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = list(argv)
+    wasi.env = list(env.items())
+    for mapping in dirs:
+        wasi.preopen_dir(str(mapping.host), mapping.guest, not mapping.readonly)
+    stdin, stdout, stderr = stdio
+    if stdin is None:
+        wasi.inherit_stdin()
+    elif isinstance(stdin, bytes):
+        set_stdin_bytes(wasi, stdin)
+    else:
+        wasi.stdin_file = str(stdin)
+    if stdout is None:
+        wasi.inherit_stdout()
+    elif callable(stdout):
+        wasi.stdout_custom = stdout
+    else:
+        wasi.stdout_file = str(stdout)
+    if stderr is None:
+        wasi.inherit_stderr()
+    elif callable(stderr):
+        wasi.stderr_custom = stderr
+    else:
+        wasi.stderr_file = str(stderr)
+    return wasi
