@@ -130,7 +130,7 @@ bench: setup examples
 # 512-wide 8-block Q8_0 GGUF, concurrency 1, 4, 8. Not part of `make test`.
 LLM_JSON ?= benchmarks/results-llm.json
 bench-llm: setup examples
-	$(BIN)/python -m wasinn.bench_llm --json $(LLM_JSON)
+	$(BIN)/python -m wasinn.bench.llm --json $(LLM_JSON)
 
 # The full load test of docs/serving.md (about 8 minutes of both cores): `wasinn serve --demo
 # --workers 2` on a loopback port, 2,000 random tensors at concurrency 16, then 200 malformed

@@ -51,7 +51,9 @@ class ServeConfig:
     openai_guest: Path | None = None
     # Chat requests of one --openai model decoded together (the GGML graph's n-parallel
     # sequence slots, continuous batching); as many chat guests run at once.
-    parallel: int = _setting(4, "With --openai: chat requests per model decoded together (continuous batching).")
+    parallel: int = _setting(
+        4, "With --openai: chat requests per model decoded together (continuous batching)."
+    )
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.

@@ -15,6 +15,7 @@ from wasinn.testing.tiny_gguf import TinyLlamaShape, cached, tiny_llama
 
 # llama.h's llama_ftype values
 Q8_0, Q4_0 = 7, 2
+TINY = TinyLlamaShape()
 
 
 def quantize(source: Path, path: Path, ftype: int = Q8_0) -> Path:
@@ -34,7 +35,7 @@ def quantize(source: Path, path: Path, ftype: int = Q8_0) -> Path:
     return path
 
 
-def tiny_llama_quantized(shape: TinyLlamaShape = TinyLlamaShape(), ftype: int = Q8_0) -> Path:
+def tiny_llama_quantized(shape: TinyLlamaShape = TINY, ftype: int = Q8_0) -> Path:
     """The tiny model for ``shape`` quantised to ``ftype``, written once into the user cache."""
     source = tiny_llama(shape)
     return cached(f"tiny-llama-{shape.tag}-ftype{ftype}.gguf", lambda path: quantize(source, path, ftype))

@@ -8,7 +8,7 @@ per second (Σ completion tokens / wall) and p50/p99 time to the first non-empty
 
 llama-server is built once from the llama.cpp the llama-cpp-python sdist vendors (the same
 source as our llama.cpp) and cached under ``~/.cache/wasinn/llama-server/``, never committed.
-Run with ``python -m wasinn.bench_llm [--json PATH]``; not part of ``make test``.
+Run with ``python -m wasinn.bench.llm [--json PATH]``; not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wasinn.paths import user_cache_dir
+from wasinn.core._paths import user_cache_dir
 from wasinn.testing.tiny_gguf import SDIST_NAME, TinyLlamaShape, _sdist_candidates
 
 SHAPE = TinyLlamaShape(
@@ -99,79 +99,25 @@ def free_port() -> int:
         return port
 
 
-def server_commands(model: Path, port: int, threads: int) -> dict[str, list[str]]:
-    wasinn_guest = os.environ.get("WASINN_LLM_GUEST")
-    return {
-        "llama-server": [
-            str(llama_server()),
-            "-m",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-np",
-            str(SLOTS),
-            "-c",
-            str(SLOTS * CTX),
-            "--no-kv-unified",
-            "-b",
-            "2048",
-            "-ub",
-            "512",
-            "-fa",
-            "auto",
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "--cache-ram",
-            "0",
-            "--no-warmup",
-            "--metrics",
-            "--log-disable",
-        ],  # fmt: skip
-        "llama_cpp.server": [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(CTX),
-            "--n_threads",
-            str(threads),
-            "--n_threads_batch",
-            str(threads),
-            "--n_batch",
-            "2048",
-            "--n_ubatch",
-            "512",
-        ],  # fmt: skip
-        "wasinn": [
-            sys.executable,
-            "-m",
-            "wasinn",
-            "serve",
-            "--port",
-            str(port),
-            "--nn-preload",
-            f"bench:GGML:AUTO:{model}",
-            "--openai",
-            "bench",
-            "--parallel",
-            str(SLOTS),
-            "--max-waiting",
-            "64",
-            "--time-limit",
-            "0",
-            *(["--openai-guest", wasinn_guest] if wasinn_guest else []),
-        ],  # fmt: skip
-    }
+def server_command(name: str, model: Path, port: int, threads: int) -> list[str]:
+    """The command line of server ``name``: the same slots, context, batch and threads."""
+    if name == "llama-server":
+        slots = ["-np", str(SLOTS), "-c", str(SLOTS * CTX), "--no-kv-unified", "-b", "2048", "-ub", "512"]
+        rest = ["-fa", "auto", "--cache-ram", "0", "--no-warmup", "--metrics", "--log-disable"]
+        where = ["--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads)]
+        return [str(llama_server()), "-m", str(model), *where, *slots, *rest]
+    if name == "llama_cpp.server":
+        where = ["--host", "127.0.0.1", "--port", str(port)]
+        sizes = ["--n_ctx", str(CTX), "--n_batch", "2048", "--n_ubatch", "512"]
+        cpu = ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), *where, *sizes, *cpu]
+    if name == "wasinn":
+        guest = os.environ.get("WASINN_LLM_GUEST")
+        serve = ["serve", "--port", str(port), "--nn-preload", f"bench:GGML:AUTO:{model}"]
+        options = ["--openai", "bench", "--parallel", str(SLOTS), "--max-waiting", "64", "--time-limit", "0"]
+        guest_option = ["--openai-guest", guest] if guest else []
+        return [sys.executable, "-m", "wasinn", *serve, *options, *guest_option]
+    raise SystemExit(f"bench-llm: no server named {name!r} (llama-server, llama_cpp.server, wasinn)")
 
 
 def wait_ready(base: str, process: subprocess.Popen[bytes], seconds: float = 300) -> None:
@@ -280,8 +226,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wasinn.bench_llm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m wasinn.bench.llm", description=__doc__)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results-llm.json"))
+    # wasinn serve's GGML threads are its default, half the CPUs; the anchors get as many
     parser.add_argument("--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1))
     parser.add_argument("--requests", type=int, default=REQUESTS, help="per concurrency level")
     parser.add_argument("--servers", default="llama-server,llama_cpp.server,wasinn")
@@ -290,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     for name in args.servers.split(","):
         port = free_port()
-        rows += bench_server(name, server_commands(model, port, args.threads)[name], port, args.requests)
+        rows += bench_server(name, server_command(name, model, port, args.threads), port, args.requests)
     record = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "threads": args.threads,
