@@ -110,7 +110,9 @@ def server_command(name: str, model: Path, port: int, threads: int) -> list[str]
         where = ["--host", "127.0.0.1", "--port", str(port)]
         sizes = ["--n_ctx", str(CTX), "--n_batch", "2048", "--n_ubatch", "512"]
         cpu = ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), *where, *sizes, *cpu]
+        # by default a new request stops the running stream (it serves one at a time): queue them
+        queue = ["--interrupt_requests", "False"]
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), *where, *sizes, *cpu, *queue]
     if name == "wasinn":
         guest = os.environ.get("WASINN_LLM_GUEST")
         serve = ["serve", "--port", str(port), "--nn-preload", f"bench:GGML:AUTO:{model}"]
@@ -145,8 +147,11 @@ async def _one(client: Any, base: str, index: int) -> tuple[float | None, int]:
         "stream_options": {"include_usage": True},
         "messages": [{"role": "user", "content": f"Request {index}: write a long story."}],
     }
-    start, first, tokens = time.perf_counter(), None, 0
+    start, first, tokens, chunks = time.perf_counter(), None, 0, 0
     async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return None, -1
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -154,9 +159,12 @@ async def _one(client: Any, base: str, index: int) -> tuple[float | None, int]:
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
             for choice in event.get("choices", []):
-                if first is None and choice["delta"].get("content"):
-                    first = time.perf_counter() - start
-    return first, tokens
+                if choice.get("delta", {}).get("content"):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter() - start
+    # llama_cpp.server sends no usage in a stream: one content chunk is one token there
+    return first, tokens or chunks
 
 
 async def _level(base: str, concurrency: int, requests: int) -> dict[str, Any]:
@@ -178,10 +186,11 @@ async def _level(base: str, concurrency: int, requests: int) -> dict[str, Any]:
     def quantile(q: float) -> float:
         return round(1000 * firsts[min(len(firsts) - 1, int(q * len(firsts)))], 1) if firsts else -1.0
 
-    tokens = sum(count for _, count in results)
+    tokens = sum(count for _, count in results if count > 0)
     return {
         "concurrency": concurrency,
         "requests": requests,
+        "failed": sum(count < 0 for _, count in results),
         "completion_tokens": tokens,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 1),
