@@ -393,3 +393,28 @@ def test_serve_openai_streams_concurrent_chats_through_the_batch(q8_model: Path)
         assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2)), spans
     finally:
         stop_server(process)
+
+
+def test_serve_ctx_size_sets_each_chats_context(tiny_model: Path) -> None:
+    """``--ctx-size 512`` on a 256-token model: a chat without max_tokens runs to its own
+    full context, 101 after exactly 512 − P + 1 tokens (finish ``length``)."""
+    require_module("starlette")
+    from starlette.testclient import TestClient
+
+    from wasinn.serve.config import ServeConfig
+    from wasinn.serve.server import build_app
+
+    config = ServeConfig(
+        openai=("tiny",),
+        openai_guest=guest_wasm("llm-serve"),
+        preload=(f"tiny:GGML:AUTO:{tiny_model}",),
+        cache=False,
+        parallel=2,
+        ctx_size=2 * CTX,
+    )
+    body = {"messages": [{"role": "user", "content": "Once upon a time,"}], "temperature": 0}
+    with TestClient(build_app(config)) as client:
+        answer = client.post("/v1/chat/completions", json=body).json()
+    usage = answer["usage"]
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert usage["completion_tokens"] == 2 * CTX - usage["prompt_tokens"] + 1, usage

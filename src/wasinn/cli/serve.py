@@ -51,6 +51,7 @@ def _missing_extra(err: ImportError) -> None:
     help="The guest for --openai (default: the built llm-serve.wasm).",
 )
 @config_option(ServeConfig, "parallel", "--parallel", type=click.IntRange(1, 256))
+@config_option(ServeConfig, "ctx_size", "--ctx-size", type=click.IntRange(0, 2**31 - 1), metavar="TOKENS")
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option(
     "--replicas",
@@ -75,6 +76,7 @@ def serve_command(
     openai: tuple[str, ...],
     openai_guest: Path | None,
     parallel: int,
+    ctx_size: int,
     use_ray: bool,
     replicas: int | None,
     address: str | None,
@@ -106,6 +108,7 @@ def serve_command(
             openai=openai,
             openai_guest=openai_guest,
             parallel=parallel,
+            ctx_size=ctx_size,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
             drain_seconds=drain_seconds,
         )

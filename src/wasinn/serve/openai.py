@@ -68,15 +68,23 @@ class OpenAIModel:
     chat: GuestPool
     embeddings: GuestPool
     parallel: int = 1
+    ctx_size: int = 0
 
     @property
     def chat_config(self) -> list[str]:
-        """The guest's ``--config``: the graph's sequence slots (load_by_name_with_config)."""
-        return ["--config", json.dumps({"n-parallel": self.parallel})]
+        """The guest's ``--config`` (load_by_name_with_config): the graph's sequence slots and
+        each one's context (the KV cache holds parallel × ctx-size cells; 0: the model's)."""
+        settings = {"n-parallel": self.parallel, **({"ctx-size": self.ctx_size} if self.ctx_size else {})}
+        return ["--config", json.dumps(settings)]
 
 
 def openai_models(
-    runtime: Runtime, names: Sequence[str], guest: Path | None, state: ServerState, parallel: int = 1
+    runtime: Runtime,
+    names: Sequence[str],
+    guest: Path | None,
+    state: ServerState,
+    parallel: int = 1,
+    ctx_size: int = 0,
 ) -> dict[str, OpenAIModel]:
     """Check that each name is a preloaded GGML model and give it its guest pools."""
     if not names:
@@ -96,7 +104,7 @@ def openai_models(
         chat = GuestPool(runtime, guest, parallel, name=f"openai-{name}-chat")
         embed = GuestPool(runtime, guest, 1, name=f"openai-{name}-embed")
         state.pools.extend((chat, embed))
-        models[name] = OpenAIModel(name, chat, embed, parallel)
+        models[name] = OpenAIModel(name, chat, embed, parallel, ctx_size)
     return models
 
 

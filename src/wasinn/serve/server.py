@@ -61,6 +61,8 @@ def build_app(config: ServeConfig) -> Starlette:
     if config.openai:
         from wasinn.serve.openai import openai_handlers, openai_models
 
-        models = openai_models(runtime, config.openai, config.openai_guest, state, config.parallel)
+        models = openai_models(
+            runtime, config.openai, config.openai_guest, state, config.parallel, config.ctx_size
+        )
         handlers.extend(openai_handlers(models, state))
     return create_app(handlers, state)
