@@ -418,3 +418,23 @@ def test_serve_ctx_size_sets_each_chats_context(tiny_model: Path) -> None:
     usage = answer["usage"]
     assert answer["choices"][0]["finish_reason"] == "length"
     assert usage["completion_tokens"] == 2 * CTX - usage["prompt_tokens"] + 1, usage
+
+
+def test_token_pieces_are_right_when_many_threads_ask_at_once(q8_model: Path) -> None:
+    """Batched sequences turn tokens into text on their own threads at once; the pieces
+    (cached per token) must be each token's own, not another thread's."""
+    from wasinn.backends._llama import LlamaModel, ensure_backend
+
+    ensure_backend(False)
+    reference, shared = LlamaModel(str(q8_model), {}), LlamaModel(str(q8_model), {})
+    try:
+        tokens = range(3, 8003)
+        expected = [reference.piece(token) for token in tokens]
+        parts = together(*[lambda k=k: [shared.piece(t) for t in tokens[k::8]] for k in range(8)])
+        got = [b""] * len(tokens)
+        for k, part in enumerate(parts):
+            got[k::8] = part
+        assert got == expected
+    finally:
+        reference.close()
+        shared.close()

@@ -86,6 +86,10 @@ class LlamaModel:
         self.n_embd = int(llama_cpp.llama_model_n_embd(self.model))
         self._pieces: dict[int, bytes] = {}
         self._piece_buffer = ctypes.create_string_buffer(64)
+        # Batched sequences call piece() from their own threads, and ctypes lets go of the GIL
+        # inside llama_token_to_piece: unguarded, one thread's piece overwrote another's in the
+        # shared buffer, and the wrong bytes stayed in the cache.
+        self._piece_lock = threading.Lock()
 
     def tokenize(self, text: bytes) -> list[int]:
         """add_special and parse_special, as WasmEdge tokenizes every prompt."""
@@ -102,12 +106,13 @@ class LlamaModel:
         cached = self._pieces.get(token)
         if cached is not None:
             return cached
-        buffer = self._piece_buffer
-        size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
-        if size < 0:
-            buffer = ctypes.create_string_buffer(-size)
+        with self._piece_lock:
+            buffer = self._piece_buffer
             size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
-        piece = buffer.raw[:size]
+            if size < 0:
+                buffer = ctypes.create_string_buffer(-size)
+                size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
+            piece = buffer.raw[:size]
         self._pieces[token] = piece
         return piece
 

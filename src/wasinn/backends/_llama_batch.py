@@ -73,6 +73,7 @@ class BatchEngine:
         self._tickets: list[object] = []  # callers waiting for a slot, first come first served
         self._queue: list[Request] = []  # in arrival order
         self._clear: list[int] = []  # released sequences whose cells go at the next step
+        self._decoding: list[Request] = []  # this step's requests, outside the lock
         self._cond = threading.Condition()
         self._closed = False
         # never more than n_batch tokens a decode (llama.cpp asserts beyond), nor n_ctx
@@ -104,10 +105,13 @@ class BatchEngine:
                 self._cond.notify_all()
 
     def release(self, slot: Slot) -> None:
+        """Free the slot once no decode uses it: its holder may free its sampler next."""
         with self._cond:
             for request in self._queue:
                 if request.slot is slot:
                     request.cancelled = True
+            while any(request.slot is slot for request in self._decoding):
+                self._cond.wait()
             slot.in_guest = False
             self._clear.append(slot.seq)
             self._free.append(slot)
@@ -164,12 +168,18 @@ class BatchEngine:
                     return
                 self._gather()
                 work = self._plan()
+                self._decoding = [request for request, _ in work]
                 clear, self._clear = self._clear, []
             memory = llama_cpp.llama_get_memory(self.context.ctx)
             for seq in clear:
                 llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-            if work:
-                self._decode(work)
+            try:
+                if work:
+                    self._decode(work)
+            finally:
+                with self._cond:
+                    self._decoding = []
+                    self._cond.notify_all()
 
     def _gather(self) -> None:
         """Wait (bounded) while a slot's holder has its token but has not asked for the next."""
@@ -209,6 +219,10 @@ class BatchEngine:
     def _decode(self, work: list[tuple[Request, int]]) -> None:
         batch, rows = self._batch, []
         count = 0
+        # In sequence order: with a KV area per sequence llama.cpp splits a batch into ubatches
+        # of consecutive sequence ids (split_equal, sequential), so any other order cuts it
+        # into more, smaller ubatches (slower, and logits that differ from the solo ones).
+        work = sorted(work, key=lambda item: item[0].slot.seq)
         for request, take in work:
             seq = request.slot.seq
             for k in range(request.offset, request.offset + take):
