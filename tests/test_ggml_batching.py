@@ -223,6 +223,27 @@ def test_mixed_lengths_and_a_request_that_leaves_do_not_disturb_the_others(regis
     ]
 
 
+def test_sequences_that_join_mid_run_equal_their_solo_runs(registry: ModelRegistry) -> None:
+    """Two contexts start while three others are 20 steps into their generation: their
+    prompts go into batches beside the running tokens, and every text is the solo one."""
+    config = {"n-parallel": 5}
+    running = [job(registry, config, PROMPTS[i], False, **{"n-predict": 60}) for i in range(3)]
+    joining = [job(registry, config, PROMPTS[3 + i], i == 0, **{"n-predict": 40}) for i in range(2)]
+    solo = [run() for run in (*running, *joining)]
+    engine = engine_of(registry, config)
+    steps = engine.stats.steps
+
+    def later(run: Any) -> Any:
+        def wait_then_run() -> Any:
+            while engine.stats.steps < steps + 20:
+                time.sleep(0.001)
+            return run()
+
+        return wait_then_run
+
+    assert together(*running, *map(later, joining)) == solo
+
+
 def test_fewer_batch_slots_than_sequences_are_refused_not_aborted(q8_model: Path) -> None:
     """llama.cpp asserts (aborting the host) on a context whose batch-size is below its
     sequence count; wasinn answers errno 1 at load. One token a sequence is enough."""
