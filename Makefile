@@ -36,18 +36,33 @@ LLAMA_SDIST := build/sdist/llama_cpp_python-$(LLAMA_VERSION).tar.gz
 # directory is named for the vision build: a machine that cached the earlier wheel built
 # without libmtmd (wasinn/wheels) builds this one instead of reusing that.
 WHEELHOUSE ?= $(HOME)/.cache/wasinn/wheels-mtmd
+# The test-model exporter of the OpenVINO GenAI tests (see the setup rule).
+OPTIMUM_INTEL := optimum==2.3.0 optimum-intel==2.2.0
 
 C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)) \
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm loadtest soak fuzz test-loaded clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm loadtest soak fuzz test-loaded real-guests clean
 
 all: setup examples
 
-$(BIN)/wasinn: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# The venv is installed in two steps, each with its stamp: `make demo` installs only what the
+# seed example imports (wasinn[demo]: OpenVINO and Pillow), so a fresh machine shows its picture
+# without waiting for llama.cpp to compile; `make setup` (and so `make test`) adds the rest to
+# the same venv. A stamp older than pyproject.toml installs again.
+DEMO_STAMP := $(VENV)/.installed-demo
+SETUP_STAMP := $(VENV)/.installed-all
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@
+
+$(SETUP_STAMP): pyproject.toml | $(BIN)/python
 	$(MAKE) --no-print-directory $(LLAMA_SDIST)
 	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (once per machine; ~5 min on 2 cores)"; \
@@ -59,9 +74,13 @@ $(BIN)/wasinn: pyproject.toml
 	  $(BIN)/pip install -q --force-reinstall --no-deps --no-index --find-links $(WHEELHOUSE) \
 	    llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
-	touch $@
+	@# The tests export their tiny OpenVINO GenAI model with optimum-intel, whose declared
+	@# dependencies (torchvision, nncf, scikit-learn) would pull a multi-GB CUDA torch; the
+	@# export of a Llama needs none of them, so it goes in without its dependencies.
+	$(BIN)/pip install -q --no-deps $(OPTIMUM_INTEL)
+	touch $@ $(DEMO_STAMP)
 
-setup: $(BIN)/wasinn
+setup: $(SETUP_STAMP)
 
 # Guest toolchains: installed with apt-get when we are root, otherwise explained.
 toolchain:
@@ -102,15 +121,15 @@ $(BUILD)/road-segmentation.wasm: $(RUST_GUEST_SOURCES) | toolchain
 	  --target $(RUST_TARGET) --target-dir ../../build/cargo
 	cp build/cargo/$(RUST_TARGET)/release/road-segmentation.wasm $@
 
-$(LLAMA_SDIST):
+$(LLAMA_SDIST): | $(BIN)/python
 	@mkdir -p $(@D)
 	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(@D) llama-cpp-python==$(LLAMA_VERSION)
 
 examples: toolchain $(C_GUESTS) $(BUILD)/road-segmentation.wasm
 
 lint: setup
-	$(BIN)/ruff check src tests $(wildcard benchmarks)
-	$(BIN)/ruff format --check src tests $(wildcard benchmarks)
+	$(BIN)/ruff check setup.py src tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check setup.py src tests $(wildcard benchmarks)
 	$(BIN)/mypy
 
 pytest: setup examples browser
@@ -118,7 +137,7 @@ pytest: setup examples browser
 
 test: lint pytest
 
-demo: setup examples
+demo: $(DEMO_STAMP) examples
 	$(BIN)/wasinn demo road-segmentation --out build/demo
 
 bench: setup examples
@@ -166,6 +185,21 @@ test-loaded: setup examples
 	@spinners=; for i in $$(seq $(LOAD_SPINNERS)); do \
 	  timeout 3600 $(BIN)/python -c 'while True: pass' & spinners="$$spinners $$!"; done; \
 	trap "kill $$spinners 2>/dev/null" EXIT; $(BIN)/pytest -q $(SERVE_TESTS)
+
+# Every guest binary of second-state/WasmEdge-WASINN-examples (31 prebuilt .wasm files)
+# under wasinn run, with models the tests make (tests/test_real_guests.py, about 5 minutes on
+# 2 busy cores). The binaries come from a git clone (network; WASINN_EXAMPLES_GIT may name
+# an existing clone or bare mirror) and are extracted into build/wasinn-examples, never
+# committed. `make test` skips these cases unless WASINN_EXAMPLES_DIR names such a copy.
+WASINN_EXAMPLES_URL ?= https://github.com/second-state/WasmEdge-WASINN-examples
+WASINN_EXAMPLES_GIT ?= build/wasinn-examples.git
+WASINN_EXAMPLES_COPY ?= build/wasinn-examples
+real-guests: setup
+	@test -d $(WASINN_EXAMPLES_GIT) || git clone --bare --depth 1 $(WASINN_EXAMPLES_URL) $(WASINN_EXAMPLES_GIT)
+	@git --git-dir=$(WASINN_EXAMPLES_GIT) ls-tree -r --name-only HEAD | grep '\.wasm$$' | while read -r f; do \
+	  mkdir -p "$(WASINN_EXAMPLES_COPY)/$$(dirname "$$f")"; \
+	  git --git-dir=$(WASINN_EXAMPLES_GIT) show "HEAD:$$f" > "$(WASINN_EXAMPLES_COPY)/$$f"; done
+	WASINN_EXAMPLES_DIR=$(WASINN_EXAMPLES_COPY) $(BIN)/pytest -q -rs tests/test_real_guests.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -12,15 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from markers import apply as apply_markers
 from wasinn import Errno, Runtime
 from wasinn.backends import get_backend
 from wasinn.core import Backend, ExecutionContext, ExecutionTarget, Graph, GraphEncoding, NNSession
 from wasinn.host import Instance
+from wasinn.testing.fake_backend import FakeBackend, serving
 from wat_guests import compile_wat, probe_wat
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "wasm"
 IN_CI = bool(os.environ.get("CI"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    apply_markers(items)  # openvino, shared_data, gpu, serve from what each test reaches (markers.py)
 
 
 def missing(reason: str) -> None:
@@ -233,6 +239,14 @@ class Probe:
 
 def make_probe(runtime: Runtime, pages: int = 1) -> Probe:
     return Probe(runtime.instantiate(compile_wat(probe_wat(memory_pages=pages))))
+
+
+@pytest.fixture
+def fake_backend() -> Iterator[FakeBackend]:
+    """wasinn.testing.fake_backend standing in for OpenVINO (encoding 0) during the test:
+    ``y = x * 2 + c`` with no framework, through the real core, gate and registry."""
+    with serving(GraphEncoding.OPENVINO) as fake:
+        yield fake
 
 
 @pytest.fixture

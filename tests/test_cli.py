@@ -6,6 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
+import click
 import pytest
 import wasmtime
 from click.testing import CliRunner
@@ -114,3 +115,40 @@ def test_run_internal_error_is_one_line_or_the_traceback_with_v(
     loud = CliRunner().invoke(main, ["run", "-v", str(module)])
     assert loud.exit_code == INTERNAL_ERROR
     assert loud.stderr.startswith("Traceback") and "RuntimeError: the runtime broke" in loud.stderr
+
+
+def test_every_limit_is_a_flag_of_run_and_serve() -> None:
+    """One declaration (host.Limits' fields) makes the options of both commands."""
+    import dataclasses
+
+    from wasinn.cli.serve import serve_command
+    from wasinn.host import Limits
+
+    flags = [field.metadata["flag"] for field in dataclasses.fields(Limits)]
+    assert len(flags) == 7
+    for command in (main.get_command(click_context(), "run"), serve_command):
+        assert command is not None
+        declared = {option for parameter in command.params for option in parameter.opts}
+        assert set(flags) <= declared, command.name
+
+
+def click_context() -> click.Context:
+    return click.Context(main)
+
+
+def test_a_model_size_cap_from_the_command_line_reaches_the_guest_as_errno(
+    tiny_ir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from conftest import guest_wasm, stage
+
+    xml, weights = stage(tmp_path, *tiny_ir)
+    np_input = tmp_path / "x.bin"
+    np_input.write_bytes(b"\0" * 16)
+    args = ["--model", xml, "--model", weights, "--input", "0:f32:1x4:x.bin"]
+    capped = wasinn_cli(
+        "run", "--dir", ".:.", "--max-model-bytes", "100", str(guest_wasm("nn-run")), *args, cwd=tmp_path
+    )
+    assert capped.returncode == 5, capped.stderr  # nn-run exits with the errno: runtime_error
+    assert "exceed the limit of 100 bytes" in capped.stderr
+    free = wasinn_cli("run", "--dir", ".:.", str(guest_wasm("nn-run")), *args, cwd=tmp_path)
+    assert free.returncode == 0, free.stderr

@@ -157,19 +157,21 @@ KITS = ("openvino", "onnx", "pytorch", "tflite")
 # generated: the birds classifier takes u8, and only OpenVINO IR comes in two builders.
 F32_KITS = ("openvino", "onnx", "pytorch")
 TWO_BUILDER_KITS = ("openvino",)
+# The tflite kit is the shared birds classifier; the others are made here (tests/markers.py).
+KIT_MARKS = {"tflite": pytest.mark.shared_data}
 
 
 def kit_cases(changes: Sequence[str], excluded: Callable[[str, str], bool]) -> list[object]:
     """``(kit, change)`` for ``parametrize(..., indirect=["kit"])``, less the excluded pairs."""
     return [
-        pytest.param(name, change, id=f"{name}-{change}")
+        pytest.param(name, change, id=f"{name}-{change}", marks=KIT_MARKS.get(name, ()))
         for name in KITS
         for change in changes
         if not excluded(name, change)
     ]
 
 
-@pytest.fixture(scope="module", params=KITS)
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=KIT_MARKS.get(name, ())) for name in KITS])
 def kit(request: pytest.FixtureRequest, tiny_ir: tuple[Path, Path]) -> Kit:
     made = make_kit(request.param, tiny_ir)
     assert (made.type_word == F32) == (made.name in F32_KITS)

@@ -291,6 +291,7 @@ def test_sigterm_lets_the_request_in_flight_finish(echo_server: tuple[subprocess
     assert "Traceback" not in process.stderr.read()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # 22-33 s on the 2-core machine
 def test_megabyte_bodies_leave_no_memory_behind(echo_server: tuple[subprocess.Popen[str], str]) -> None:
     """5.5 MB in and out per request, 16 at a time: resident memory must not creep."""
     _, base = echo_server

@@ -66,6 +66,7 @@ def cold_server(stage: tuple[Path, list[ColdRoute]]) -> Iterator[str]:
         stop_server(process)
 
 
+@pytest.mark.slow  # ~20 s a start on the 2-core machine (a fresh server process each)
 @pytest.mark.parametrize("start", range(STARTS))
 def test_concurrent_first_requests_on_a_cold_server(
     start: int, stage: tuple[Path, list[ColdRoute]], expected: dict[str, bytes], cold_server: str

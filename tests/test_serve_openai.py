@@ -29,8 +29,8 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from serve_helpers import start_server, stop_server  # noqa: E402
 from wasinn.core import ConfigError  # noqa: E402
+from wasinn.serve.chat_template import CHATML  # noqa: E402
 from wasinn.serve.config import ServeConfig  # noqa: E402
-from wasinn.serve.openai_protocol import chat_prompt  # noqa: E402
 from wasinn.serve.server import build_app  # noqa: E402
 
 MESSAGES = [
@@ -79,15 +79,22 @@ def sse_events(text: str) -> list[Any]:
     return events
 
 
-def test_the_plain_chat_template() -> None:
-    assert chat_prompt(MESSAGES) == "system: You are terse.\nuser: Once upon a time,\nassistant:"
+# The tiny llama's GGUF has no tokenizer.chat_template: chats are rendered as ChatML.
+CHATML_PROMPT = (
+    "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nOnce upon a time,<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_a_model_without_a_template_is_rendered_as_chatml() -> None:
+    assert "<|im_start|>" in CHATML
 
 
 def test_completion_text_and_usage_equal_native_greedy(client: TestClient, native: Native) -> None:
     response = chat(client)
     assert response.status_code == 200, response.text
     answer = response.json()
-    prompt = chat_prompt(MESSAGES).encode()
+    prompt = CHATML_PROMPT.encode()
     tokens, text = native.greedy(prompt, MAX_TOKENS)
     eos = native.llm._model.token_eos()
     generated = [token for token in tokens if token != eos]
@@ -286,3 +293,45 @@ def test_the_command_line_streams_over_http(tiny_model: Path) -> None:
         assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == MAX_TOKENS
     finally:
         stop_server(process)
+
+
+def test_chat_template_override_and_its_raise_exception_is_a_400(
+    tiny_model: Path, tmp_path: Path, native: Native
+) -> None:
+    """``--chat-template FILE``: its text is the prompt; a refusal from it is a 400 with its message."""
+    template = tmp_path / "strict.jinja"
+    template.write_text(
+        "{% for m in messages %}{% if m.role == 'assistant' and loop.first %}"
+        "{{ raise_exception('Conversation must start with the user') }}{% endif %}"
+        "[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    )
+    with TestClient(build_app(config(tiny_model, chat_template=template))) as own:
+        refused = chat(own, messages=[{"role": "assistant", "content": "Hi"}])
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == "Conversation must start with the user"
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+        answer = chat(own, messages=MESSAGES[1:], max_tokens=1).json()
+    prompt = b"[user] Once upon a time,\n"
+    assert answer["usage"]["prompt_tokens"] == len(native.tokens(prompt))  # one BOS, added by the backend
+
+
+def test_a_model_without_tool_markers_calls_tools_in_the_generic_json(client: TestClient) -> None:
+    """The tiny llama has no template (ChatML): Generic format, the call forced by the grammar."""
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"enum": ["Paris", "Oslo"]}},
+                "required": ["city"],
+            },
+        },
+    }
+    answer = chat(client, tools=[weather], tool_choice="required", max_tokens=60, parallel_tool_calls=False)
+    assert answer.status_code == 200, answer.text
+    choice = answer.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"])["city"] in ("Paris", "Oslo")

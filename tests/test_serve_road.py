@@ -93,6 +93,7 @@ def test_the_demo_segments_a_photo_as_native_inference_does(road_server: str, ph
     assert picture.size == (896, 512)
 
 
+@pytest.mark.slow  # 20-46 s on the 2-core machine
 def test_load_on_loopback_no_errors_and_stable_memory(road_server: str) -> None:
     """The CI-sized load test; `make loadtest` is the full 2,000-request run (docs/serving.md)."""
     total = int(os.environ.get("WASINN_LOAD_REQUESTS", "48"))

@@ -18,9 +18,10 @@ from typing import ClassVar, Generic, TypeVar
 
 import wasmtime
 
+from wasinn.abi._errors import answer
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import U32, GuestMemory
-from wasinn.core import UNGATED, Errno, GuestTrap, InvalidArgument, NNError, first_use
+from wasinn.core import UNGATED, Errno, InvalidArgument, NNError, first_use
 
 log = logging.getLogger("wasinn.plugin")
 
@@ -33,7 +34,11 @@ class PluginModule:
     NAME: ClassVar[str]
     SIGNATURES: ClassVar[dict[str, int]]  # import name → number of i32 parameters
     OUT_OF_BOUNDS: ClassVar[Errno]  # the errno of a guest range past the memory (and of no memory)
-    FAILURE: ClassVar[Errno] = Errno.BUSY  # the errno of an unexpected framework exception
+    # The errno of a failed framework call, and so of an unexpected exception (abi/_errors.py):
+    # WasmEdge's TF and TFLite plug-ins answer every failed run 4 (named BUSY in their headers,
+    # meaning "the work failed"; they never return 5), its image plug-in 1 (spec
+    # wasmedge-tensorflow.md §1, §9.2 "any exception → 4").
+    FAILURE: ClassVar[Errno] = Errno.BUSY
     # The native library behind the module, whose first-use gate its calls pass through
     # (wasinn.core._first_use): sessions are made one at a time, and every call is one at a
     # time until a run has finished. "" for a module that calls no framework.
@@ -75,11 +80,8 @@ class PluginModule:
             except NNError as err:
                 log.warning("%s.%s: %s", self.NAME, name, err)
                 return int(err.errno)
-            except GuestTrap:
-                raise
-            except Exception as err:  # a framework surprise must reach the guest as an errno
-                log.warning("%s.%s: internal error: %s: %s", self.NAME, name, type(err).__name__, err)
-                return int(self.FAILURE)
+            except Exception as err:  # a stop re-raises; anything else is FAILURE (abi/_errors.py)
+                return int(answer(err, self.NAME, name, self.FAILURE).errno)
             return int(Errno.SUCCESS)
 
         return call

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from wasinn.abi._errors import answer
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi._handles import HandleTable
 from wasinn.abi._wasmedge import encoding_from_code, target_from_code, tensor_type_from_code
@@ -154,11 +155,8 @@ class EphemeralNN:
             except NNError as err:
                 log.warning("%s: %s", name, err)
                 return int(err.errno)
-            except GuestTrap:
-                raise  # a limit ran out: stop the guest, do not answer it
-            except Exception as err:  # a framework surprise must reach the guest as an errno
-                log.warning("%s: internal error: %s: %s", name, type(err).__name__, err)
-                return Errno.RUNTIME_ERROR
+            except Exception as err:  # a stop re-raises; anything else is runtime_error (abi/_errors.py)
+                return int(answer(err, MODULE, name, Errno.RUNTIME_ERROR).errno)
             return Errno.SUCCESS
 
         return call

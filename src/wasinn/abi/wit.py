@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from wasmtime.component import Linker, LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
 
+from wasinn.abi._errors import answer
 from wasinn.core import (
     BackendError,
     Errno,
@@ -214,19 +215,16 @@ class WitNN:
         return self._add(self.errors, (code, message), ERROR)
 
     def _guarded(self, operation: str, work: Callable[[], T]) -> T | ResourceHost:
-        """``work()``, or an error resource for what the guest can cause (an :class:`NNError`:
-        the backends translate their frameworks' failures into those). Anything else is a
-        host bug and traps the guest, as wasmtime's ``ErrorCode::Trap`` does (§3.4, §11 case 31)."""
+        """``work()``, or an error resource: an :class:`NNError`'s code, and ``runtime-error``
+        for an unexpected exception (logged and counted, abi/_errors.py), as wasmtime answers
+        every backend failure (§3.3, §6). A stop (a limit, an interruption) still stops the
+        guest. What traps is what cannot reach here: a stale handle (the canonical ABI) and a
+        resource-table failure in the lookups before ``work`` (wasmtime's ``ErrorCode::Trap``,
+        §3.4, §11 case 31), and calls with no error result (the tensor constructor, getters)."""
         try:
             return work()
-        except NNError as error:
-            return self._error(operation, error)
-        except GuestTrap:
-            raise
         except Exception as error:
-            lines = str(error).splitlines()
-            detail = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-            raise GuestTrap(f"guest trapped: wasinn bug in wasi:nn {operation}: {detail}") from error
+            return self._error(operation, answer(error, "wasi:nn", operation, Errno.RUNTIME_ERROR))
 
     def _tagged(self, operation: str, work: Callable[[], ResourceHost]) -> Variant:
         """``result<own R, own error>``: both arms are resources, so wasmtime-py needs tags (§9.2)."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from wasinn.backends._guest_paths import genai_model_directory, piper_run_config
 from wasinn.core import READS_BYTES, Backend, GraphEncoding, InvalidArgument, ModelFiles
 
 # encoding → (module:Class, the import that must exist for the backend to work, extra to install)
@@ -23,6 +26,19 @@ _REGISTRY: dict[GraphEncoding, tuple[str, str, str]] = {
     GraphEncoding.AUTODETECT: ("wasinn.backends.autodetect:AutodetectBackend", "numpy", ""),
     GraphEncoding.GGML: ("wasinn.backends.ggml:GgmlBackend", "llama_cpp", "ggml"),
     GraphEncoding.WHISPER: ("wasinn.backends.whisper:WhisperBackend", "_pywhispercpp", "whisper"),
+    GraphEncoding.PIPER: ("wasinn.backends.piper:PiperBackend", "piper", "piper"),
+    GraphEncoding.OPENVINOGENAI: (
+        "wasinn.backends.openvino_genai:OpenVINOGenAIBackend",
+        "openvino_genai",
+        "openvinogenai",
+    ),
+}
+# Backends wasinn leaves out on purpose, with the reason a guest's errno 1 comes with.
+_NOT_SHIPPED: dict[GraphEncoding, str] = {
+    GraphEncoding.CHATTTS: (
+        "wasinn has no chattts backend: ChatTTS fetches about 1 GB of weights from the network "
+        "at load, so it is not available offline (WasmEdge answers 1 likewise when built without it)"
+    ),
 }
 
 # How a backend takes its model files, where not as bytes (known without importing it).
@@ -30,10 +46,14 @@ _MODEL_FILES: dict[GraphEncoding, ModelFiles] = {
     GraphEncoding.GGML: ModelFiles(opened_at_load=True),
     GraphEncoding.BITNET: ModelFiles(opened_at_load=True),  # WasmEdge reads it as GGML does
     GraphEncoding.TENSORFLOW: ModelFiles(directories=True),  # a SavedModel directory
+    GraphEncoding.OPENVINOGENAI: ModelFiles(guest_paths=genai_model_directory),
+    GraphEncoding.PIPER: ModelFiles(guest_paths=piper_run_config),
 }
 
 _instances: dict[GraphEncoding, Backend] = {}
 _lock = threading.Lock()
+# Backends standing in for an encoding's own while a test runs (serving_as below).
+_stand_ins: dict[GraphEncoding, Backend] = {}
 
 
 @dataclass(frozen=True)
@@ -49,7 +69,7 @@ def backends() -> list[BackendInfo]:
     """Every backend wasinn knows, and whether its framework is installed here."""
     infos = []
     for encoding, (target, requirement, extra) in _REGISTRY.items():
-        installed = importlib.util.find_spec(requirement) is not None
+        installed = encoding in _stand_ins or importlib.util.find_spec(requirement) is not None
         infos.append(BackendInfo(encoding, encoding.name.lower(), target, installed, extra))
     return infos
 
@@ -65,7 +85,7 @@ def get_backend(encoding: GraphEncoding) -> Backend:
     A backend wasinn does not ship, or whose framework is not installed, is errno 1
     (invalid_argument), as WasmEdge answers for a backend compiled out of its build.
     """
-    backend = _instances.get(encoding)
+    backend = _stand_ins.get(encoding) or _instances.get(encoding)
     if backend is not None:
         return backend
     with _lock:
@@ -78,7 +98,7 @@ def get_backend(encoding: GraphEncoding) -> Backend:
 def _create(encoding: GraphEncoding) -> Backend:
     entry = _REGISTRY.get(encoding)
     if entry is None:
-        raise InvalidArgument(f"wasinn has no {encoding.name.lower()} backend")
+        raise InvalidArgument(_NOT_SHIPPED.get(encoding, f"wasinn has no {encoding.name.lower()} backend"))
     target, requirement, extra = entry
     if importlib.util.find_spec(requirement) is None:
         raise InvalidArgument(
@@ -90,4 +110,21 @@ def _create(encoding: GraphEncoding) -> Backend:
     return backend_class()
 
 
-__all__ = ["BackendInfo", "backends", "get_backend"]
+@contextmanager
+def serving_as(backend: Backend) -> Iterator[Backend]:
+    """While inside, ``backend`` is the process's backend for ``backend.encoding`` (and counts
+    as installed), in place of wasinn's own: how tests run the host and the front-ends on
+    :mod:`wasinn.testing.fake_backend` without a framework. Not for nesting on one encoding."""
+    encoding = backend.encoding
+    with _lock:
+        if encoding in _stand_ins:
+            raise RuntimeError(f"a backend already stands in for {encoding.name.lower()}")
+        _stand_ins[encoding] = backend
+    try:
+        yield backend
+    finally:
+        with _lock:
+            del _stand_ins[encoding]
+
+
+__all__ = ["BackendInfo", "backends", "get_backend", "serving_as"]

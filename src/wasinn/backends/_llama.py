@@ -91,12 +91,14 @@ class LlamaModel:
         # shared buffer, and the wrong bytes stayed in the cache.
         self._piece_lock = threading.Lock()
 
-    def tokenize(self, text: bytes) -> list[int]:
-        """add_special and parse_special, as WasmEdge tokenizes every prompt."""
+    def tokenize(self, text: bytes, add_special: bool = True) -> list[int]:
+        """parse_special, and add_special unless told: as WasmEdge tokenizes every prompt."""
         capacity = len(text) + 8
         while True:
             tokens = (llama_cpp.llama_token * capacity)()
-            count = int(llama_cpp.llama_tokenize(self.vocab, text, len(text), tokens, capacity, True, True))
+            count = int(
+                llama_cpp.llama_tokenize(self.vocab, text, len(text), tokens, capacity, add_special, True)
+            )
             if count >= 0:
                 return list(tokens[:count])
             capacity = -count
@@ -291,6 +293,11 @@ class Sampler:
             if not sampler:
                 raise InvalidArgument("ggml: the grammar does not parse (llama.cpp rejected the GBNF)")
             self._add(sampler)
+        if s.get("tts"):
+            # WasmEdge's TTS mode replaces the sampler list with top-k 4, then the random draw
+            self._add(llama_cpp.llama_sampler_init_top_k(4))
+            self._add(llama_cpp.llama_sampler_init_dist(seed))
+            return
         last_n = int(s.get("dry-last-n-penalty", s.get("last-n-penalty", 64)))
         self._add(
             llama_cpp.llama_sampler_init_penalties(

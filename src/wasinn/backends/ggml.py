@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from wasinn.backends import ggml_tts
 from wasinn.backends._common import refuse_auto_in_load
 from wasinn.backends._llama import (
     LlamaContext,
@@ -101,16 +102,10 @@ def _check_gpu_layers(settings: Mapping[str, Any]) -> None:
         )
 
 
-def _reject_unsupported(settings: Mapping[str, Any]) -> None:
-    if settings.get("tts"):
-        raise InvalidArgument("ggml: 'tts' is not supported by wasinn's ggml backend (docs/backends/ggml.md)")
-
-
 def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
     """Parsed metadata with WasmEdge's parse-time effects: a json-schema becomes the grammar."""
     settings = parse_metadata(raw, where)
     _check_gpu_layers(settings)
-    _reject_unsupported(settings)
     if "json-schema" in settings:
         settings["grammar"] = json_schema_grammar(settings.pop("json-schema"))
     return settings
@@ -171,6 +166,7 @@ class GgmlGraph(BackendGraph):
         # the model and loaded again by the next image prompt after a reload.
         self.vision: VisionContext | None = None
         self._vision_path = ""
+        self.vocoder: ggml_tts.Vocoder | None = None  # the TTS vocoder (spec §8), loaded on first use
         # The graph's live execution contexts: their samplers (a grammar sampler keeps the
         # model's vocabulary) must go before the model is freed.
         self._contexts: weakref.WeakSet[GgmlContext] = weakref.WeakSet()
@@ -201,6 +197,7 @@ class GgmlGraph(BackendGraph):
         own at its next compute), then the model they all point into."""
         self.drop_context()
         self.drop_vision()
+        self.drop_vocoder()
         for context in list(self._contexts):
             context.drop_sampler()
         if self.model is not None:
@@ -212,8 +209,8 @@ class GgmlGraph(BackendGraph):
         if self.model is None:
             raise InvalidArgument("ggml: the graph has no model")
         self.context = LlamaContext(self.model, self.settings)
-        if self.context.n_seq > 1 and not self.context.embedding:
-            self.engine = BatchEngine(self.context)
+        if self.context.n_seq > 1 and not self.context.embedding and not self.settings.get("tts"):
+            self.engine = BatchEngine(self.context)  # embedding and TTS graphs stay single
 
     def vision_for(self, mmproj: str) -> VisionContext:
         """The vision context of the projector at host path ``mmproj``, loaded on first use."""
@@ -232,6 +229,11 @@ class GgmlGraph(BackendGraph):
         if self.vision is not None:
             self.vision.close()
             self.vision = None
+
+    def drop_vocoder(self) -> None:
+        if self.vocoder is not None:
+            self.vocoder.close()
+            self.vocoder = None
 
     def drop_context(self) -> None:
         if self.engine is not None:
@@ -338,7 +340,10 @@ class GgmlContext(BackendContext):
         self.sequence.release()  # with batching, only this context's sequence
         self._drop_image()
         self.image = image
-        self.prompt = [] if image is not None else model.tokenize(data)
+        if image is None and self.graph.settings.get("tts"):
+            self.prompt = ggml_tts.tts_prompt(self, model, data)
+        else:
+            self.prompt = [] if image is not None else model.tokenize(data)
         self.streaming = False
 
     # -- images (spec §6)
@@ -443,6 +448,9 @@ class GgmlContext(BackendContext):
         self.streaming = False
         if context.embedding:
             self._embed(context)
+            return
+        if self.graph.settings.get("tts"):
+            ggml_tts.compute_tts(self, model, context)
             return
         self._evaluate_prompt(context)
         sampler = self._current_sampler()

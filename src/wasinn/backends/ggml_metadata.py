@@ -91,6 +91,7 @@ SAMPLER_KEYS = frozenset(
         "seed",
         "grammar",
         "json-schema",
+        "tts",
     }
 )
 SPLIT_MODES = ("none", "layer", "row")

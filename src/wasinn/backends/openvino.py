@@ -1,9 +1,11 @@
 """OpenVINO backend (encoding 0): IR XML + weights, compiled once per graph.
 
-Unlike WasmEdge, which recompiles the model inside every ``set_input``, a graph compiles
-its model once at ``load``; a context owns one infer request. When a guest's input dims
-are the model's 4-D shape permuted between NCHW and NHWC, the graph compiles (once) a
-variant whose pre-processing converts the layout, so the guest needs no transpose loop.
+``load`` reads the model; the graph compiles it on first use, once per input layout, and
+keeps every compiled variant. A context takes an infer request at its first ``set_input``
+(one a finished context gave back, else a new one) and gives it back when released, so a
+server's per-request contexts reuse warm buffers. When a guest's input dims are the model's
+4-D shape permuted between NCHW and NHWC, the variant for that layout converts it in its
+pre-processing, so the guest needs no transpose loop.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -23,6 +23,10 @@ from wasinn.cli._errors import (
     usage_line,
 )
 from wasinn.cli.options import limit_options, limits_from, world_options
+from wasinn.cli.rpc import client_options as rpc_client_options
+
+if TYPE_CHECKING:
+    from wasinn.abi.nnrpc_client import ClientOptions
 
 DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 
@@ -53,6 +57,7 @@ class LazyGroup(click.Group):
         "bench": "wasinn.cli.bench:bench_command",
         "serve": "wasinn.cli.serve:serve_command",
         "batch": "wasinn.cli.serve:batch_command",
+        "rpc-server": "wasinn.cli.rpc:rpc_server_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -111,6 +116,7 @@ def main() -> None:
 @world_options
 @limit_options()
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
+@rpc_client_options
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -121,6 +127,7 @@ def run(
     verbose: bool,
     module: str,
     args: tuple[str, ...],
+    nn_rpc: ClientOptions | None = None,
     **limit_values: int | None,
 ) -> None:
     """Run MODULE.wasm (a WASI command) with ARGS; exit with the guest's exit code."""
@@ -132,7 +139,9 @@ def run(
         fail(f"{module}: no such file" if not Path(module).exists() else f"{module}: not a file")
     try:
         limits = limits_from(limit_values)
-        runtime = Runtime(dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits)
+        runtime = Runtime(
+            dirs=dirs, env=env, preload=preload, cache=not no_cache, limits=limits, nn_rpc=nn_rpc
+        )
         code = runtime.run(module, args)
     except LimitExceeded as exceeded:
         fail(str(exceeded), LIMIT_EXIT)

@@ -1,8 +1,9 @@
 """The exit codes and the one error line every ``wasinn`` subcommand uses (docs/usage.md).
 
-A subcommand that fails raises :class:`CommandError` with one of these codes; the
-``wasinn`` group turns click's own usage errors and any unexpected exception into the same
-single ``wasinn: error: …`` line on stderr.
+Library code raises :class:`wasinn.core.WasinnError`; a subcommand turns it into
+:class:`CommandError` (exit 1) or :class:`CommandUsageError` (exit 2), or, for ``run``, into
+the guest's own codes (124 a limit, 134 a trap). The ``wasinn`` group turns click's usage
+errors and any unexpected exception into the same single ``wasinn: error: …`` line on stderr.
 """
 
 from __future__ import annotations

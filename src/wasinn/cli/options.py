@@ -73,6 +73,15 @@ def pop_limits(options: dict[str, Any], defaults: Limits = NO_LIMITS) -> Limits:
     return limits
 
 
+preload_option = click.option(
+    "--nn-preload",
+    "preload",
+    multiple=True,
+    metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
+    help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin (repeatable).",
+)
+
+
 def world_options(command: F) -> F:
     """What the guest sees and loads: ``--dir``, ``--env``, ``--nn-preload``, ``--no-cache``
     (WasmEdge's spellings; the keyword arguments of :class:`wasinn.host.Runtime`)."""
@@ -89,13 +98,7 @@ def world_options(command: F) -> F:
             click.option(
                 "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set an environment variable."
             ),
-            click.option(
-                "--nn-preload",
-                "preload",
-                multiple=True,
-                metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
-                help="Preload a model for load_by_name, e.g. default:openvino:cpu:model.xml:model.bin.",
-            ),
+            preload_option,
             click.option(
                 "--no-cache", is_flag=True, help="Compile the module even when a compiled copy is cached."
             ),

@@ -43,7 +43,8 @@ def _missing_extra(err: ImportError) -> None:
     "openai",
     multiple=True,
     metavar="MODEL",
-    help="Serve the preloaded GGML model MODEL at /v1/chat/completions and /v1/embeddings.",
+    help="Serve the preloaded model MODEL at OpenAI's /v1 routes: a GGML one (chat, completions, "
+    "embeddings) or a whisper one (audio transcriptions and translations).",
 )
 @click.option(
     "--openai-guest",
@@ -52,6 +53,11 @@ def _missing_extra(err: ImportError) -> None:
 )
 @config_option(ServeConfig, "parallel", "--parallel", type=click.IntRange(1, 256))
 @config_option(ServeConfig, "ctx_size", "--ctx-size", type=click.IntRange(0, 2**31 - 1), metavar="TOKENS")
+@click.option(
+    "--chat-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --openai: a Jinja chat template used instead of the model's tokenizer.chat_template.",
+)
 @click.option("--ray", "use_ray", is_flag=True, help="Deploy on Ray Serve instead.")
 @click.option(
     "--replicas",
@@ -77,6 +83,7 @@ def serve_command(
     openai_guest: Path | None,
     parallel: int,
     ctx_size: int,
+    chat_template: Path | None,
     use_ray: bool,
     replicas: int | None,
     address: str | None,
@@ -109,6 +116,7 @@ def serve_command(
             openai_guest=openai_guest,
             parallel=parallel,
             ctx_size=ctx_size,
+            chat_template=chat_template,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
             drain_seconds=drain_seconds,
         )
@@ -131,7 +139,8 @@ def serve_command(
         fail(str(err))
     from wasinn.serve.lifecycle import serve
 
-    served = [*config.routes, *(["v1/chat/completions", "v1/embeddings"] if openai else [])]
+    openai_routes = ["v1/chat/completions", "v1/completions", "v1/embeddings", "v1/models"]
+    served = [*config.routes, *(openai_routes if openai else [])]
     click.echo(f"wasinn serve: http://{host}:{port}/ routes: {', '.join(served)}", err=True)
     log_level = "info" if verbose else "warning"
     if not serve(app, host=host, port=port, drain_seconds=config.drain_seconds, log_level=log_level):

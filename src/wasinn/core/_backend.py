@@ -58,6 +58,11 @@ class ModelFiles:
     opened_at_load: bool = False
     # a preloaded directory goes as one packed blob (a TensorFlow SavedModel).
     directories: bool = False
+    # For backends whose builders name files (OpenVINO GenAI's model directory, Piper's run
+    # config): the builders with each guest path turned into its host path by ``resolve``
+    # (through the guest's --dir mappings; outside them, InvalidArgument). WasmEdge opens
+    # such paths on the host as given; wasinn lets a guest reach only what WASI lets it.
+    guest_paths: Callable[[Sequence[bytes], Callable[[str], Path]], list[bytes]] | None = None
 
 
 READS_BYTES = ModelFiles()

@@ -104,6 +104,10 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self._named)
 
+    def preload(self, name: str) -> Preload:
+        """How ``name`` was preloaded (its encoding and paths)."""
+        return self._entry(name).preload
+
     def model_bytes(self, name: str) -> int:
         return sum(len(blob) for blob in self._entry(name).builders)
 

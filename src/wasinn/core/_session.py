@@ -158,15 +158,20 @@ class ExecutionContext:
         self._bound.add(index)
         return index
 
-    def compute(self) -> None:
+    def compute(self, interruption: Interruption | None = None) -> None:
+        """``interruption`` stops this one compute (an nn-rpc server's: its client left),
+        in place of the session's."""
         context = self._guard("compute", ready=True)
         session = self.graph.session
+        stop = interruption or session.interruption
         with self.graph.lock:
             remaining = session.check_running()
-            if remaining is None and session.interruption is None:
+            if interruption is not None:
+                interruption.check()
+            if remaining is None and stop is None:
                 context.compute()
             else:
-                run_within(context, remaining, session.interruption)
+                run_within(context, remaining, stop)
 
     def get_output(self, key: TensorKey) -> npt.NDArray[np.generic]:
         context = self._guard("get_output", ready=False)
@@ -298,10 +303,14 @@ class NNSession:
 
     def _sandboxed(self, builders: Sequence[bytes], encoding: GraphEncoding) -> Sequence[bytes]:
         """A guest's ``preload:<path>`` builder names a *guest* file (WasmEdge opens it as a host
-        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse."""
-        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
-            return builders
+        path, outside the sandbox): resolve it through the guest's --dir mappings, or refuse.
+        So are the paths a backend's builders name (``ModelFiles.guest_paths``)."""
         if self._guest_path is None:  # the host itself calls (Python API): its paths are its own
+            return builders
+        rewrite = self._model_files(encoding).guest_paths
+        if rewrite is not None:
+            return rewrite(builders, self._guest_path)
+        if not builders or bytes(builders[0][: len(PATH_BUILDER)]) != PATH_BUILDER:
             return builders
         guest_path = os.fsdecode(bytes(builders[0][len(PATH_BUILDER) :]))
         errno = Errno.MODEL_NOT_FOUND if self._model_files(encoding).opened_at_load else None

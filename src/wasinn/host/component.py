@@ -18,7 +18,15 @@ from wasmtime import component
 from wasinn.abi import _bytelists
 from wasinn.abi.wit import WitNN
 from wasinn.backends import backends
-from wasinn.core import GraphEncoding, GuestExit, GuestTrap, Interruption, LimitExceeded, ModuleError
+from wasinn.core import (
+    GraphEncoding,
+    GuestExit,
+    GuestTrap,
+    Interruption,
+    LimitExceeded,
+    ModuleError,
+    TimeLimitExceeded,
+)
 from wasinn.host._cache import first_line
 from wasinn.host.instance import GuestHost, GuestInstance, translate_exit
 from wasinn.host.wasi import Stdio
@@ -80,6 +88,8 @@ class ComponentInstance(GuestInstance):
         return 0 if getattr(outcome, "tag", "ok") == "ok" else 1
 
     def _translate(self, error: BaseException) -> BaseException:
+        if isinstance(error, TimeLimitExceeded):  # raised in a host call: named as a module's is
+            return self.limits.time_limit_exceeded(" during compute")
         known = translate_exit(error)
         if known is not None:
             return known

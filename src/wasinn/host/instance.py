@@ -17,6 +17,8 @@ import wasmtime
 
 from wasinn.abi._fastcall import define_i32_func
 from wasinn.abi.ephemeral import EphemeralNN
+from wasinn.abi.ephemeral_rpc import RemoteEphemeralNN
+from wasinn.abi.nnrpc_client import RpcClient
 from wasinn.abi.wasmedge_plugins import plugin_modules
 from wasinn.core import GuestExit, GuestTrap, Interruption, LimitExceeded, ModuleError, NNSession
 from wasinn.host._cache import first_line
@@ -32,6 +34,7 @@ class GuestHost(Protocol):
     engine: wasmtime.Engine
     limits: Limits
     dirs: list[DirMapping]
+    nn_rpc: RpcClient | None  # set: wasi_ephemeral_nn goes to this nn-rpc server
 
     def wasi_config(self, argv: Sequence[str], stdio: Stdio | None = None) -> wasmtime.WasiConfig: ...
 
@@ -127,7 +130,12 @@ class Instance(GuestInstance):
     ) -> None:
         super().__init__(host, argv, stdio, interruption)
         self._pending: BaseException | None = None  # raised by a host function of this instance
-        self._abi = EphemeralNN(self.nn, self._park)
+        remote = host.nn_rpc
+        self._abi = (
+            EphemeralNN(self.nn, self._park)
+            if remote is None
+            else RemoteEphemeralNN(self.nn, self._park, remote)
+        )
         linker = wasmtime.Linker(host.engine)
         linker.define_wasi()
         # wasmtime's proc_exit refuses codes of 126 and above; guests may use any u8 code.

@@ -11,8 +11,9 @@ import wasmtime
 from wasmtime import component
 
 from wasinn.abi._plugin import resolve_guest_path
+from wasinn.abi.nnrpc_client import ClientOptions, nn_rpc_client
 from wasinn.backends import get_backend, model_files
-from wasinn.core import Interruption, ModelRegistry, NNSession, Preload
+from wasinn.core import ConfigError, Interruption, ModelRegistry, NNSession, Preload
 from wasinn.core._paths import user_cache_dir
 from wasinn.host._cache import ComponentCache, ModuleCache, is_component, shared_engine
 from wasinn.host._epoch import epoch_ticker
@@ -51,12 +52,15 @@ class Runtime:
         stdin: str | Path | None = None,
         stdout: str | Path | None = None,
         stderr: str | Path | None = None,
+        nn_rpc: ClientOptions | None = None,
     ) -> None:
         self.dirs = [d if isinstance(d, DirMapping) else DirMapping.parse(d) for d in dirs]
         for mapping in self.dirs:
             mapping.check()
         self.env = parse_env(env)
-        self.preloads = [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
+        # With nn_rpc the models live on the server: --nn-preload is ignored, as WasmEdge does.
+        self.nn_rpc = nn_rpc_client(nn_rpc, preload)
+        self.preloads = [] if nn_rpc else [p if isinstance(p, Preload) else parse_preload(p) for p in preload]
         # Read now, loaded once on first use and shared by every instance of this runtime.
         self.registry = ModelRegistry(self.preloads, get_backend, model_files)
         self.limits = limits = limits if limits is not None else Limits()
@@ -166,6 +170,8 @@ class Runtime:
     def _make(self, compiled: CompiledGuest, program: str, args: Sequence[str]) -> GuestInstance:
         if isinstance(compiled, wasmtime.Module):
             return Instance(self, compiled, [program, *args], self.stdio)
+        if self.nn_rpc is not None:
+            raise ConfigError("--nn-rpc-uri forwards wasi_ephemeral_nn modules; this is a component")
         return ComponentInstance(self, compiled, [program, *args], self.stdio)
 
     def _keep_ticking(self) -> None:

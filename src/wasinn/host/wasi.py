@@ -34,16 +34,16 @@ def wasi_config(
         set_stdin_bytes(wasi, stdin)
     else:
         wasi.stdin_file = str(stdin)
-    if stdout is None:
-        wasi.inherit_stdout()
-    elif callable(stdout):
-        wasi.stdout_custom = stdout
-    else:
-        wasi.stdout_file = str(stdout)
-    if stderr is None:
-        wasi.inherit_stderr()
-    elif callable(stderr):
-        wasi.stderr_custom = stderr
-    else:
-        wasi.stderr_file = str(stderr)
+    _set_output(wasi, "stdout", stdout)
+    _set_output(wasi, "stderr", stderr)
     return wasi
+
+
+def _set_output(wasi: wasmtime.WasiConfig, name: str, stream: OutputStream | None) -> None:
+    """``stdout``/``stderr``: inherited, a callable given each chunk, or a file."""
+    if stream is None:
+        getattr(wasi, f"inherit_{name}")()
+    elif callable(stream):
+        setattr(wasi, f"{name}_custom", stream)
+    else:
+        setattr(wasi, f"{name}_file", str(stream))

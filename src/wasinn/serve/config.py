@@ -55,6 +55,8 @@ class ServeConfig:
         4, "With --openai: chat requests per model decoded together (continuous batching)."
     )
     ctx_size: int = _setting(0, "With --openai: context tokens of each chat (0: the model's).")
+    # A Jinja chat template file used instead of each model's GGUF tokenizer.chat_template.
+    chat_template: Path | None = None
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms
     # less for 7.3 MB): a memoryview, which uvicorn sends as it is but ASGI (bytes) does not
     # promise, and Ray Serve cannot pickle. ``wasinn serve`` turns it on for its uvicorn.

@@ -1,4 +1,6 @@
-"""Counters and latency histograms in the Prometheus text format (no client library)."""
+"""What the server measures and bounds about itself: request counters and latency histograms
+in the Prometheus text format (no client library), the process's resident memory, and
+glibc's malloc arenas bounded and trimmed between requests."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+
+from wasinn.abi._errors import unexpected_counts
 
 # Upper bounds in seconds: from a tiny guest's few milliseconds to a slow model's seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -76,6 +80,15 @@ class Metrics:
             "# HELP wasinn_workers_stuck Workers busy for longer than the time limit, by pool.",
             "# TYPE wasinn_workers_stuck gauge",
             *(f'wasinn_workers_stuck{{pool="{name}"}} {stuck}' for name, _, _, stuck in pools),
+        ]
+        lines += [
+            "# HELP wasinn_host_call_errors_total Unexpected exceptions in host calls, answered with "
+            "the front-end's failure code (docs/architecture.md), by front-end.",
+            "# TYPE wasinn_host_call_errors_total counter",
+            *(
+                f'wasinn_host_call_errors_total{{front_end="{front_end}"}} {count}'
+                for front_end, count in sorted(unexpected_counts().items())
+            ),
         ]
         lines += [
             "# HELP process_resident_memory_bytes Resident memory of the server process.",

@@ -1,4 +1,8 @@
-"""OpenAI-compatible routes over a GGML guest: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+"""OpenAI-compatible routes over a GGML guest: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``
+(``/v1/completions``: :mod:`wasinn.serve.openai_completions`).
+
+Chats are rendered with the model's own chat template (:mod:`wasinn.serve.chat_template`);
+``tools`` and ``response_format`` are handled in :mod:`wasinn.serve.openai_chat`.
 
 Each request runs the llm-serve guest (examples/c/llm-serve.c) on a preloaded GGML model:
 the prompt is its stdin and the sampling settings its arguments. Chat guests load the model
@@ -14,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import os
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,13 +35,15 @@ from wasinn.host import Runtime
 from wasinn.serve.app import (
     CLIENT_LEFT,
     HTTPFailure,
-    RouteHandler,
     ServerState,
     guest_status,
     interrupt_when_gone,
     read_body,
     run_guest,
 )
+from wasinn.serve.chat_template import ChatTemplate, read_vocabulary
+from wasinn.serve.openai_audio import AudioModel
+from wasinn.serve.openai_chat import ChatPlan, finish_reason, plan_chat
 from wasinn.serve.openai_protocol import (
     EMBEDDING_CONFIG,
     SSE_DONE,
@@ -45,7 +53,6 @@ from wasinn.serve.openai_protocol import (
     GuestLines,
     RequestError,
     chat_chunk,
-    chat_completion,
     completion_id,
     embedding_item,
     embeddings_response,
@@ -67,6 +74,9 @@ class OpenAIModel:
     name: str
     chat: GuestPool
     embeddings: GuestPool
+    template: ChatTemplate
+    context_length: int  # the GGUF's trained context (n_ctx_train)
+    created: int  # the GGUF file's modification time, as OpenAI's model "created"
     parallel: int = 1
     ctx_size: int = 0
 
@@ -83,28 +93,38 @@ def openai_models(
     names: Sequence[str],
     guest: Path | None,
     state: ServerState,
+    chat_template: Path | None = None,
     parallel: int = 1,
     ctx_size: int = 0,
-) -> dict[str, OpenAIModel]:
-    """Check that each name is a preloaded GGML model and give it its guest pools."""
+) -> dict[str, OpenAIModel | AudioModel]:
+    """Check that each name is a preloaded GGML model (with its guest pools) or a whisper one."""
     if not names:
         return {}
     if guest is None:
         from wasinn.tools.demo import find_guest
 
         guest = find_guest(GUEST_NAME)
-    models: dict[str, OpenAIModel] = {}
+    models: dict[str, OpenAIModel | AudioModel] = {}
     for name in names:
         if name not in runtime.registry.names:
             known = ", ".join(runtime.registry.names) or "none"
             raise ConfigError(f"--openai {name}: no --nn-preload model of that name (preloaded: {known})")
-        encoding = runtime.registry.get(name).encoding
-        if encoding is not GraphEncoding.GGML:
-            raise ConfigError(f"--openai {name}: the model is {encoding.name}, not GGML")
+        shared = runtime.registry.get(name)
+        if shared.encoding is GraphEncoding.WHISPER:
+            models[name] = AudioModel(name, shared)
+            continue
+        if shared.encoding is not GraphEncoding.GGML:
+            raise ConfigError(f"--openai {name}: the model is {shared.encoding.name}, not GGML or Whisper")
+        path = ":".join(runtime.registry.preload(name).paths)
+        vocabulary = read_vocabulary(path)
+        template = ChatTemplate.for_model(vocabulary, chat_template)
         chat = GuestPool(runtime, guest, parallel, name=f"openai-{name}-chat")
         embed = GuestPool(runtime, guest, 1, name=f"openai-{name}-embed")
         state.pools.extend((chat, embed))
-        models[name] = OpenAIModel(name, chat, embed, parallel, ctx_size)
+        created = int(os.stat(path).st_mtime)
+        models[name] = OpenAIModel(
+            name, chat, embed, template, vocabulary.context_length, created, parallel, ctx_size
+        )
     return models
 
 
@@ -169,32 +189,44 @@ class ChatCompletionsRoute(_OpenAIRoute):
     async def answer(self, body: dict[str, Any], request: Request) -> Response:
         chat = ChatRequest.parse(body)
         model = self.model(chat.model)
-        args, prompt = [*model.chat_config, *chat.guest_args(model.name)], chat.prompt.encode()
+        plan = plan_chat(chat, body, model.template, model.name)
+        args, prompt = [*model.chat_config, *plan.args], plan.prompt.encode()
         if chat.stream:
-            return await self._stream(request, model, chat, args, prompt)
+            return await stream_guest(self.state, request, model, prompt, args, _ChatEvents(plan, chat))
         result = await run_guest(self.state, model.chat, prompt, args, request=request)
         guest_status(result)
         text, _, done = parse_guest_output(bytes(result.stdout))
-        answer = chat_completion(completion_id(), model.name, text.decode(errors="replace"), done)
-        return JSONResponse(answer)
+        return JSONResponse(plan.message(completion_id(), model.name, text.decode(errors="replace"), done))
 
-    async def _stream(
-        self, request: Request, model: OpenAIModel, chat: ChatRequest, args: list[str], prompt: bytes
-    ) -> Response:
-        relay = _StdoutRelay(asyncio.get_running_loop())
-        interruption = Interruption()
-        guest = run_guest(self.state, model.chat, prompt, args, relay.write, interruption=interruption)
-        run = asyncio.ensure_future(guest)
-        run.add_done_callback(relay.finished)
-        # Wait for the first output, so that a refusal or failure before it is a real status;
-        # a client that leaves meanwhile stops the guest. Once streaming, Starlette's
-        # StreamingResponse listens for the disconnect and closes the events below.
-        async with interrupt_when_gone(request, interruption):
-            first = await relay.next()
-        if first is None:
-            guest_status(await run)  # raises the guest's failure; a success falls through
-        events = _chat_events(relay, run, first, model.name, chat.include_usage)
-        return _GuestStream(interruption, events)
+
+class EventMaker(Protocol):
+    """Turns a streamed guest's text pieces into server-sent events (chat or completion)."""
+
+    def events(self, guest: GuestText, model: str) -> AsyncIterator[bytes]: ...
+
+
+async def stream_guest(
+    state: ServerState,
+    request: Request,
+    model: OpenAIModel,
+    prompt: bytes,
+    args: list[str],
+    maker: EventMaker,
+) -> Response:
+    """Run the guest with its stdout relayed, chunk by chunk, into server-sent events."""
+    relay = _StdoutRelay(asyncio.get_running_loop())
+    interruption = Interruption()
+    guest = run_guest(state, model.chat, prompt, args, relay.write, interruption=interruption)
+    run = asyncio.ensure_future(guest)
+    run.add_done_callback(relay.finished)
+    # Wait for the first output, so that a refusal or failure before it is a real status;
+    # a client that leaves meanwhile stops the guest. Once streaming, Starlette's
+    # StreamingResponse listens for the disconnect and closes the events below.
+    async with interrupt_when_gone(request, interruption):
+        first = await relay.next()
+    if first is None:
+        guest_status(await run)  # raises the guest's failure; a success falls through
+    return _GuestStream(interruption, _guest_events(relay, run, first, model.name, maker))
 
 
 class _GuestStream(StreamingResponse):
@@ -241,34 +273,71 @@ class _StdoutRelay:
         return await self.chunks.get()
 
 
-async def _chat_events(
-    relay: _StdoutRelay, run: asyncio.Future[Any], first: bytes | None, model: str, include_usage: bool
-) -> AsyncIterator[bytes]:
-    ident = completion_id()
-    lines = GuestLines()
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    try:
-        yield sse(chat_chunk(ident, model, {"role": "assistant", "content": ""}))
-        chunk = first
+class StreamEnd(Exception):
+    """The guest failed after the stream began: the error event is sent, without [DONE]."""
+
+
+@dataclass
+class GuestText:
+    """The streamed guest's text pieces, then its done line (or the failure) at the end."""
+
+    relay: _StdoutRelay
+    run: asyncio.Future[Any]
+    first: bytes | None
+    done: Done | None = None
+
+    async def pieces(self) -> AsyncIterator[str]:
+        lines = GuestLines()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        chunk = self.first
         while chunk is not None:
             for item in lines.feed(chunk):
                 if isinstance(item, bytes) and (text := decoder.decode(item)):
-                    yield sse(chat_chunk(ident, model, {"content": text}))
-            chunk = await relay.next()
-        try:
-            guest_status(await run)
-        except HTTPFailure as failure:
-            yield sse(error_body(str(failure), failure.status))
-            return
-        done = lines.done or Done("stop", 0, 0)
+                    yield text
+            chunk = await self.relay.next()
+        guest_status(await self.run)  # raises HTTPFailure
         if tail := decoder.decode(b"", final=True):
-            yield sse(chat_chunk(ident, model, {"content": tail}))
-        yield sse(chat_chunk(ident, model, {}, done.finish_reason))
-        if include_usage:
-            yield sse(usage_chunk(ident, model, done))
-        yield SSE_DONE
+            yield tail
+        self.done = lines.done or Done("stop", 0, 0)
+
+
+async def _guest_events(
+    relay: _StdoutRelay, run: asyncio.Future[Any], first: bytes | None, model: str, maker: EventMaker
+) -> AsyncIterator[bytes]:
+    try:
+        async for event in maker.events(GuestText(relay, run, first), model):
+            yield event
+    except HTTPFailure as failure:
+        yield sse(error_body(str(failure), failure.status))
     finally:
         relay.gone.set()
+
+
+class _ChatEvents:
+    def __init__(self, plan: ChatPlan, chat: ChatRequest) -> None:
+        self.plan, self.chat = plan, chat
+
+    async def events(self, guest: GuestText, model: str) -> AsyncIterator[bytes]:
+        ident, created = completion_id(), int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return sse(chat_chunk(ident, model, delta, finish, created))
+
+        tools = self.plan.stream()
+        yield chunk({"role": "assistant", "content": ""})
+        async for text in guest.pieces():
+            for delta in tools.feed(text) if tools is not None else [{"content": text}]:
+                yield chunk(delta)
+        done = guest.done or Done("stop", 0, 0)
+        called = False
+        if tools is not None:
+            last, called = tools.finish()
+            for delta in last:
+                yield chunk(delta)
+        yield chunk({}, finish_reason(done, called))
+        if self.chat.include_usage:
+            yield sse(usage_chunk(ident, model, done, created))
+        yield SSE_DONE
 
 
 class EmbeddingsRoute(_OpenAIRoute):
@@ -288,21 +357,3 @@ class EmbeddingsRoute(_OpenAIRoute):
             items.append(embedding_item(index, vectors[0], embed.base64))
             prompt_tokens += done.prompt_tokens
         return JSONResponse(embeddings_response(model.name, items, prompt_tokens))
-
-
-@dataclass
-class ModelsRoute:
-    models: dict[str, OpenAIModel]
-    methods: Sequence[str] = ("GET",)
-    path: str = "/v1/models"
-    metric_name: str = "v1/models"
-
-    async def handle(self, request: Request) -> Response:
-        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "wasinn"} for name in self.models]
-        return JSONResponse({"object": "list", "data": listed})
-
-
-def openai_handlers(models: dict[str, OpenAIModel], state: ServerState) -> list[RouteHandler]:
-    if not models:
-        return []
-    return [ChatCompletionsRoute(models, state), EmbeddingsRoute(models, state), ModelsRoute(models)]

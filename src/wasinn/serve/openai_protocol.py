@@ -102,19 +102,18 @@ def _optional_int(request: dict[str, Any], key: str, low: int, high: int | None 
     return value
 
 
-def _message_text(message: Any, index: int) -> tuple[str, str]:
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+def _checked_message(message: Any, index: int) -> dict[str, Any]:
+    """A message as the chat template gets it: its role and text content checked, kept as sent."""
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise RequestError(f"{where} must be an object with a role and content", "messages")
     role, content = message.get("role"), message.get("content")
     if not isinstance(role, str) or not role:
         raise RequestError(f"{where}.role must be a non-empty string", "messages")
-    if content is None:
-        return role, ""
-    if isinstance(content, str):
-        return role, content
     if isinstance(content, list):
-        texts = []
         for part in content:
             if (
                 not isinstance(part, dict)
@@ -122,26 +121,24 @@ def _message_text(message: Any, index: int) -> tuple[str, str]:
                 or not isinstance(part.get("text"), str)
             ):
                 raise RequestError(f"{where}.content: only text parts are supported", "messages")
-            texts.append(part["text"])
-        return role, "".join(texts)
-    raise RequestError(f"{where}.content must be a string or a list of text parts", "messages")
+    elif content is not None and not isinstance(content, str):
+        raise RequestError(f"{where}.content must be a string or a list of text parts", "messages")
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise RequestError(f"{where}.tool_calls must be a list", "messages")
+    return {key: message[key] for key in _MESSAGE_KEYS if key in message}
 
 
-def chat_prompt(messages: Any) -> str:
-    """The plain template: one ``role: content`` line per message, then ``assistant:``.
-
-    Not the model's own chat template (GGUF ``tokenizer.chat_template`` is not applied).
-    """
+def chat_messages(messages: Any) -> tuple[dict[str, Any], ...]:
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list", "messages")
-    lines = [f"{role}: {content}\n" for role, content in map(_message_text, messages, range(len(messages)))]
-    return "".join(lines) + "assistant:"
+    return tuple(map(_checked_message, messages, range(len(messages))))
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     model: str | None
-    prompt: str
+    messages: tuple[dict[str, Any], ...]
     stream: bool
     include_usage: bool
     max_tokens: int | None
@@ -174,7 +171,7 @@ class ChatRequest:
         }
         return cls(
             model=_model_field(request),
-            prompt=chat_prompt(request.get("messages")),
+            messages=chat_messages(request.get("messages")),
             stream=stream,
             include_usage=bool(options.get("include_usage", False)),
             max_tokens=max_tokens,
@@ -182,11 +179,15 @@ class ChatRequest:
             sampling=sampling,
         )
 
-    def guest_args(self, model: str) -> list[str]:
-        args = ["--meta", json.dumps(self.sampling)]
-        if self.max_tokens is not None:
-            args += ["--max-tokens", str(self.max_tokens)]
-        for stop in self.stops:
+    def guest_args(
+        self, model: str, grammar: str = "", stops: tuple[str, ...] = (), max_tokens: int | None = None
+    ) -> list[str]:
+        """The guest's arguments: every sampling key and the grammar ("" for none) each time."""
+        args = ["--meta", json.dumps({**self.sampling, "grammar": grammar})]
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
+        if max_tokens is not None:
+            args += ["--max-tokens", str(max_tokens)]
+        for stop in (*self.stops, *stops):
             args += ["--stop", stop]
         return [*args, model]
 
@@ -288,7 +289,12 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_completion(ident: str, model: str, text: str, done: Done) -> dict[str, Any]:
+def chat_completion(
+    ident: str, model: str, text: str | None, done: Done, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": ident,
         "object": "chat.completion",
@@ -297,7 +303,7 @@ def chat_completion(ident: str, model: str, text: str, done: Done) -> dict[str, 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": done.finish_reason,
             }
@@ -307,22 +313,26 @@ def chat_completion(ident: str, model: str, text: str, done: Done) -> dict[str, 
 
 
 def chat_chunk(
-    ident: str, model: str, delta: dict[str, str], finish_reason: str | None = None
+    ident: str,
+    model: str,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    created: int | None = None,
 ) -> dict[str, Any]:
     return {
         "id": ident,
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
 
 
-def usage_chunk(ident: str, model: str, done: Done) -> dict[str, Any]:
+def usage_chunk(ident: str, model: str, done: Done, created: int | None = None) -> dict[str, Any]:
     return {
         "id": ident,
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "model": model,
         "choices": [],
         "usage": usage(done.prompt_tokens, done.completion_tokens),

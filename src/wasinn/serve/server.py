@@ -59,10 +59,16 @@ def build_app(config: ServeConfig) -> Starlette:
 
         handlers.extend(demo_handlers(routes[ROAD_ROUTE], state))
     if config.openai:
-        from wasinn.serve.openai import openai_handlers, openai_models
+        from wasinn.serve.openai_routes import openai_handlers, openai_models
 
         models = openai_models(
-            runtime, config.openai, config.openai_guest, state, config.parallel, config.ctx_size
+            runtime,
+            config.openai,
+            config.openai_guest,
+            state,
+            config.chat_template,
+            parallel=config.parallel,
+            ctx_size=config.ctx_size,
         )
         handlers.extend(openai_handlers(models, state))
     return create_app(handlers, state)

@@ -55,6 +55,8 @@ class TinyLlamaShape:
     seed: int = 0
     # A positive value raises the EOS row of the output matrix, so greedy decoding ends early.
     eos_boost: float = 0.0
+    # A tokenizer.chat_template to write ("" writes none: the vocab GGUF has none).
+    chat_template: str = ""
 
     @property
     def tag(self) -> str:
@@ -137,6 +139,8 @@ def write_tiny_llama(path: Path, shape: TinyLlamaShape = TinyLlamaShape(), vocab
     writer.add_unk_token_id(tokenizer["tokenizer.ggml.unknown_token_id"])
     writer.add_add_bos_token(tokenizer["tokenizer.ggml.add_bos_token"])
     writer.add_add_eos_token(tokenizer["tokenizer.ggml.add_eos_token"])
+    if shape.chat_template:
+        writer.add_chat_template(shape.chat_template)
 
     weights = random_weights(shape.seed)
     ones = np.ones(embd, dtype=np.float32)

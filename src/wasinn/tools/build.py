@@ -23,7 +23,17 @@ from wasinn.core._paths import user_cache_dir
 
 COMPONENTIZE_PY = "componentize-py"
 WIT_DIR = Path(__file__).resolve().parents[1] / "wit"
-GUEST_PYTHON = Path(__file__).resolve().parents[3] / "guest" / "python"
+# The wasinn_guest package: a wheel carries it (setup.py), a checkout has it under guest/.
+SHIPPED_GUEST_PYTHON = Path(__file__).resolve().parents[1] / "_guests" / "python"
+CHECKOUT_GUEST_PYTHON = Path(__file__).resolve().parents[3] / "guest" / "python"
+GUEST_PYTHON = next(
+    (
+        path
+        for path in (SHIPPED_GUEST_PYTHON, CHECKOUT_GUEST_PYTHON)
+        if (path / "wasinn_guest" / "__init__.py").is_file()
+    ),
+    CHECKOUT_GUEST_PYTHON,
+)
 NN_VERSIONS = ("0.2.0-rc-2024-10-28", "0.2.0-rc-2024-08-19", "0.2.0-rc-2024-06-25")
 NN_INTERFACES = ("tensor", "graph", "inference", "errors")
 MAX_SOURCE_FILES = 2000
@@ -132,7 +142,10 @@ def build(
     if unknown or not versions:
         raise ConfigError(f"unknown wasi:nn version(s) {unknown}; known: {', '.join(NN_VERSIONS)}")
     if not (GUEST_PYTHON / "wasinn_guest" / "__init__.py").is_file():
-        raise ConfigError(f"the wasinn_guest package is not at {GUEST_PYTHON}; build from a wasinn checkout")
+        raise ConfigError(
+            f"the wasinn_guest package is not at {GUEST_PYTHON}; "
+            "build from a wasinn checkout or install a wheel built by `pip wheel .`"
+        )
     search = [app_path.parent, *(Path(p).resolve() for p in paths), GUEST_PYTHON]
     target = Path(output)
     directory = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "guests"

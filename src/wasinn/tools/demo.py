@@ -19,6 +19,8 @@ IMAGE = "empty_road_mapillary.jpg"
 GUEST = "road-segmentation.wasm"
 OUTPUT_TENSOR = "wasinn-openvino-inference-output-1x4x512x896xf32.tensor"
 GUESTS_ENV = "WASINN_GUESTS"
+# Where a wheel carries the example guests (setup.py builds them); absent in a checkout.
+SHIPPED_GUESTS = Path(__file__).resolve().parents[1] / "_guests" / "wasm"
 
 
 class ExampleNotBuilt(ModuleError):
@@ -26,16 +28,21 @@ class ExampleNotBuilt(ModuleError):
 
 
 def find_guest(name: str) -> Path:
-    """A built example guest: ``$WASINN_GUESTS``, then the checkout's ``build/wasm``."""
+    """A built example guest: ``$WASINN_GUESTS``, then the ones a wheel ships (setup.py), then
+    the checkout's ``build/wasm``."""
     candidates = []
     if explicit := os.environ.get(GUESTS_ENV):
         candidates.append(Path(explicit) / name)
+    candidates.append(SHIPPED_GUESTS / name)
     candidates.append(Path(__file__).resolve().parents[3] / "build" / "wasm" / name)
     candidates.append(Path.cwd() / "build" / "wasm" / name)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ExampleNotBuilt(f"the example guest {name} is not built; run `make examples` (or set {GUESTS_ENV})")
+    raise ExampleNotBuilt(
+        f"the example guest {name} is not built; run `make examples` in a wasinn checkout "
+        f"(or install a wheel built by `pip wheel .`, or set {GUESTS_ENV})"
+    )
 
 
 def find_sample(model_dir: Path, name: str) -> Path:
