@@ -43,7 +43,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm loadtest soak fuzz test-loaded real-guests clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm bench-warm loadtest soak fuzz test-loaded real-guests clean
 
 all: setup examples
 
@@ -150,6 +150,12 @@ bench: setup examples
 LLM_JSON ?= benchmarks/results-llm.json
 bench-llm: setup examples
 	$(BIN)/python -m wasinn.bench.llm --json $(LLM_JSON)
+
+# Whole-process timings of `wasinn run` through the warm host (docs/benchmarks.md, "Warm
+# host"): warm vs cold vs a native script on mobilenet-raw, road segmentation and GGML chat.
+WARM_RUNS ?= 10
+bench-warm: setup examples
+	$(BIN)/python -m wasinn.bench.warm --runs $(WARM_RUNS)
 
 # The full load test of docs/serving.md (about 8 minutes of both cores): `wasinn serve --demo
 # --workers 2` on a loopback port, 2,000 random tensors at concurrency 16, then 200 malformed

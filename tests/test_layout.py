@@ -24,6 +24,7 @@ LAYERS = {
     "serve": 6,
     "bench": 7,
     "cli": 8,
+    "warm": 8,  # the warm host: the command line's own layer (it parses with cli's run)
     "__init__": 9,
     "__main__": 9,
 }

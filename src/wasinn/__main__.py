@@ -1,3 +1,3 @@
-from wasinn.cli import main
+from wasinn.warm.client import main
 
-main(prog_name="wasinn")
+main()

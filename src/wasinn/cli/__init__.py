@@ -58,6 +58,7 @@ class LazyGroup(click.Group):
         "serve": "wasinn.cli.serve:serve_command",
         "batch": "wasinn.cli.serve:batch_command",
         "rpc-server": "wasinn.cli.rpc:rpc_server_command",
+        "host": "wasinn.cli.host:host_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -117,6 +118,11 @@ def main() -> None:
 @limit_options()
 @click.option("-v", "--verbose", is_flag=True, help="Log every WASI-NN call's failures and timings.")
 @rpc_client_options
+@click.option(
+    "--warm",
+    is_flag=True,
+    help="Run in the warm host, starting it if needed (as WASINN_WARM=1; see `wasinn host`).",
+)
 @click.argument("module", metavar="MODULE.wasm")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -125,6 +131,7 @@ def run(
     preload: tuple[str, ...],
     no_cache: bool,
     verbose: bool,
+    warm: bool,  # noqa: ARG001 (wasinn.warm.client acts on it before click runs)
     module: str,
     args: tuple[str, ...],
     nn_rpc: ClientOptions | None = None,
