@@ -2,7 +2,8 @@
 
 The only module of the warm host that uses the host API (:mod:`wasinn.host`); the
 command line is parsed, and errors become exit codes, by the cold command's own code
-(:func:`wasinn.cli.host.parse_run`, :func:`wasinn.cli.host.outcome`). Each run gets its own store, WASI context and WASI-NN session;
+(:func:`wasinn.cli.host.parse_run`, :func:`wasinn.cli.host.outcome`). Each run gets its own
+store, WASI context and WASI-NN session;
 what runs share is what is safe to share: the engine, compiled guests and loaded models.
 Paths in the command line are the client's: they are resolved against its cwd here, as
 the daemon's own cwd means nothing to the caller.
