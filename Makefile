@@ -43,7 +43,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-warm loadtest soak fuzz test-loaded real-guests clean
+.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm bench-warm loadtest soak fuzz test-loaded real-guests clean
 
 all: setup examples
 
@@ -142,6 +142,14 @@ demo: $(DEMO_STAMP) examples
 
 bench: setup examples
 	$(BIN)/wasinn bench --json build/bench.json
+
+# LLM serving against the anchors (llm-serving spec §8, docs/benchmarks.md): llama-server
+# (built once from the sdist's llama.cpp, cached in ~/.cache/wasinn/llama-server; minutes on
+# 2 cores), python -m llama_cpp.server and wasinn serve --openai --parallel 8 on a random
+# 512-wide 8-block Q8_0 GGUF, concurrency 1, 4, 8. Not part of `make test`.
+LLM_JSON ?= benchmarks/results-llm.json
+bench-llm: setup examples
+	$(BIN)/python -m wasinn.bench.llm --json $(LLM_JSON)
 
 # Whole-process timings of `wasinn run` through the warm host (docs/benchmarks.md, "Warm
 # host"): warm vs cold vs a native script on mobilenet-raw, road segmentation and GGML chat.

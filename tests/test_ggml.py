@@ -294,7 +294,6 @@ def test_load_errors(tiny_model: Path) -> None:
     assert load(preload, b"") == Errno.INVALID_ENCODING
     assert load(preload, b"{bad") == Errno.INVALID_ENCODING
     assert load(preload, b'{"ctx-size": "1024"}') == Errno.INVALID_ARGUMENT
-    assert load(preload, b'{"n-gpu-layers": 5}') == Errno.INVALID_ARGUMENT
     assert load(b"garbage") == Errno.INVALID_ARGUMENT
     assert load(preload, b"[]") == 0
     assert load(preload, b'{"llama3": true, "temp": 0}') == 0

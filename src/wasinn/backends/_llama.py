@@ -39,6 +39,15 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def parallel_sequences(settings: Mapping[str, Any]) -> int:
+    """``n-parallel``: the sequence slots of the graph's llama context (1 and below: one)."""
+    wanted = max(int(settings.get("n-parallel", 1)), 1)
+    most = int(llama_cpp.llama_max_parallel_sequences())
+    if wanted > most:
+        raise InvalidArgument(f"ggml: n-parallel {wanted} is more than llama.cpp's {most} sequences")
+    return wanted
+
+
 def default_threads() -> int:
     """llama-cpp-python's own default (``Llama``): half the CPUs, at least one."""
     return max((os.cpu_count() or 2) // 2, 1)
@@ -77,6 +86,10 @@ class LlamaModel:
         self.n_embd = int(llama_cpp.llama_model_n_embd(self.model))
         self._pieces: dict[int, bytes] = {}
         self._piece_buffer = ctypes.create_string_buffer(64)
+        # Batched sequences call piece() from their own threads, and ctypes lets go of the GIL
+        # inside llama_token_to_piece: unguarded, one thread's piece overwrote another's in the
+        # shared buffer, and the wrong bytes stayed in the cache.
+        self._piece_lock = threading.Lock()
 
     def tokenize(self, text: bytes, add_special: bool = True) -> list[int]:
         """parse_special, and add_special unless told: as WasmEdge tokenizes every prompt."""
@@ -95,12 +108,13 @@ class LlamaModel:
         cached = self._pieces.get(token)
         if cached is not None:
             return cached
-        buffer = self._piece_buffer
-        size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
-        if size < 0:
-            buffer = ctypes.create_string_buffer(-size)
+        with self._piece_lock:
+            buffer = self._piece_buffer
             size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
-        piece = buffer.raw[:size]
+            if size < 0:
+                buffer = ctypes.create_string_buffer(-size)
+                size = int(llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True))
+            piece = buffer.raw[:size]
         self._pieces[token] = piece
         return piece
 
@@ -129,7 +143,18 @@ class LlamaContext:
         params.n_ctx = int(settings.get("ctx-size", 0))
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch
-        params.n_seq_max = max(int(settings.get("n-parallel", 1)), 1)
+        self.n_seq = parallel_sequences(settings)
+        if n_batch < self.n_seq:
+            # llama.cpp reserves an output row per sequence in n_batch rows, and asserts
+            # (aborting the process) at context creation when they do not fit
+            raise InvalidArgument(f"ggml: batch-size {n_batch} is less than n-parallel {self.n_seq}")
+        params.n_seq_max = self.n_seq
+        if self.n_seq > 1:
+            # A KV area per sequence of ctx-size cells (llm-serving spec §2.2): each execution
+            # context keeps its own n_ctx arithmetic, and no sequence can fill another's.
+            per_sequence = params.n_ctx or int(llama_cpp.llama_model_n_ctx_train(model.model))
+            params.n_ctx = per_sequence * self.n_seq
+            params.kv_unified = False
         threads = int(settings.get("threads", default_threads()))
         params.n_threads = threads if threads > 0 else default_threads()
         threads_batch = int(settings.get("threads-batch", params.n_threads))
@@ -161,6 +186,7 @@ class LlamaContext:
         if not self.ctx:
             raise InvalidArgument("ggml: llama.cpp cannot create a context with these settings")
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(self.ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(self.ctx))
         self.n_ubatch = int(llama_cpp.llama_n_ubatch(self.ctx))
         # llama.cpp aborts the process when a non-causal batch (BERT-like models, or

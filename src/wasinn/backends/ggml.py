@@ -11,10 +11,9 @@ the ``mmproj`` projector (§6).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
+import logging
 import math
 import os
 import sys
@@ -22,7 +21,6 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -38,7 +36,10 @@ from wasinn.backends._llama import (
     ensure_backend,
     gpu_offload_supported,
 )
-from wasinn.backends._mtmd import MARKER, Chunks, VisionContext
+from wasinn.backends._llama_batch import BatchEngine
+from wasinn.backends._mtmd import VisionContext
+from wasinn.backends.ggml_batched import BatchedSequence, context_full, end_of_sequence
+from wasinn.backends.ggml_image import IMAGE_TAG, ImagePrompt, decode_image, inline_image
 from wasinn.backends.ggml_metadata import (
     FLASH_ATTN,
     PER_CONTEXT_KEYS,
@@ -62,27 +63,18 @@ from wasinn.core import (
     TensorType,
 )
 
+log = logging.getLogger("wasinn")
 PRELOAD_PREFIX = PATH_BUILDER  # the core's one marker of a builder that names a file
 # The llama.cpp build WasmEdge HEAD pins (spec §5.3); the metadata reports it, not ours.
 BUILD_NUMBER = int(os.environ.get("WASINN_LLAMA_BUILD_NUMBER", "8757"))
 COMMIT = os.environ.get("WASINN_LLAMA_COMMIT", "a29e4c0b")
 PROMPT_MARGIN = 4  # WasmEdge refuses prompts longer than n_ctx − 4 tokens
-# The inline image tag (spec §6): <img src="data:image/…;base64,…">
-IMAGE_TAG, BASE64_AT, TAG_END = b'<img src="data:image/', b";base64,", b'">'
 _EMPTY = np.zeros(0, dtype=np.uint8)
 REFUSED_TYPES = frozenset({TensorType.F64, TensorType.I64, TensorType.BF16})
 
 
 def _bytes(data: bytes | bytearray) -> npt.NDArray[np.uint8]:
     return np.frombuffer(bytes(data), dtype=np.uint8) if data else _EMPTY
-
-
-def end_of_sequence() -> NNError:
-    return NNError("ggml: end of sequence", Errno.END_OF_SEQUENCE)
-
-
-def context_full(n_ctx: int) -> NNError:
-    return NNError(f"ggml: the context is full ({n_ctx} tokens)", Errno.CONTEXT_FULL)
 
 
 def prompt_too_long(tokens: int, limit: int, what: str) -> NNError:
@@ -102,9 +94,11 @@ def embedding_json(vector: Sequence[float]) -> bytes:
 def _check_gpu_layers(settings: Mapping[str, Any]) -> None:
     layers = settings.get("n-gpu-layers")
     if layers is not None and layers > 0 and not gpu_offload_supported():
-        raise InvalidArgument(
-            f"ggml: n-gpu-layers {layers} asks for GPU offload, but this llama-cpp-python build is CPU-only; "
-            "pass n-gpu-layers 0, or rebuild llama-cpp-python with GPU support (docs/backends/ggml.md)"
+        # WasmEdge's CPU build runs such guests (its gemma and tts examples set 100) on the CPU
+        log.warning(
+            "ggml: n-gpu-layers %d asks for GPU offload, but this llama-cpp-python build is CPU-only: "
+            "running on the CPU",
+            layers,
         )
 
 
@@ -115,52 +109,6 @@ def checked_metadata(raw: bytes, where: str) -> dict[str, Any]:
     if "json-schema" in settings:
         settings["grammar"] = json_schema_grammar(settings.pop("json-schema"))
     return settings
-
-
-def inline_image(prompt: bytes) -> tuple[bytes, bytes] | None:
-    """The prompt's first ``<img src="data:image/…;base64,…">`` tag (spec §6): the prompt with
-    the whole tag replaced by the marker, and the decoded image bytes; None without a tag."""
-    start = prompt.find(IMAGE_TAG)
-    if start < 0:
-        return None
-    payload = prompt.find(BASE64_AT, start + len(IMAGE_TAG))
-    end = prompt.find(TAG_END, payload + len(BASE64_AT)) if payload >= 0 else -1
-    if end < 0:
-        raise InvalidArgument('ggml: the inline image tag is not <img src="data:image/...;base64,...">')
-    try:
-        image = base64.b64decode(prompt[payload + len(BASE64_AT) : end], validate=True)
-    except binascii.Error as err:
-        raise InvalidArgument(f"ggml: the inline image's base64 does not decode: {err}") from None
-    return prompt[:start] + MARKER + prompt[end + len(TAG_END) :], image
-
-
-def decode_image(data: bytes, what: str) -> npt.NDArray[np.uint8]:
-    """H×W×3 pixels as stb_image (which WasmEdge's mtmd uses) reads them, decoded in Python:
-    mtmd's own loader hands bytes it cannot read as an image to ffmpeg, as a video."""
-    from wasinn.backends.stb_image import DecodeError, decode_rgb8
-
-    try:
-        return decode_rgb8(data)  # imports Pillow
-    except ImportError:
-        raise InvalidArgument("ggml: image prompts need Pillow: pip install 'wasinn[ggml]'") from None
-    except DecodeError as err:
-        raise InvalidArgument(f"ggml: {what} is not an image: {err}") from None
-
-
-@dataclass
-class ImagePrompt:
-    """A prompt with an image (spec §6), kept whole so that it can be tokenized again for a
-    vision context rebuilt after a model reload."""
-
-    text: bytes  # holding exactly one marker where the image goes
-    pixels: npt.NDArray[np.uint8]
-    mmproj: str  # the host path of the projector it was tokenized for
-    chunks: Chunks
-    vision: VisionContext  # the vision context that made ``chunks``
-    text_tokens: int
-
-    def close(self) -> None:
-        self.chunks.close()
 
 
 class GgmlBackend(Backend):
@@ -211,6 +159,9 @@ class GgmlGraph(BackendGraph):
         self.lock = threading.RLock()
         self.model: LlamaModel | None = None
         self.context: LlamaContext | None = None
+        # With n-parallel > 1 (and no embedding): the scheduler that batches the contexts'
+        # sequences (llm-serving spec §2); they then wait on it, not on the lock above.
+        self.engine: BatchEngine | None = None
         # The mmproj bound to the model (spec §6): loaded by the first image prompt, freed with
         # the model and loaded again by the next image prompt after a reload.
         self.vision: VisionContext | None = None
@@ -222,7 +173,7 @@ class GgmlGraph(BackendGraph):
         ensure_backend(bool(settings.get("enable-log") or settings.get("enable-debug-log")))
         self.model = LlamaModel(path, settings)
         try:
-            self.context = LlamaContext(self.model, settings)
+            self.rebuild_context()
         except BaseException:
             self.model.close()
             raise
@@ -258,6 +209,8 @@ class GgmlGraph(BackendGraph):
         if self.model is None:
             raise InvalidArgument("ggml: the graph has no model")
         self.context = LlamaContext(self.model, self.settings)
+        if self.context.n_seq > 1 and not self.context.embedding and not self.settings.get("tts"):
+            self.engine = BatchEngine(self.context)  # embedding and TTS graphs stay single
 
     def vision_for(self, mmproj: str) -> VisionContext:
         """The vision context of the projector at host path ``mmproj``, loaded on first use."""
@@ -283,6 +236,9 @@ class GgmlGraph(BackendGraph):
             self.vocoder = None
 
     def drop_context(self) -> None:
+        if self.engine is not None:
+            self.engine.close()  # in-flight requests fail; their contexts release their slots
+            self.engine = None
         if self.context is not None:
             self.context.close()
             self.context = None
@@ -330,6 +286,7 @@ class GgmlContext(BackendContext):
         self.streaming = False
         self._pending: int | None = None  # a streamed token not yet decoded
         self._cancelled = False
+        self.sequence = BatchedSequence(self)  # its slot in the graph's batch engine, if any
         self._rebuild_sampler()
 
     # -- helpers
@@ -378,7 +335,9 @@ class GgmlContext(BackendContext):
             return
         model, context = self.graph.ready()
         image = self._image_prompt(data)
-        context.clear()  # WasmEdge clears the graph's KV cache on every prompt
+        if self.graph.engine is None:
+            context.clear()  # WasmEdge clears the graph's KV cache on every prompt
+        self.sequence.release()  # with batching, only this context's sequence
         self._drop_image()
         self.image = image
         if image is None and self.graph.settings.get("tts"):
@@ -474,8 +433,14 @@ class GgmlContext(BackendContext):
 
     # -- compute
 
-    @_serialised
     def _compute(self) -> None:
+        if self.graph.engine is not None and not self.graph.invalid:
+            self.sequence.compute()
+        else:
+            self._compute_alone()
+
+    @_serialised
+    def _compute_alone(self) -> None:
         model, context = self.graph.ready()
         self._cancelled = False
         context.clear()
@@ -512,10 +477,10 @@ class GgmlContext(BackendContext):
     def _check_prompt(self, context: LlamaContext) -> None:
         if not self.prompt:
             raise InvalidArgument("ggml: compute needs a prompt: call set_input(ctx, 0, text) first")
-        limit = context.n_ctx - PROMPT_MARGIN
+        limit = context.n_ctx_seq - PROMPT_MARGIN
         if len(self.prompt) > limit:
             raise prompt_too_long(
-                len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx} − 4)"
+                len(self.prompt), limit, f"that fit the context (ctx-size {context.n_ctx_seq} − 4)"
             )
         if not context.causal and len(self.prompt) > context.n_ubatch:
             # llama.cpp asserts (aborting the host) on a non-causal batch over n_ubatch tokens
@@ -541,8 +506,8 @@ class GgmlContext(BackendContext):
         return piece
 
     def _advance(self, context: LlamaContext, token: int) -> None:
-        if self.position + 1 > context.n_ctx:
-            raise context_full(context.n_ctx)
+        if self.position + 1 > context.n_ctx_seq:
+            raise context_full(context.n_ctx_seq)
         context.decode_one(token, self.position)
         self.position += 1
 
@@ -557,6 +522,7 @@ class GgmlContext(BackendContext):
 
     def cancel(self) -> None:
         self._cancelled = True
+        self.sequence.cancel()
 
     def output_count(self) -> int:
         return 2  # the text, then the metadata JSON (index 1); other indices read the text
@@ -568,8 +534,14 @@ class GgmlContext(BackendContext):
 
     # -- streaming (spec §5.2)
 
-    @_serialised
     def _compute_single(self) -> None:
+        if self.graph.engine is not None and not self.graph.invalid:
+            self.sequence.compute_single()
+        else:
+            self._compute_single_alone()
+
+    @_serialised
+    def _compute_single_alone(self) -> None:
         model, context = self.graph.ready()
         try:
             if not self.streaming:
@@ -585,8 +557,8 @@ class GgmlContext(BackendContext):
             self._append(model, token)
             if not self.graph.settings.get("ignore-eos", False) and model.is_eog(token):
                 raise end_of_sequence()
-            if self.position + 1 > context.n_ctx:
-                raise context_full(context.n_ctx)
+            if self.position + 1 > context.n_ctx_seq:
+                raise context_full(context.n_ctx_seq)
         except NNError:
             self.streaming = False
             raise
@@ -603,6 +575,7 @@ class GgmlContext(BackendContext):
 
     @_serialised
     def _fini_single(self) -> None:
+        self.sequence.release()
         self._reset_generation()
         self.streaming = False
 
@@ -612,5 +585,6 @@ class GgmlContext(BackendContext):
         return self._get_output(index)
 
     def _release(self) -> None:
+        self.sequence.release()
         self.drop_sampler()
         self._drop_image()

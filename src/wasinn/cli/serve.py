@@ -51,6 +51,8 @@ def _missing_extra(err: ImportError) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The guest for --openai (default: the built llm-serve.wasm).",
 )
+@config_option(ServeConfig, "parallel", "--parallel", type=click.IntRange(1, 256))
+@config_option(ServeConfig, "ctx_size", "--ctx-size", type=click.IntRange(0, 2**31 - 1), metavar="TOKENS")
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -79,6 +81,8 @@ def serve_command(
     demo: bool,
     openai: tuple[str, ...],
     openai_guest: Path | None,
+    parallel: int,
+    ctx_size: int,
     chat_template: Path | None,
     use_ray: bool,
     replicas: int | None,
@@ -110,6 +114,8 @@ def serve_command(
             max_waiting=max_waiting,
             openai=openai,
             openai_guest=openai_guest,
+            parallel=parallel,
+            ctx_size=ctx_size,
             chat_template=chat_template,
             mapped_responses=not use_ray,  # uvicorn sends a memoryview; Ray Serve pickles bodies
             drain_seconds=drain_seconds,

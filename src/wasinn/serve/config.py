@@ -49,6 +49,12 @@ class ServeConfig:
     # the default), through the llm-serve guest (``openai_guest``, default: the built one).
     openai: tuple[str, ...] = ()
     openai_guest: Path | None = None
+    # Chat requests of one --openai model decoded together (the GGML graph's n-parallel
+    # sequence slots, continuous batching); as many chat guests run at once.
+    parallel: int = _setting(
+        4, "With --openai: chat requests per model decoded together (continuous batching)."
+    )
+    ctx_size: int = _setting(0, "With --openai: context tokens of each chat (0: the model's).")
     # A Jinja chat template file used instead of each model's GGUF tokenizer.chat_template.
     chat_template: Path | None = None
     # A route's response body is its guest's stdout file mapped, not read into bytes (4-5 ms

@@ -5,17 +5,19 @@ Chats are rendered with the model's own chat template (:mod:`wasinn.serve.chat_t
 ``tools`` and ``response_format`` are handled in :mod:`wasinn.serve.openai_chat`.
 
 Each request runs the llm-serve guest (examples/c/llm-serve.c) on a preloaded GGML model:
-the prompt is its stdin and the sampling settings its arguments. A preloaded GGML graph has
-one llama context that all its instances share, so each model runs one chat and one
-embedding request at a time (a pool of one slot each); the others wait their turn, up to
-the server's ``--max-waiting``. With ``stream: true`` the guest's stdout goes, chunk by
-chunk as the guest writes each token, into server-sent events.
+the prompt is its stdin and the sampling settings its arguments. Chat guests load the model
+with ``n-parallel`` = ``--parallel``: the graph's one llama context has that many sequence
+slots, and the backend decodes the running chats' tokens in one batch per step (continuous
+batching, docs/backends/ggml.md); the chat pool runs that many guests, the others wait, up
+to the server's ``--max-waiting``. Embeddings run one at a time. With ``stream: true`` the
+guest's stdout goes, chunk by chunk as the guest writes each token, into server-sent events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import os
 import threading
 import time
@@ -75,6 +77,15 @@ class OpenAIModel:
     template: ChatTemplate
     context_length: int  # the GGUF's trained context (n_ctx_train)
     created: int  # the GGUF file's modification time, as OpenAI's model "created"
+    parallel: int = 1
+    ctx_size: int = 0
+
+    @property
+    def chat_config(self) -> list[str]:
+        """The guest's ``--config`` (load_by_name_with_config): the graph's sequence slots and
+        each one's context (the KV cache holds parallel × ctx-size cells; 0: the model's)."""
+        settings = {"n-parallel": self.parallel, **({"ctx-size": self.ctx_size} if self.ctx_size else {})}
+        return ["--config", json.dumps(settings)]
 
 
 def openai_models(
@@ -83,6 +94,8 @@ def openai_models(
     guest: Path | None,
     state: ServerState,
     chat_template: Path | None = None,
+    parallel: int = 1,
+    ctx_size: int = 0,
 ) -> dict[str, OpenAIModel | AudioModel]:
     """Check that each name is a preloaded GGML model (with its guest pools) or a whisper one."""
     if not names:
@@ -105,12 +118,13 @@ def openai_models(
         path = ":".join(runtime.registry.preload(name).paths)
         vocabulary = read_vocabulary(path)
         template = ChatTemplate.for_model(vocabulary, chat_template)
-        chat, embed = (
-            GuestPool(runtime, guest, 1, name=f"openai-{name}-{kind}") for kind in ("chat", "embed")
-        )
+        chat = GuestPool(runtime, guest, parallel, name=f"openai-{name}-chat")
+        embed = GuestPool(runtime, guest, 1, name=f"openai-{name}-embed")
         state.pools.extend((chat, embed))
         created = int(os.stat(path).st_mtime)
-        models[name] = OpenAIModel(name, chat, embed, template, vocabulary.context_length, created)
+        models[name] = OpenAIModel(
+            name, chat, embed, template, vocabulary.context_length, created, parallel, ctx_size
+        )
     return models
 
 
@@ -176,7 +190,7 @@ class ChatCompletionsRoute(_OpenAIRoute):
         chat = ChatRequest.parse(body)
         model = self.model(chat.model)
         plan = plan_chat(chat, body, model.template, model.name)
-        args, prompt = plan.args, plan.prompt.encode()
+        args, prompt = [*model.chat_config, *plan.args], plan.prompt.encode()
         if chat.stream:
             return await stream_guest(self.state, request, model, prompt, args, _ChatEvents(plan, chat))
         result = await run_guest(self.state, model.chat, prompt, args, request=request)

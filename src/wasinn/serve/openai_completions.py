@@ -69,7 +69,7 @@ class CompletionsRoute(_OpenAIRoute):
     async def answer(self, body: dict[str, Any], request: Request) -> Response:
         request_fields, prompt = _completion_request(body)
         model = self.model(request_fields.model)
-        args = request_fields.guest_args(model.name)
+        args = [*model.chat_config, *request_fields.guest_args(model.name)]  # the chats' batched graph
         if request_fields.stream:
             events = _CompletionEvents(request_fields.include_usage)
             return await stream_guest(self.state, request, model, prompt.encode(), args, events)

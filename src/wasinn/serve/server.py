@@ -61,10 +61,14 @@ def build_app(config: ServeConfig) -> Starlette:
     if config.openai:
         from wasinn.serve.openai_routes import openai_handlers, openai_models
 
-        handlers.extend(
-            openai_handlers(
-                openai_models(runtime, config.openai, config.openai_guest, state, config.chat_template),
-                state,
-            )
+        models = openai_models(
+            runtime,
+            config.openai,
+            config.openai_guest,
+            state,
+            config.chat_template,
+            parallel=config.parallel,
+            ctx_size=config.ctx_size,
         )
+        handlers.extend(openai_handlers(models, state))
     return create_app(handlers, state)
