@@ -170,7 +170,7 @@ def batch_command(use_ray: bool, address: str | None, out: Path, workers: int, d
     from wasinn.core import WasinnError
 
     try:
-        from wasinn.serve.ray import batch_segment
+        from wasinn.serve.ray_batch import batch_segment
     except ImportError as err:
         _missing_extra(err)
     try:
