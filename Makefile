@@ -43,7 +43,7 @@ C_GUESTS := $(patsubst examples/c/%.c,$(BUILD)/%.wasm,$(wildcard examples/c/*.c)
             $(patsubst tests/guests/%.c,$(BUILD)/%.wasm,$(wildcard tests/guests/*.c))
 RUST_GUEST_SOURCES := $(shell find guest/rust examples/road-segmentation -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all setup toolchain browser examples test lint pytest demo bench bench-llm bench-warm loadtest soak fuzz test-loaded real-guests clean
+.PHONY: test-cold all setup toolchain browser examples test lint pytest demo bench bench-llm bench-warm loadtest soak fuzz test-loaded real-guests clean
 
 all: setup examples
 
@@ -206,6 +206,10 @@ real-guests: setup
 	  mkdir -p "$(WASINN_EXAMPLES_COPY)/$$(dirname "$$f")"; \
 	  git --git-dir=$(WASINN_EXAMPLES_GIT) show "HEAD:$$f" > "$(WASINN_EXAMPLES_COPY)/$$f"; done
 	WASINN_EXAMPLES_DIR=$(WASINN_EXAMPLES_COPY) $(BIN)/pytest -q -rs tests/test_real_guests.py
+
+# The cold-start test of docs/serving.md at its full 20 starts (`make test` runs 10).
+test-cold: setup examples
+	WASINN_COLD_STARTS=20 $(BIN)/pytest -q tests/test_serve_cold.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
