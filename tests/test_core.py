@@ -99,7 +99,7 @@ def test_lifecycle_guards_answer_the_table_errno(tiny_ir: tuple[Path, Path]) -> 
         context.get_output(0)
     assert released.value.errno == Lifecycle.CONTEXT_RELEASED.errno
     backend_context = graph.backend_graph.init_execution_context()
-    backend_context.close()
+    backend_context.release()
     with pytest.raises(NNError, match="finalized"):
         backend_context.compute()
 

@@ -190,7 +190,7 @@ def test_a_finished_contexts_infer_request_serves_the_next_context(tiny_ir: tupl
     first.compute()
     np.testing.assert_array_equal(first.get_output(0), [[1.5, 0, 2.5, 0]])
     used = first.request
-    first.close()
+    first.release()
     second = graph.init_execution_context()
     with pytest.raises(NNError):
         second.get_output(0)  # the first context's output is not this one's
@@ -202,11 +202,11 @@ def test_a_finished_contexts_infer_request_serves_the_next_context(tiny_ir: tupl
     np.testing.assert_array_equal(second.get_output(0), [[0, 2.5, 5.5, 1]])
     # A cancelled request is not handed on.
     second.cancel()
-    second.close()
+    second.release()
     third = graph.init_execution_context()
     third.set_input(0, _f32([0, 0, 0, 0]))
     assert third.request is not used
-    graph.close()
+    graph.release()
 
 
 def test_a_reused_infer_request_starts_a_stateful_model_afresh(tmp_path: Path) -> None:
@@ -230,5 +230,5 @@ def test_a_reused_infer_request_starts_a_stateful_model_afresh(tmp_path: Path) -
             context.set_input(0, _f32([1, 2, 3, 4]))
             context.compute()
             np.testing.assert_array_equal(context.get_output(0), [[step * v for v in (1, 2, 3, 4)]])
-        context.close()
-    graph.close()
+        context.release()
+    graph.release()

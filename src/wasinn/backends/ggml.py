@@ -248,7 +248,7 @@ class GgmlGraph(BackendGraph):
             raise InvalidArgument("ggml: the graph is invalid after a failed metadata reload")
         return self.model, self.context
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.free_model()
         if self._owned:
             self._owned = False

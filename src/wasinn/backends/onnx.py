@@ -190,7 +190,7 @@ class ONNXGraph(BackendGraph):
     def init_execution_context(self) -> ONNXContext:
         return ONNXContext(self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.session = None
 
 

@@ -221,7 +221,7 @@ class OpenVINOGraph(BackendGraph):
     def init_execution_context(self) -> OpenVINOContext:
         return OpenVINOContext(self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         with self._lock:
             self._variants.clear()
             self._idle.clear()

@@ -117,7 +117,7 @@ class OpenVINOGenAIGraph(BackendGraph):
             result = self.pipeline.generate(prompt, generation_config(), streamer)
         return str(result)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         with self.lock:
             self.pipeline = None
 

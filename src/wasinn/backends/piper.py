@@ -115,7 +115,7 @@ class PiperGraph(BackendGraph):
     def init_execution_context(self) -> PiperContext:
         return PiperContext(self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.voice = None
 
 

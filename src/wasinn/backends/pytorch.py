@@ -141,7 +141,7 @@ class PyTorchGraph(BackendGraph):
     def init_execution_context(self) -> PyTorchContext:
         return PyTorchContext(self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.module = None
 
 

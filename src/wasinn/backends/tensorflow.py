@@ -352,7 +352,7 @@ class TensorFlowGraph(BackendGraph):
     def output_names(self) -> Sequence[str]:
         return [slot.name for slot in self.outputs]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.session.close()
 
 

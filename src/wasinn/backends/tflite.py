@@ -177,7 +177,7 @@ class TFLiteGraph(BackendGraph):
     def output_names(self) -> list[str]:
         return [info.name for info in self.outputs]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.model = None
 
 

@@ -147,7 +147,7 @@ class WhisperGraph(BackendGraph):
     def init_execution_context(self) -> WhisperContext:
         return WhisperContext(self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         import _pywhispercpp as pw
 
         if self.context is not None:

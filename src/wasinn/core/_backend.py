@@ -203,12 +203,16 @@ class BackendContext(ABC):
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop a ``compute`` running on another thread, where the framework can; best effort."""
 
-    def close(self) -> None:
-        """Release framework resources; idempotent."""
+    def release(self) -> None:
+        """Free the framework's resources for this context (:meth:`_release`); idempotent."""
         if not self._released:
             self._released = True
             with self.first_use.until_warm():
                 self._release()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _hook_named(cls, "close", "_release")
 
     @property
     def released(self) -> bool:
@@ -283,19 +287,23 @@ class BackendGraph(ABC):
     _released: bool = False
 
     def release(self) -> None:
-        """Free the model (:meth:`close`) and mark the graph released, so that every later use
+        """Free the model (:meth:`_release`) and mark the graph released, so that every later use
         gets :attr:`Lifecycle.GRAPH_RELEASED` from the core instead of a per-backend answer."""
         if not self._released:
             self._released = True
             with self.first_use.until_warm():
-                self.close()
+                self._release()
 
     @property
     def released(self) -> bool:
         return self._released
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release framework resources; idempotent. Callers use :meth:`release`."""
+    def _release(self) -> None:  # noqa: B027 - optional hook
+        """Free what the framework holds for this graph; called once, by :meth:`release`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _hook_named(cls, "close", "_release")
 
 
 class Backend(ABC):
@@ -334,3 +342,10 @@ class Backend(ABC):
         if graph.first_use is UNGATED:  # autodetect returns the real backend's graph, gated
             graph.first_use = gate
         return graph
+
+
+def _hook_named(cls: type, old: str, hook: str) -> None:
+    """Graphs and contexts alike: ``release()`` is public, ``_release()`` the backend's hook,
+    ``released`` the state. A backend still defining the old name would never be called."""
+    if old in cls.__dict__:
+        raise TypeError(f"{cls.__qualname__}.{old}: a backend implements {hook}() (called by release())")

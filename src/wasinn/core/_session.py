@@ -236,7 +236,7 @@ class ExecutionContext:
             return
         self._closed = True
         try:
-            self.backend_context.close()
+            self.backend_context.release()
         finally:
             self.graph.session.forget_context(self)
             self.graph.context_closed()

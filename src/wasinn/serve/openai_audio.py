@@ -173,7 +173,7 @@ def _run(model: AudioModel, audio: bytes, settings: dict[str, Any]) -> tuple[lis
         lang_id = int(pw.whisper_full_lang_id(whisper)) if whisper is not None else -1
         code = pw.whisper_lang_str(lang_id) if lang_id >= 0 else settings.get("language", "en")
     finally:
-        context.close()
+        context.release()
     return parse_transcript(text), str(code)
 
 
