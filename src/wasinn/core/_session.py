@@ -70,9 +70,7 @@ class Graph:
         return _names(self.backend_graph.output_names)
 
     def init_execution_context(self) -> ExecutionContext:
-        if self.detached or not self._held:
-            raise Lifecycle.GRAPH_DETACHED.error("init_execution_context: the graph was unloaded")
-        self.require_model("init_execution_context")
+        self.require_live("init_execution_context")
         self.session.count_context()
         try:
             with self._shared.lock if self._shared is not None else self.lock:
@@ -106,9 +104,14 @@ class Graph:
         if not self._held and self._contexts == 0 and self._shared is None:
             self.backend_graph.release()  # a shared graph belongs to the registry
 
-    def require_model(self, operation: str) -> None:
-        """The model is still loaded: a preloaded one is released when its registry closes,
-        possibly under a running instance (the same answer for every backend)."""
+    def require_live(self, operation: str, *, by_context: bool = False) -> None:
+        """The one liveness check of a graph, for itself and for its contexts: not unloaded
+        (a context outlives its graph's release by the guest, not its ``unload``), and its
+        model still loaded (a preloaded one is released when its registry closes, possibly
+        under a running instance: the same answer for every backend)."""
+        if self.detached or (not by_context and not self._held):
+            whose = "the context's graph" if by_context else "the graph"
+            raise Lifecycle.GRAPH_DETACHED.error(f"{operation}: {whose} was unloaded")
         if self.backend_graph.released:
             raise Lifecycle.GRAPH_RELEASED.error(f"{operation}: the graph's model was released")
 
@@ -142,10 +145,8 @@ class ExecutionContext:
     def _guard(self, operation: str, *, ready: bool) -> BackendContext:
         if self._closed:
             raise Lifecycle.CONTEXT_RELEASED.error(f"{operation}: this execution context was finalized")
-        if ready and self.graph.detached:
-            raise Lifecycle.GRAPH_DETACHED.error(f"{operation}: the context's graph was unloaded")
         if ready:
-            self.graph.require_model(operation)
+            self.graph.require_live(operation, by_context=True)
         return self.backend_context
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> int:
