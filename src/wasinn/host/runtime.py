@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import component
@@ -205,18 +206,22 @@ class Runtime:
         self, deadline: Callable[[], float | None], interruption: Interruption | None = None
     ) -> NNSession:
         """The WASI-NN state of one guest: this runtime's models and limits."""
+        return NNSession(get_backend, self.registry, **self.session_options(deadline, interruption))
+
+    def session_options(
+        self, deadline: Callable[[], float | None], interruption: Interruption | None
+    ) -> dict[str, Any]:
+        """The keyword arguments of an :class:`NNSession` for one guest of this runtime."""
         limits = self.limits
-        return NNSession(
-            get_backend,
-            self.registry,
-            max_graphs=limits.max_graphs,
-            max_contexts=limits.max_contexts,
-            max_model_bytes=limits.max_model_bytes,
-            max_tensor_bytes=limits.max_tensor_bytes,
-            deadline=deadline,
-            guest_path=partial(resolve_guest_path, [(d.guest, d.host) for d in self.dirs]),
-            interruption=interruption,
-        )
+        return {
+            "max_graphs": limits.max_graphs,
+            "max_contexts": limits.max_contexts,
+            "max_model_bytes": limits.max_model_bytes,
+            "max_tensor_bytes": limits.max_tensor_bytes,
+            "deadline": deadline,
+            "guest_path": partial(resolve_guest_path, [(d.guest, d.host) for d in self.dirs]),
+            "interruption": interruption,
+        }
 
     def wasi_config(self, argv: Sequence[str], stdio: Stdio | None = None) -> wasmtime.WasiConfig:
         """WASI for one guest; ``stdio`` replaces the runtime's streams for this guest only."""

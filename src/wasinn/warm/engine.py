@@ -19,13 +19,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import wasmtime
 
-from wasinn.abi._plugin import resolve_guest_path
 from wasinn.backends import get_backend, model_files
 from wasinn.cli.host import outcome, parse_run
 from wasinn.cli.options import limits_from
@@ -185,19 +183,8 @@ class WarmRuntime(Runtime):
     def new_session(
         self, deadline: Callable[[], float | None], interruption: Interruption | None = None
     ) -> NNSession:
-        limits = self.limits
-        return WarmSession(
-            self.state.models,
-            get_backend,
-            self.registry,
-            max_graphs=limits.max_graphs,
-            max_contexts=limits.max_contexts,
-            max_model_bytes=limits.max_model_bytes,
-            max_tensor_bytes=limits.max_tensor_bytes,
-            deadline=deadline,
-            guest_path=partial(resolve_guest_path, [(d.guest, d.host) for d in self.dirs]),
-            interruption=interruption,
-        )
+        options = self.session_options(deadline, interruption)
+        return WarmSession(self.state.models, get_backend, self.registry, **options)
 
 
 class WarmSession(NNSession):
