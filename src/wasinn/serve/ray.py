@@ -58,7 +58,14 @@ USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 #   beside three busy loops. At nice 0 they get their share, as Ray's own job drivers do.
 # - Serve's controller gives a new HTTP proxy 5 s to be ready, then kills and restarts it;
 #   serve.start, waiting on the first one, then fails with ActorDiedError.
-BUSY_MACHINE_ENV = {"RAY_worker_niceness": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+# - ray.init waits 30 s for its GCS server to write its port; a clean-clone test run here saw
+#   that wait run out twice in one process (no GCS log written) and a fresh process start fine
+#   right after: 120 s, Ray's own choice for a GCS that is slow to open its store.
+BUSY_MACHINE_ENV = {
+    "RAY_worker_niceness": "0",
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_gcs_server_port_wait_time_s": "120",
+}
 
 
 def _local_only() -> None:
