@@ -154,12 +154,16 @@ class EphemeralNN:
                 return Errno.TOO_LARGE  # the size-probe protocol, not a failure worth a message
             except NNError as err:
                 log.warning("%s: %s", name, err)
-                return int(err.errno)
+                return self._code(err)
             except Exception as err:  # a stop re-raises; anything else is runtime_error (abi/_errors.py)
                 return int(answer(err, MODULE, name, Errno.RUNTIME_ERROR).errno)
             return Errno.SUCCESS
 
         return call
+
+    def _code(self, error: NNError) -> int:
+        """The i32 the guest gets for ``error``."""
+        return int(error.errno)
 
     def _mem(self) -> memoryview:
         assert self._memory is not None  # checked before every call

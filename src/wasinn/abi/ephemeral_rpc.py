@@ -17,9 +17,7 @@ from collections.abc import Callable
 
 from wasinn.abi import _nnrpc_wire as _wire
 from wasinn.abi.ephemeral import (
-    MODULE,
     TENSOR_RECORD_SIZE,
-    U32,
     EphemeralNN,
     _tensor_record,
     check_region,
@@ -27,7 +25,7 @@ from wasinn.abi.ephemeral import (
     write_u32,
 )
 from wasinn.abi.nnrpc_client import DeadlineExpired, RemoteError, RpcClient
-from wasinn.core import Errno, GuestTrap, InvalidArgument, NNError, NNSession, TooLarge
+from wasinn.core import Errno, InvalidArgument, NNError, NNSession, TooLarge
 
 log = logging.getLogger("wasinn.nn")
 
@@ -43,28 +41,10 @@ class RemoteEphemeralNN(EphemeralNN):
         super().__init__(session, park)
         self.client = client
 
-    def _errno_of(self, name: str, implementation: Callable[..., None]) -> Callable[..., int]:
-        def call(*params: int) -> int:
-            if self._memory is None:
-                raise GuestTrap(f"{MODULE}.{name}: the guest has no exported linear memory")
-            try:
-                implementation(*[param & U32 for param in params])
-            except TooLarge:
-                return Errno.TOO_LARGE
-            except RemoteError as err:
-                log.warning("%s: %s", name, err)
-                return err.code  # any int32 the server sent, as WasmEdge's client passes it on
-            except NNError as err:
-                log.warning("%s: %s", name, err)
-                return int(err.errno)
-            except GuestTrap:
-                raise
-            except Exception as err:
-                log.warning("%s: internal error: %s: %s", name, type(err).__name__, err)
-                return Errno.RUNTIME_ERROR
-            return Errno.SUCCESS
-
-        return call
+    def _code(self, error: NNError) -> int:
+        if isinstance(error, RemoteError):
+            return error.code  # any int32 the server sent, as WasmEdge's client passes it on
+        return int(error.errno)
 
     def _call(self, method: str, request: bytes) -> bytes:
         # A guest's time limit (or a serve request's interruption) bounds the remote call too.
