@@ -126,6 +126,8 @@ class Runtime:
         stdio = self._stdio(stdin, stdout, stderr)
         if isinstance(compiled, wasmtime.Module):
             return Instance(self, compiled, [program, *args], stdio, interruption)
+        if self.nn_rpc is not None:
+            raise ConfigError("--nn-rpc-uri forwards wasi_ephemeral_nn modules; this is a component")
         return ComponentInstance(self, compiled, [program, *args], stdio, interruption)
 
     def run_guest(
@@ -160,20 +162,11 @@ class Runtime:
         Raises :class:`~wasinn.core.GuestTrap` when the guest traps and
         :class:`~wasinn.core.ModuleError` when the module cannot be loaded.
         """
-        program = str(module)
-        compiled = self.compile_guest(module)
         if self.limits.time_limit_ms is None:
-            with self._make(compiled, program, args) as instance:
+            with self.instantiate_guest(module, args) as instance:
                 return instance.run()
-        with epoch_ticker(self.engine), self._make(compiled, program, args) as instance:
+        with epoch_ticker(self.engine), self.instantiate_guest(module, args) as instance:
             return instance.run()
-
-    def _make(self, compiled: CompiledGuest, program: str, args: Sequence[str]) -> GuestInstance:
-        if isinstance(compiled, wasmtime.Module):
-            return Instance(self, compiled, [program, *args], self.stdio)
-        if self.nn_rpc is not None:
-            raise ConfigError("--nn-rpc-uri forwards wasi_ephemeral_nn modules; this is a component")
-        return ComponentInstance(self, compiled, [program, *args], self.stdio)
 
     def _keep_ticking(self) -> None:
         with self._ticker_lock:
