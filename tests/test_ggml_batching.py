@@ -296,6 +296,66 @@ def test_a_context_over_the_slot_count_waits_for_a_free_slot(registry: ModelRegi
         guest.close()
 
 
+def sequence_of(guest: Guest) -> Any:
+    return guest.ctx.backend_context.sequence  # type: ignore[attr-defined]
+
+
+def test_a_streams_next_token_is_decoded_while_its_guest_reads_the_last(registry: ModelRegistry) -> None:
+    """Spec §2.3: the step of a stream runs ahead of the guest's next compute_single, so the
+    engine's steps never wait for guest code; that call then finds its token decoded."""
+    config = {"n-parallel": 2}
+    engine = engine_of(registry, config)
+    guest = Guest(registry, config).prompt(PROMPTS[0])
+    assert guest.stream(most=1)[2] == 0
+    ahead = sequence_of(guest).ahead
+    assert ahead is not None and ahead.done.wait(30) and ahead.error is None
+    steps = engine.stats.steps
+    assert guest.stream(most=1)[2] == 0  # took the decoded step: no new prompt, one more ahead
+    assert sequence_of(guest).ahead.done.wait(30)
+    assert engine.stats.steps == steps + 1
+    guest.close()
+    expected = job(registry, {}, PROMPTS[0], True, **{"n-predict": 12})()
+    assert job(registry, config, PROMPTS[0], True, **{"n-predict": 12})() == expected
+
+
+def test_a_sampler_changed_mid_stream_samples_again_what_ran_ahead(registry: ModelRegistry) -> None:
+    """A set_input(1) between two compute_single calls that rebuilds the sampler: the step
+    run ahead with the old one is cancelled and decoded again, so the stream equals the one
+    of a single context (n-parallel 1), which decodes at the call."""
+
+    def stream(config: dict[str, Any]) -> tuple[bytes, bytes]:
+        guest = Guest(registry, config).prompt(PROMPTS[2])
+        before = guest.stream(most=6)[0]
+        guest.ctx.set_input(1, u8(json.dumps({"temp": 0.9, "seed": 7, "top-k": 5}).encode()))
+        after = guest.stream(most=12)[0]
+        guest.close()
+        return before, after
+
+    single = stream({})
+    assert stream({"n-parallel": 3}) == single
+    # the change mattered: greedy goes on differently
+    greedy = job(registry, {}, PROMPTS[2], True, **{"n-predict": 18})()[0]
+    assert greedy != single[0] + single[1]
+
+
+def test_a_new_sequence_takes_the_lowest_free_slot(registry: ModelRegistry) -> None:
+    """With a KV area per sequence llama.cpp decodes only consecutive sequence ids in one
+    ubatch: four running streams on slots 0, 2, 3 and 4 would take two graph passes a step."""
+    config = {"n-parallel": 6}
+    guests = [Guest(registry, config).prompt(PROMPTS[i]) for i in range(4)]
+    for guest in guests:
+        assert guest.stream(most=2)[2] == 0
+    assert sorted(sequence_of(guest).slot.seq for guest in guests) == [0, 1, 2, 3]
+    leaving = next(guest for guest in guests if sequence_of(guest).slot.seq == 1)
+    leaving.close()  # its step run ahead may still be decoding
+    newcomer = Guest(registry, config).prompt(PROMPTS[4])
+    assert newcomer.stream(most=2)[2] == 0
+    assert sequence_of(newcomer).slot.seq == 1
+    for guest in (*guests, newcomer):
+        if guest is not leaving:
+            guest.close()
+
+
 def test_errno_arithmetic_holds_per_sequence_while_others_run(registry: ModelRegistry) -> None:
     """Conformance 37: 101 after exactly ctx-size − P + 1 tokens with three contexts busy;
     n-predict, 102 and a missing prompt as for one context (ggml-backend spec §5)."""

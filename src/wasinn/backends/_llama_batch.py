@@ -45,6 +45,7 @@ class Request:
     sampler: Sampler
     prompt: bool
     offset: int = 0  # tokens already decoded (a prompt goes in chunks)
+    rewind: bool = False  # remove the sequence's cells from ``start`` on before decoding
     token: int = -1  # the token sampled after the last one
     error: BackendError | None = None
     cancelled: bool = False
@@ -74,6 +75,7 @@ class BatchEngine:
         self._queue: list[Request] = []  # in arrival order
         self._clear: list[int] = []  # released sequences whose cells go at the next step
         self._decoding: list[Request] = []  # this step's requests, outside the lock
+        self._releasing: list[Slot] = []  # released while this step decodes their tokens
         self._cond = threading.Condition()
         self._closed = False
         # never more than n_batch tokens a decode (llama.cpp asserts beyond), nor n_ctx
@@ -91,37 +93,54 @@ class BatchEngine:
         with self._cond:
             self._tickets.append(ticket)
             try:
-                while not (self._free and self._tickets[0] is ticket):
+                while (slot := self._lowest_free()) is None or self._tickets[0] is not ticket:
                     if self._closed:
                         raise BackendError("ggml: the model's batch engine was closed")
                     if cancelled():
                         raise Cancelled("ggml: generation cancelled while waiting for a sequence slot")
                     self._cond.wait(0.05)
-                slot = self._free.pop(0)
+                self._free.remove(slot)
                 slot.in_guest = False
                 return slot
             finally:
                 self._tickets.remove(ticket)
                 self._cond.notify_all()
 
+    def _lowest_free(self) -> Slot | None:
+        """The free slot with the lowest id, None while there is none or a lower one is being
+        released: with a KV area per sequence llama.cpp decodes only runs of consecutive ids
+        together (split_equal, sequential), so a gap splits every step in two. A released slot
+        is free when the running step ends, before a newcomer's prompt could be decoded anyway."""
+        candidates = [*self._free, *self._releasing]
+        if not self._free:
+            return None
+        lowest = min(candidates, key=lambda slot: slot.seq)
+        return lowest if lowest in self._free else None
+
     def release(self, slot: Slot) -> None:
-        """Free the slot once no decode uses it: its holder may free its sampler next."""
+        """Give the slot back without waiting for a decode that uses it (a step run ahead):
+        its requests are cancelled, so the engine, which samples under the condition, never
+        touches their samplers again and frees the slot once the decode is over."""
         with self._cond:
-            for request in self._queue:
+            for request in (*self._queue, *self._decoding):
                 if request.slot is slot:
                     request.cancelled = True
-            while any(request.slot is slot for request in self._decoding):
-                self._cond.wait()
             slot.in_guest = False
-            self._clear.append(slot.seq)
-            self._free.append(slot)
-            self._cond.notify_all()
+            if any(request.slot is slot for request in self._decoding):
+                self._releasing.append(slot)
+            else:
+                self._free_slot(slot)
+
+    def _free_slot(self, slot: Slot) -> None:
+        self._clear.append(slot.seq)  # its cells go before the next holder's prompt
+        self._free.append(slot)
+        self._cond.notify_all()
 
     def prefill(self, slot: Slot, prompt: list[int], sampler: Sampler) -> Request:
         return self._submit(Request(slot, list(prompt), 0, sampler, prompt=True))
 
-    def step(self, slot: Slot, token: int, position: int, sampler: Sampler) -> Request:
-        return self._submit(Request(slot, [token], position, sampler, prompt=False))
+    def step(self, slot: Slot, token: int, position: int, sampler: Sampler, rewind: bool = False) -> Request:
+        return self._submit(Request(slot, [token], position, sampler, prompt=False, rewind=rewind))
 
     def cancel(self, request: Request) -> None:
         with self._cond:
@@ -173,12 +192,18 @@ class BatchEngine:
             memory = llama_cpp.llama_get_memory(self.context.ctx)
             for seq in clear:
                 llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            for request, _ in work:
+                if request.rewind:
+                    llama_cpp.llama_memory_seq_rm(memory, request.slot.seq, request.start, -1)
             try:
                 if work:
                     self._decode(work)
             finally:
                 with self._cond:
                     self._decoding = []
+                    for slot in self._releasing:
+                        self._free_slot(slot)
+                    self._releasing = []
                     self._cond.notify_all()
 
     def _gather(self) -> None:
@@ -252,14 +277,13 @@ class BatchEngine:
                     self._clear.append(request.slot.seq)
                     self._resolve(request, failure)
             return
-        sampled = []
         ctx = self.context.ctx
-        for request, row in rows:
-            if not request.cancelled:
-                request.token = int(llama_cpp.llama_sampler_sample(request.sampler.chain, ctx, row))
-            sampled.append(request)
+        # under the condition: a released or cancelled request's sampler may be freed as soon
+        # as the condition is free, so the flag is read and the sampler used in one hold
         with self._cond:
-            for request in sampled:
+            for request, row in rows:
+                if not request.cancelled:
+                    request.token = int(llama_cpp.llama_sampler_sample(request.sampler.chain, ctx, row))
                 self._resolve(request, Cancelled("ggml: generation cancelled") if request.cancelled else None)
 
     def _resolve(self, request: Request, error: BackendError | None) -> None:

@@ -296,6 +296,7 @@ class GgmlContext(BackendContext):
         settings = self.graph.settings
         new = Sampler(model, settings, settings.get("grammar"))
         if self.sampler is not None:
+            self.sequence.settle()
             self.sampler.close()
         self.sampler = new
         return new
@@ -428,6 +429,7 @@ class GgmlContext(BackendContext):
 
     def drop_sampler(self) -> None:
         if self.sampler is not None:
+            self.sequence.settle()
             self.sampler.close()
             self.sampler = None
 

@@ -20,7 +20,7 @@ from wasinn.backends._llama_batch import BatchEngine, Request, Slot
 from wasinn.core import BackendError, Errno, InvalidArgument, NNError
 
 if TYPE_CHECKING:
-    from wasinn.backends._llama import LlamaContext, LlamaModel
+    from wasinn.backends._llama import LlamaContext, LlamaModel, Sampler
     from wasinn.backends.ggml import GgmlContext
 
 
@@ -40,6 +40,9 @@ class BatchedSequence:
         self.engine: BatchEngine | None = None
         self.slot: Slot | None = None
         self.request: Request | None = None
+        # The decode of the token the guest is reading, submitted before handing it over so the
+        # engine's next step need not wait for the guest (llm-serving spec §2.3): one step ahead.
+        self.ahead: Request | None = None
         self._lock = threading.Lock()  # release and cancel come from other threads too
 
     def release(self) -> None:
@@ -47,19 +50,31 @@ class BatchedSequence:
         with self._lock:
             engine, slot = self.engine, self.slot
             self.engine = self.slot = None
+            self.ahead = None  # the engine drops it with the slot
         if engine is not None and slot is not None:
             engine.release(slot)
 
     def cancel(self) -> None:
         with self._lock:
-            engine, request = self.engine, self.request
-        if engine is not None and request is not None:
-            engine.cancel(request)
+            engine, requests = self.engine, (self.request, self.ahead)
+        for request in requests:
+            if engine is not None and request is not None:
+                engine.cancel(request)
+
+    def settle(self) -> None:
+        """Cancel the step run ahead before its sampler changes or goes: once cancelled the
+        engine never samples with it. Its token stays pending; the next step decodes it again
+        over whatever cells the cancelled one wrote."""
+        with self._lock:
+            engine, ahead = self.engine, self.ahead
+        if engine is not None and ahead is not None:
+            engine.cancel(ahead)
 
     # -- compute (spec §5.1)
 
     def compute(self) -> None:
         owner = self.owner
+        self.release()  # a stream's step run ahead uses the sampler reset below
         with owner.graph.lock:
             model, context, engine = self._ready()
             owner._cancelled = False
@@ -117,7 +132,7 @@ class BatchedSequence:
             if continuing:
                 assert pending is not None and slot is not None
                 owner._pending = None
-                token = self._wait(engine, engine.step(slot, pending, owner.position, sampler))
+                token = self._wait(engine, self._next_step(engine, slot, pending, owner.position, sampler))
                 owner.position += 1
             else:
                 slot = self._acquire(engine)
@@ -134,6 +149,10 @@ class BatchedSequence:
             self.release()
             raise
         owner._pending = token
+        assert slot is not None
+        ahead = engine.step(slot, token, owner.position, sampler)
+        with self._lock:
+            self.ahead = ahead
 
     # -- helpers
 
@@ -151,6 +170,21 @@ class BatchedSequence:
             )
         self.owner._check_prompt(context)  # 1 without a prompt, 102 over n_ctx_seq − 4
         return list(self.owner.prompt)
+
+    def _next_step(
+        self, engine: BatchEngine, slot: Slot, token: int, position: int, sampler: Sampler
+    ) -> Request:
+        """The step run ahead for this token, or a new one: after a sampler change (a cancelled
+        step run ahead) it decodes again from ``position``, the old cells removed first."""
+        with self._lock:
+            ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            return engine.step(slot, token, position, sampler)
+        same = ahead.sampler is sampler and ahead.start == position and ahead.tokens == [token]
+        if same and not ahead.cancelled:
+            return ahead
+        engine.cancel(ahead)
+        return engine.step(slot, token, position, sampler, rewind=True)
 
     def _acquire(self, engine: BatchEngine) -> Slot:
         self.release()
