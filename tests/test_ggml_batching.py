@@ -356,6 +356,50 @@ def test_a_new_sequence_takes_the_lowest_free_slot(registry: ModelRegistry) -> N
             guest.close()
 
 
+def input_tokens(guest: Guest) -> int:
+    return int(json.loads(bytes(guest.ctx.get_output(1)))["input_tokens"])
+
+
+def test_a_prompt_that_begins_like_the_slots_last_one_decodes_only_the_rest(registry: ModelRegistry) -> None:
+    """llama-server's cache_prompt: a released slot keeps its cells, and the next prompt
+    decodes only what follows the tokens they hold; the text is that of a fresh context."""
+    config = {"n-parallel": 2}
+    engine = engine_of(registry, config)
+    first = Guest(registry, config).prompt(PROMPTS[3])
+    assert first.stream(most=4)[2] == 0
+    first_tokens = input_tokens(first)
+    first.close()
+    follow_up = PROMPTS[3] + b" a dragon who wrote stories"
+    guest = Guest(registry, config).prompt(follow_up)
+    before = engine.stats.tokens
+    assert guest.stream(most=1)[2] == 0
+    prompt_tokens = input_tokens(guest)
+    decoded = engine.stats.tokens - before  # the prompt's rest, and maybe the step run ahead
+    assert decoded <= prompt_tokens - first_tokens + 2 + 1, (decoded, prompt_tokens, first_tokens)
+    guest.close()
+    expected = job(registry, {}, follow_up, True, **{"n-predict": 16})()
+    assert job(registry, config, follow_up, True, **{"n-predict": 16})() == expected
+
+
+def test_a_conversation_goes_on_in_the_slot_that_holds_it(registry: ModelRegistry) -> None:
+    config = {"n-parallel": 3}
+    guests = [Guest(registry, config).prompt(PROMPTS[i]) for i in (1, 2)]
+    for guest in guests:
+        assert guest.stream(most=3)[2] == 0
+    seqs = [sequence_of(guest).slot.seq for guest in guests]
+    assert seqs == [0, 1]
+    for guest in guests:
+        guest.close()
+    going_on = Guest(registry, config).prompt(PROMPTS[2] + b" and then, one day,")
+    assert going_on.stream(most=2)[2] == 0
+    assert sequence_of(going_on).slot.seq == 1  # most of its prompt is there
+    other = Guest(registry, config).prompt(b"Something else entirely.")
+    assert other.stream(most=2)[2] == 0
+    assert sequence_of(other).slot.seq == 0  # nothing to reuse: the lowest free id
+    going_on.close()
+    other.close()
+
+
 def test_errno_arithmetic_holds_per_sequence_while_others_run(registry: ModelRegistry) -> None:
     """Conformance 37: 101 after exactly ctx-size − P + 1 tokens with three contexts busy;
     n-predict, 102 and a missing prompt as for one context (ggml-backend spec §5)."""

@@ -152,3 +152,36 @@ def test_close_removes_the_spool_once(make_pool: Callable[..., GuestPool], fake_
     pool.close()
     assert not spool.exists()
     pool.close()  # idempotent
+
+
+def writer_wat(chunks: int, chunk_bytes: int, then_trap: bool = False) -> str:
+    """A guest that writes ``chunks`` writes of ``chunk_bytes`` bytes of 'a' to stdout."""
+    return f"""(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") {chunk_bytes // 65536 + 2})
+      (func (export "_start") (local $i i32)
+        (memory.fill (i32.const 64) (i32.const 97) (i32.const {chunk_bytes}))
+        (i32.store (i32.const 0) (i32.const 64))
+        (i32.store (i32.const 4) (i32.const {chunk_bytes}))
+        (loop $more
+          (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $more (i32.lt_u (local.get $i) (i32.const {chunks}))))
+        {"unreachable" if then_trap else ""}))"""
+
+
+def test_a_streamed_stdout_reaches_the_caller_whole_and_in_pieces(make_pool: Callable[..., GuestPool]) -> None:
+    """A streamed run's stdout is a pipe: 4 MiB, far past a pipe's 64 KiB buffer, arrives
+    whole while the guest writes; a guest that traps after writing ends the stream too."""
+    pool = make_pool(writer_wat(64, 65536), slots=2)
+    received: list[bytes] = []
+    result = pool.run(b"", [], received.append)
+    assert result.exit_code == 0 and result.stdout == b""
+    assert b"".join(received) == b"a" * (64 * 65536)
+    assert len(received) > 1
+    trapping = make_pool(writer_wat(3, 1000, then_trap=True), slots=1)
+    pieces: list[bytes] = []
+    with pytest.raises(GuestTrap):
+        trapping.run(b"", [], pieces.append)
+    assert b"".join(pieces) == b"a" * 3000
+    assert pool.run(b"", [], received.append).exit_code == 0  # the slot's pipe serves again

@@ -151,6 +151,20 @@ def test_stop_strings_end_the_text_before_them(client: TestClient) -> None:
     assert "".join(deltas) == text[: text.index(stop)]
 
 
+def test_a_stream_holds_back_only_what_could_begin_a_stop_string(client: TestClient) -> None:
+    """A stop string that never comes changes nothing: every token's text goes out as it is
+    made (the guest once held back the stop's length minus one byte, so the first delta of a
+    chat waited for several tokens)."""
+
+    def deltas(**extra: Any) -> list[str]:
+        events = sse_events(chat(client, stream=True, **extra).text)[:-1]
+        return [event["choices"][0]["delta"].get("content", "") for event in events if event["choices"]]
+
+    plain = deltas()
+    assert deltas(stop=["\x07 a stop string that never comes"]) == plain
+    assert len([delta for delta in plain if delta]) > 5
+
+
 def native_embedding(model: Path, text: str) -> np.ndarray[Any, Any]:
     from llama_cpp import Llama
 
@@ -258,12 +272,16 @@ def test_the_command_line_streams_over_http(tiny_model: Path) -> None:
         "tiny",
         "--openai-guest",
         str(guest_wasm("llm-serve")),
+        # a long stream (the tiny model makes a token in ~0.3 ms): still going when /metrics
+        # answers, and long enough to arrive in many reads
+        "--ctx-size",
+        "4096",
     )
     try:
         body = {"messages": MESSAGES, "temperature": 0, "max_tokens": MAX_TOKENS, "stream": True}
         arrivals: list[tuple[float, str]] = []
         running_at_first_token = -1
-        long = {**body, "max_tokens": 200}
+        long = {**body, "max_tokens": 3000}
         with httpx.stream("POST", f"{base}/v1/chat/completions", json=long, timeout=60) as response:
             assert response.status_code == 200
             for line in response.iter_lines():
@@ -278,7 +296,7 @@ def test_the_command_line_streams_over_http(tiny_model: Path) -> None:
         lines = [line for _, line in arrivals]
         assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
         # Tokens arrive as the guest makes them: the first while the guest is still generating
-        # (200 tokens take ~100 ms), and the rest in many separate reads, not one at the end.
+        # (3,000 tokens take ~1 s), and the rest in many separate reads, not one at the end.
         assert running_at_first_token == 1
         contents = [when for when, line in arrivals if '"content":"' in line and '"role"' not in line]
         bursts = 1 + sum(later - earlier > 0.002 for earlier, later in pairwise(contents))

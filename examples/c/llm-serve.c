@@ -16,8 +16,8 @@
  *
  * It stops at the end-of-generation token (whose text is not part of the completion), after
  * --max-tokens tokens, when the context is full (101; that token is kept), or where the text
- * first contains a --stop string (the completion ends before it, as OpenAI's `stop`; up to
- * the longest stop string minus one byte is held back until it cannot start one).
+ * first contains a --stop string (the completion ends before it, as OpenAI's `stop`; only a
+ * tail that could begin a stop string is held back, until the next token says).
  *
  * With --embedding it runs compute once and writes the backend's embedding JSON:
  *
@@ -125,12 +125,12 @@ static long prompt_tokens(wasi_nn_context_t ctx) {
     return found ? strtol(found + strlen("\"input_tokens\":"), NULL, 10) : -1;
 }
 
-/* Where the first stop string starts in text[0..len), or -1. */
-static long find_stop(const uint8_t *text, size_t len, const char **stops, int stop_count) {
+/* Where the first stop string starts in text[from..len), or -1. */
+static long find_stop(const uint8_t *text, size_t from, size_t len, const char **stops, int stop_count) {
     long first = -1;
     for (int s = 0; s < stop_count; s++) {
         size_t n = strlen(stops[s]);
-        for (size_t at = 0; n && at + n <= len && (first < 0 || (long)at < first); at++) {
+        for (size_t at = from; n && at + n <= len && (first < 0 || (long)at < first); at++) {
             if (memcmp(text + at, stops[s], n) == 0) {
                 first = (long)at;
                 break;
@@ -138,6 +138,25 @@ static long find_stop(const uint8_t *text, size_t len, const char **stops, int s
         }
     }
     return first;
+}
+
+/* How many of the last bytes of text[from..len) are the start of a stop string: those wait for
+ * the next token, the rest can go (as llama-server holds back only a partial stop). */
+static size_t partial_stop(const uint8_t *text, size_t from, size_t len, const char **stops, int stop_count) {
+    size_t longest = 0;
+    for (int s = 0; s < stop_count; s++) {
+        size_t n = strlen(stops[s]);
+        size_t k = n ? n - 1 : 0;
+        if (k > len - from)
+            k = len - from;
+        for (; k > longest; k--) {
+            if (memcmp(text + len - k, stops[s], k) == 0) {
+                longest = k;
+                break;
+            }
+        }
+    }
+    return longest;
 }
 
 static int embed(wasi_nn_context_t ctx) {
@@ -160,10 +179,6 @@ static int embed(wasi_nn_context_t ctx) {
 
 static int generate(wasi_nn_context_t ctx, long max_tokens, const char **stops, int stop_count) {
     static uint8_t piece[PIECE_BYTES];
-    size_t hold = 0;
-    for (int s = 0; s < stop_count; s++)
-        if (strlen(stops[s]) > hold + 1)
-            hold = strlen(stops[s]) - 1;
     uint8_t *text = NULL;
     size_t len = 0, cap = 0, sent = 0;
     long tokens = 0;
@@ -187,7 +202,7 @@ static int generate(wasi_nn_context_t ctx, long max_tokens, const char **stops, 
         }
         memcpy(text + len, piece, written);
         len += written;
-        long stop_at = find_stop(text, len, stops, stop_count);
+        long stop_at = find_stop(text, sent, len, stops, stop_count);
         if (stop_at >= 0) {
             if ((size_t)stop_at > sent)
                 write_hex_line(text + sent, (size_t)stop_at - sent);
@@ -195,9 +210,10 @@ static int generate(wasi_nn_context_t ctx, long max_tokens, const char **stops, 
             reason = "stop";
             break;
         }
-        if (len > sent + hold) {
-            write_hex_line(text + sent, len - hold - sent);
-            sent = len - hold;
+        size_t held = partial_stop(text, sent, len, stops, stop_count);
+        if (len - held > sent) {
+            write_hex_line(text + sent, len - held - sent);
+            sent = len - held;
         }
         if (err == WASI_NN_ERRNO_CONTEXT_FULL)
             break;

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -24,6 +24,21 @@ from wasinn.core import BackendError
 # How long a step may wait for sequences whose guests hold their last token (they are about
 # to submit the next): raises occupancy at a bounded cost in latency (spec §2.3).
 GATHER_SECONDS = 0.002
+# A step takes newcomers' prompts in arrival order until it holds this many of their tokens.
+PROMPT_STEP_TOKENS = 16
+
+
+# (sampled token, its position) -> whether the sequence decodes it (see Request.follow)
+GoesOn = Callable[[int, int], bool]
+
+
+def common_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many tokens the two start with in common."""
+    count = min(len(cached), len(prompt))
+    for index in range(count):
+        if cached[index] != prompt[index]:
+            return index
+    return count
 
 
 class Cancelled(BackendError):
@@ -35,6 +50,9 @@ class Slot:
     seq: int
     # Its holder has the last sampled token and will submit the next request soon.
     in_guest: bool = False
+    # The tokens whose cells the sequence holds, by position: kept after a release, so the
+    # next prompt with the same beginning decodes only the rest (llama-server's cache_prompt).
+    cached: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -46,6 +64,10 @@ class Request:
     prompt: bool
     offset: int = 0  # tokens already decoded (a prompt goes in chunks)
     rewind: bool = False  # remove the sequence's cells from ``start`` on before decoding
+    # Asked, with the sampled token and its position, whether the sequence goes on: then the
+    # engine queues that token's step at once (``next``), without a round trip to the caller.
+    follow: GoesOn | None = None
+    next: Request | None = None
     token: int = -1  # the token sampled after the last one
     error: BackendError | None = None
     cancelled: bool = False
@@ -73,7 +95,7 @@ class BatchEngine:
         self._free = list(self.slots)
         self._tickets: list[object] = []  # callers waiting for a slot, first come first served
         self._queue: list[Request] = []  # in arrival order
-        self._clear: list[int] = []  # released sequences whose cells go at the next step
+        self._clear: list[int] = []  # sequences whose cells go at the next step (a failed decode)
         self._decoding: list[Request] = []  # this step's requests, outside the lock
         self._releasing: list[Slot] = []  # released while this step decodes their tokens
         self._cond = threading.Condition()
@@ -87,13 +109,13 @@ class BatchEngine:
 
     # -- called by execution contexts, each from its own thread
 
-    def acquire(self, cancelled: Callable[[], bool]) -> Slot:
-        """A free slot, waiting first come first served while all are held."""
+    def acquire(self, cancelled: Callable[[], bool], prompt: Sequence[int] = ()) -> Slot:
+        """A free slot for ``prompt``, waiting first come first served while all are held."""
         ticket = object()
         with self._cond:
             self._tickets.append(ticket)
             try:
-                while (slot := self._lowest_free()) is None or self._tickets[0] is not ticket:
+                while (slot := self._choose(prompt)) is None or self._tickets[0] is not ticket:
                     if self._closed:
                         raise BackendError("ggml: the model's batch engine was closed")
                     if cancelled():
@@ -106,15 +128,18 @@ class BatchEngine:
                 self._tickets.remove(ticket)
                 self._cond.notify_all()
 
-    def _lowest_free(self) -> Slot | None:
-        """The free slot with the lowest id, None while there is none or a lower one is being
-        released: with a KV area per sequence llama.cpp decodes only runs of consecutive ids
-        together (split_equal, sequential), so a gap splits every step in two. A released slot
+    def _choose(self, prompt: Sequence[int]) -> Slot | None:
+        """The free slot whose cells hold at least half of ``prompt`` (a conversation going on),
+        else the one with the lowest id; None while there is none, or a lower one is being
+        released. With a KV area per sequence llama.cpp decodes only runs of consecutive ids
+        together (split_equal, sequential), so a gap splits every step in two; a released slot
         is free when the running step ends, before a newcomer's prompt could be decoded anyway."""
-        candidates = [*self._free, *self._releasing]
         if not self._free:
             return None
-        lowest = min(candidates, key=lambda slot: slot.seq)
+        reused = max(self._free, key=lambda slot: (common_prefix(slot.cached, prompt), -slot.seq))
+        if prompt and 2 * common_prefix(reused.cached, prompt) >= len(prompt):
+            return reused
+        lowest = min([*self._free, *self._releasing], key=lambda slot: slot.seq)
         return lowest if lowest in self._free else None
 
     def release(self, slot: Slot) -> None:
@@ -132,12 +157,25 @@ class BatchEngine:
                 self._free_slot(slot)
 
     def _free_slot(self, slot: Slot) -> None:
-        self._clear.append(slot.seq)  # its cells go before the next holder's prompt
-        self._free.append(slot)
+        self._free.append(slot)  # its cells stay for a prompt with the same beginning
         self._cond.notify_all()
 
-    def prefill(self, slot: Slot, prompt: list[int], sampler: Sampler) -> Request:
-        return self._submit(Request(slot, list(prompt), 0, sampler, prompt=True))
+    def prefill(
+        self, slot: Slot, prompt: list[int], sampler: Sampler, follow: GoesOn | None = None
+    ) -> Request:  # noqa: E501
+        """Decode ``prompt`` after what the slot's cells already hold of it (at least its last
+        token is decoded: its logits give the first sample)."""
+        with self._cond:
+            keep = min(common_prefix(slot.cached, prompt), len(prompt) - 1)
+        request = Request(slot, prompt[keep:], keep, sampler, prompt=True, rewind=True, follow=follow)
+        return self._submit(request)
+
+    def follow(self, request: Request, goes_on: GoesOn) -> None:
+        """Have the engine queue the step after ``request`` when it samples it (one step ahead of
+        the caller, never more: the step it queues follows nothing until asked)."""
+        with self._cond:
+            if not request.done.is_set():
+                request.follow = goes_on
 
     def step(self, slot: Slot, token: int, position: int, sampler: Sampler, rewind: bool = False) -> Request:
         return self._submit(Request(slot, [token], position, sampler, prompt=False, rewind=rewind))
@@ -192,9 +230,11 @@ class BatchEngine:
             memory = llama_cpp.llama_get_memory(self.context.ctx)
             for seq in clear:
                 llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+                self.slots[seq].cached = []
             for request, _ in work:
-                if request.rewind:
-                    llama_cpp.llama_memory_seq_rm(memory, request.slot.seq, request.start, -1)
+                if request.rewind:  # from this chunk's first position on (a prompt goes in chunks)
+                    position = request.start + request.offset
+                    llama_cpp.llama_memory_seq_rm(memory, request.slot.seq, position, -1)
             try:
                 if work:
                     self._decode(work)
@@ -231,14 +271,18 @@ class BatchEngine:
         if work:
             # running streams get a token every ubatch's worth of prompt, not every n_batch's
             budget = min(budget, max(self.context.n_ubatch - len(work), 1))
-        for index, request in enumerate(prompts):
-            if budget <= 0:
+        prompt_tokens = 0
+        for request in prompts:
+            # Prompts one after the other, not all at once: prompt tokens cost the same alone or
+            # together, so the first prompt's first token comes after its own tokens, not after
+            # everyone's (the median time to first token halves for 8 at once); short prompts
+            # share a step, whose fixed cost (~2 ms here) would otherwise show.
+            if budget <= 0 or prompt_tokens >= PROMPT_STEP_TOKENS:
                 break
-            take = min(len(request.tokens) - request.offset, budget)
-            if index + 1 < len(prompts):
-                take = min(take, max(self.context.n_ubatch, 1))  # leave room for the next prompt
+            take = min(len(request.tokens) - request.offset, budget, max(self.context.n_ubatch, 1))
             work.append((request, take))
             budget -= take
+            prompt_tokens += take
         return work
 
     def _decode(self, work: list[tuple[Request, int]]) -> None:
@@ -269,6 +313,12 @@ class BatchEngine:
         seqs = {request.slot.seq for request, _ in work}
         stats.most_sequences = max(stats.most_sequences, len(seqs))
         stats.sequences_seen |= seqs
+        if status == 0:
+            for request, take in work:
+                first = request.offset - take  # offset has moved past this step's tokens
+                slot = request.slot
+                del slot.cached[request.start + first :]
+                slot.cached += request.tokens[first : request.offset]
         if status != 0:
             # the processed ubatches stay in memory: the failed sequences start again clean
             failure = BackendError(f"ggml: llama_decode failed with status {status}")
@@ -284,6 +334,14 @@ class BatchEngine:
             for request, row in rows:
                 if not request.cancelled:
                     request.token = int(llama_cpp.llama_sampler_sample(request.sampler.chain, ctx, row))
+                    position = request.start + len(request.tokens)
+                    if request.follow is not None and request.follow(request.token, position):
+                        step = Request(request.slot, [request.token], position, request.sampler, False)
+                        request.next = step
+                        self._queue.append(step)
+            # only then wake the callers: each sample gives the GIL up and takes it back, and
+            # woken callers would hold it meanwhile (3x the sampling time at 8 sequences)
+            for request, _ in rows:
                 self._resolve(request, Cancelled("ggml: generation cancelled") if request.cancelled else None)
 
     def _resolve(self, request: Request, error: BackendError | None) -> None:

@@ -87,7 +87,7 @@ class BatchedSequence:
             stream = bool(settings.get("stream-stdout", False))
             reverse = str(settings.get("reverse-prompt", "")).encode()
             ignore_eos = bool(owner.graph.settings.get("ignore-eos", False))
-        slot = self._acquire(engine)
+        slot = self._acquire(engine, prompt)
         try:
             token = self._wait(engine, engine.prefill(slot, prompt, sampler))
             position, produced = len(prompt), 0
@@ -128,15 +128,24 @@ class BatchedSequence:
                 owner._cancelled = False
                 owner._reset_generation()  # resets the sampler too
                 prompt = self._prompt(context)
+        n_ctx_seq = engine.n_ctx_seq
+
+        def goes_on(token: int, position: int) -> bool:
+            """The checks below, for the engine to queue the next step as soon as it samples."""
+            return (ignore_eos or not model.is_eog(token)) and position + 1 <= n_ctx_seq
+
         try:
             if continuing:
                 assert pending is not None and slot is not None
                 owner._pending = None
-                token = self._wait(engine, self._next_step(engine, slot, pending, owner.position, sampler))
+                request = self._next_step(engine, slot, pending, owner.position, sampler)
+                engine.follow(request, goes_on)
+                token = self._wait(engine, request)
                 owner.position += 1
             else:
-                slot = self._acquire(engine)
-                token = self._wait(engine, engine.prefill(slot, prompt, sampler))
+                slot = self._acquire(engine, prompt)
+                request = engine.prefill(slot, prompt, sampler, goes_on)
+                token = self._wait(engine, request)
                 owner.position = len(prompt)
                 owner.streaming = True
             owner._append(model, token)
@@ -150,7 +159,8 @@ class BatchedSequence:
             raise
         owner._pending = token
         assert slot is not None
-        ahead = engine.step(slot, token, owner.position, sampler)
+        # the engine queued it when it sampled the token, unless this thread was too late to ask
+        ahead = request.next or engine.step(slot, token, owner.position, sampler)
         with self._lock:
             self.ahead = ahead
 
@@ -186,9 +196,9 @@ class BatchedSequence:
         engine.cancel(ahead)
         return engine.step(slot, token, position, sampler, rewind=True)
 
-    def _acquire(self, engine: BatchEngine) -> Slot:
+    def _acquire(self, engine: BatchEngine, prompt: list[int]) -> Slot:
         self.release()
-        slot = engine.acquire(lambda: self.owner._cancelled)
+        slot = engine.acquire(lambda: self.owner._cancelled, prompt)
         with self._lock:
             self.engine, self.slot = engine, slot
         return slot

@@ -7,7 +7,8 @@ ticker), and one spool directory per slot (in /dev/shm where there is one)
 holding the request's stdout and stderr files. The request body is handed to the guest as
 its stdin from memory (no file: wasmtime reads a stdin file ahead in small pieces, 10 ms
 more for 5.5 MB); stdout stays a file, since a Python callback per 4 KiB chunk costs 40 ms
-for 5.5 MB. Making the instance itself costs about a millisecond (docs/serving.md).
+for 5.5 MB, except for a streamed response, whose stdout is a named pipe (each write as made).
+Making the instance itself costs about a millisecond (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class GuestPool:
     ) -> GuestResult:
         """Run the guest with ``body`` as stdin and ``args`` as arguments; blocks for a free slot.
 
-        With ``on_stdout``, what the guest writes goes to it as it comes (its stdout file is
-        read every few milliseconds while it runs; the result's ``stdout`` is then empty).
+        With ``on_stdout``, what the guest writes goes to it as it comes (its stdout is a named
+        pipe read by a thread; the result's ``stdout`` is then empty).
         With ``mapped``, the result's ``stdout`` is a read-only memoryview of the stdout file,
         mapped, not read: no copy, and its pages go back when the view is collected.
         ``interruption`` stops the run from another thread (:class:`~wasinn.core.GuestCancelled`;
@@ -127,7 +128,13 @@ class GuestPool:
             stdout, stderr = slot / "stdout", slot / "stderr"
             started = time.perf_counter()
             # Every run is interruptible (its client may leave): the runtime keeps epochs ticking.
-            with _Tail(stdout, on_stdout) if on_stdout else contextlib.nullcontext():
+            follow: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+            if on_stdout and hasattr(os, "mkfifo"):
+                stdout = slot / "stream"
+                follow = _Pipe(stdout, on_stdout)
+            elif on_stdout:
+                follow = _Tail(stdout, on_stdout)
+            with follow:
                 code = self.runtime.run_guest(
                     self.module, args, stdin=body, stdout=stdout, stderr=stderr, interruption=interruption
                 )
@@ -153,12 +160,44 @@ class GuestPool:
         self._remove_spool()
 
 
-class _Tail:
-    """Hands what is appended to a file to ``deliver`` while the guest writes it, then the rest.
+class _Pipe:
+    """The guest's stdout as a named pipe: each write reaches ``deliver`` as it is made.
 
-    wasmtime's custom stdout callable would deliver each write at once, but it calls Python
-    from tokio threads, never releases the callable, and can abort the process at exit.
+    wasmtime's custom stdout callable would deliver each write at once too, but it calls
+    Python from tokio threads, never releases the callable, and can abort the process at exit;
+    polling a file (:class:`_Tail`) costs half a poll of latency a write (a streamed token's
+    first byte came 4-9 ms late). This end holds a writer of its own, so the reader sees the end
+    of the stream only once the guest's store has closed its end and the run is over. The reader
+    never stops draining, so the guest never blocks on a full pipe.
     """
+
+    def __init__(self, path: Path, deliver: Callable[[bytes], object]) -> None:
+        if not path.is_fifo():
+            path.unlink(missing_ok=True)
+            os.mkfifo(path, 0o600)
+        self._read = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens for reading at once
+        self._hold = os.open(path, os.O_WRONLY)  # a reader exists: no wait
+        os.set_blocking(self._read, True)
+        self._deliver = deliver
+        self._thread = threading.Thread(target=self._follow, name="wasinn-serve-pipe", daemon=True)
+
+    def __enter__(self) -> _Pipe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._hold)  # the guest's end is closed with its store: the reader sees the end
+        self._thread.join()
+        os.close(self._read)
+
+    def _follow(self) -> None:
+        while chunk := os.read(self._read, 1 << 16):
+            self._deliver(chunk)
+
+
+class _Tail:
+    """Hands what is appended to a file to ``deliver`` while the guest writes it, then the
+    rest: where there are no named pipes."""
 
     POLL_SECONDS = 0.004
 
