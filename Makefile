@@ -155,6 +155,9 @@ bench-llm: setup examples
 # host"): warm vs cold vs a native script on mobilenet-raw, road segmentation and GGML chat.
 WARM_RUNS ?= 10
 bench-warm: setup examples
+	@# bytecode, as `pip install` writes it for an installed wasinn (the editable install's is
+	@# written on first import, unless PYTHONDONTWRITEBYTECODE is set: then every start compiles)
+	$(BIN)/python -m compileall -q src/wasinn
 	$(BIN)/python -m wasinn.bench.warm --runs $(WARM_RUNS)
 
 # The full load test of docs/serving.md (about 8 minutes of both cores): `wasinn serve --demo

@@ -170,7 +170,9 @@ def writer_wat(chunks: int, chunk_bytes: int, then_trap: bool = False) -> str:
         {"unreachable" if then_trap else ""}))"""
 
 
-def test_a_streamed_stdout_reaches_the_caller_whole_and_in_pieces(make_pool: Callable[..., GuestPool]) -> None:
+def test_a_streamed_stdout_reaches_the_caller_whole_and_in_pieces(
+    make_pool: Callable[..., GuestPool],
+) -> None:
     """A streamed run's stdout is a pipe: 4 MiB, far past a pipe's 64 KiB buffer, arrives
     whole while the guest writes; a guest that traps after writing ends the stream too."""
     pool = make_pool(writer_wat(64, 65536), slots=2)

@@ -3,7 +3,14 @@
 Layer above :mod:`wasinn.abi` (which it links into each store) and below ``serve``/``cli``.
 """
 
-from wasinn.host._cache import ComponentCache, ModuleCache, first_line, is_component, shared_engine
+from wasinn.host._cache import (
+    ComponentCache,
+    ModuleCache,
+    first_line,
+    is_component,
+    pool_instances,
+    shared_engine,
+)
 from wasinn.host._epoch import EPOCH_TICK_SECONDS, EpochWatch, epoch_ticker
 from wasinn.host.component import HOSTCALL_BYTE_LIMIT, ComponentInstance
 from wasinn.host.instance import GuestHost, GuestInstance, Instance, describe_trap
@@ -36,5 +43,6 @@ __all__ = [
     "is_component",
     "parse_env",
     "parse_preload",
+    "pool_instances",
     "shared_engine",
 ]

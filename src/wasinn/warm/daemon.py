@@ -25,12 +25,17 @@ from typing import Any
 from wasinn.warm import protocol
 
 log = logging.getLogger("wasinn.warm")
+# Linear memory kept mapped per idle pool slot between runs (at most 2 × workers slots).
+KEEP_RESIDENT_BYTES = 64 << 20
 
 
 class Daemon:
     def __init__(self, directory: Path, workers: int) -> None:
-        from wasinn.warm.engine import WarmState  # the heavy imports: numpy, wasmtime, click
+        from wasinn.host import pool_instances  # the heavy imports: numpy, wasmtime, click
+        from wasinn.warm.engine import WarmState
 
+        # Runs are bounded by the workers; components hold several core instances each.
+        pool_instances(max(64, 16 * workers), KEEP_RESIDENT_BYTES, 2 * workers)
         self.directory = Path(protocol.ensure_runtime_dir(str(directory)))
         self.path = self.directory / protocol.SOCKET_NAME
         self.workers = workers
