@@ -130,7 +130,10 @@ def test_output_errors_and_exit_codes_equal_a_cold_run(host: Path, probe: Path, 
         ["run", "--gas-limit", "1000", str(probe), "args"],  # 124
         ["run", "--dir", "nowhere", str(probe), "args"],  # usage error, one line
         ["run", "--time-limit", "x", str(probe)],  # click's usage line
+        # the host's warning for the failed call ("wasinn: load_by_name: ..."), then the guest's
+        ["run", "--dir", ".:.", str(guest_wasm("nn-run")), "--name", "missing", "--input", "0:f32:1,2:x.bin"],
     ]
+    (tmp_path / "x.bin").write_bytes(bytes(8))
     before = status(host)["runs"]
     for args in cases:
         cold = wasinn(host, *args, warm="0", cwd=tmp_path)

@@ -11,6 +11,7 @@ the daemon's own cwd means nothing to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -50,10 +51,29 @@ MAX_GUESTS = 32  # compiled guests kept in memory (the disk cache keeps the rest
 TICKER_LINGER_S = 10.0
 
 
+class ClientStderr(logging.Handler):
+    """What the host logs while a run's thread serves it (the warning a failed WASI-NN call
+    leaves, say) goes to that run's client's stderr, as a cold run prints it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("wasinn: %(message)s"))  # the cold command's format
+        self.fds: dict[int, int] = {}  # a run's thread -> its client's stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fd = self.fds.get(record.thread or 0)
+        if fd is None or record.name.startswith(log.name):
+            return  # another thread's, or the daemon's own
+        with contextlib.suppress(OSError):  # a closed stderr: the daemon's log still has it
+            os.write(fd, (self.format(record) + "\n").encode(errors="replace"))
+
+
 class WarmState:
     """What outlives a run: compiled guests, preloaded registries, graphs loaded from bytes."""
 
     def __init__(self, budget: int | None = None) -> None:
+        self.client_stderr = ClientStderr()
+        logging.getLogger("wasinn").addHandler(self.client_stderr)
         self.models: LruCache[Any] = LruCache(budget_from_env() if budget is None else budget)
         self._guests: OrderedDict[Hashable, Any] = OrderedDict()
         self._guests_lock = threading.Lock()
@@ -128,7 +148,12 @@ class WarmState:
         params = parse_run(argv)
         if isinstance(params, tuple):
             return params  # click's usage error
-        return outcome(lambda: self._run(params, cwd, fds, interruption))
+        thread = threading.get_ident()
+        self.client_stderr.fds[thread] = fds[2]
+        try:
+            return outcome(lambda: self._run(params, cwd, fds, interruption))
+        finally:
+            del self.client_stderr.fds[thread]
 
     def _run(self, params: dict[str, Any], cwd: str, fds: Sequence[int], interruption: Interruption) -> int:
         module: str = params["module"]
@@ -170,6 +195,7 @@ class WarmState:
             log.debug("warm-up: %s", err)
 
     def close(self) -> None:
+        logging.getLogger("wasinn").removeHandler(self.client_stderr)
         self.models.clear()
 
 
