@@ -55,18 +55,21 @@ def shared_engine(*, fuel: bool = False) -> wasmtime.Engine:
         return engine
 
 
-def pool_instances(instances: int, keep_resident: int, warm_slots: int) -> None:
+def pool_instances(instances: int, keep_resident: int, warm_slots: int) -> bool:
     """Make this process's engines with wasmtime's pooling allocator (before the first is
     made): at most ``instances`` instances (and memories, tables) at once, and the first
     ``keep_resident`` bytes of each memory slot kept mapped for the next instance, in at most
     ``warm_slots`` idle slots (so at most warm_slots × keep_resident bytes stay resident). For
     a long-lived process whose concurrency is bounded, the warm host: runs that read or write
-    megabytes through WASI save their page faults (mobilenet-raw's 14 MB model: 8 ms a run)."""
+    megabytes through WASI save their page faults (mobilenet-raw's 14 MB model: 8 ms a run).
+    False, and nothing changes, once an engine exists (a daemon made inside a process that
+    already runs guests, as a test does: its engine stays as it is)."""
     global _pooling
     with _lock:
         if _engines:
-            raise RuntimeError("pool_instances() after the engine was made")
+            return False
         _pooling = (instances, keep_resident, warm_slots)
+        return True
 
 
 def first_line(err: BaseException) -> str:
