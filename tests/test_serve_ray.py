@@ -175,3 +175,42 @@ def test_wasinn_batch_ray_segments_a_folder(tmp_path: Path) -> None:
     for row in rows:
         assert {k: row[k] for k in expected} == pytest.approx(expected, abs=0.01)
         assert (tmp_path / "out" / f"{Path(row['name']).stem}.png").is_file()
+
+
+class _FlakyRay:
+    """Ray's surface that connect() uses; its first init fails as a raylet that never started."""
+
+    def __init__(self, failures: int, message: str) -> None:
+        self.failures, self.message = failures, message
+        self.inits = self.shutdowns = 0
+
+    def init(self, **_options: object) -> None:
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise Exception(self.message)  # noqa: TRY002 (what Ray itself raises)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+    def get_runtime_context(self) -> object:
+        return type("Context", (), {"gcs_address": "127.0.0.1:1"})()
+
+
+def test_a_local_node_that_did_not_start_is_started_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean-clone run saw Ray's raylet never start in one of many local clusters (Ray's
+    fixed 30 s): connect() starts a local node once more; other failures, a second timeout,
+    and a cluster it was asked to join still fail at once."""
+    import wasinn.serve.ray as ray_module
+
+    timeout = "The current node timed out during startup. This could happen because ..."
+    monkeypatch.setattr(ray_module, "_ray_initialized", lambda: False)
+    monkeypatch.setattr(ray_module, "_local_only", lambda: None)
+    flaky = _FlakyRay(1, timeout)
+    monkeypatch.setattr(ray_module, "_ray", lambda: flaky)
+    assert ray_module.connect(None) == "127.0.0.1:1"
+    assert (flaky.inits, flaky.shutdowns) == (2, 1)
+    refused = [(_FlakyRay(2, timeout), None), (_FlakyRay(1, "other"), None), (_FlakyRay(1, timeout), "x:1")]
+    for ray, address in refused:
+        monkeypatch.setattr(ray_module, "_ray", lambda ray=ray: ray)
+        with pytest.raises(Exception, match="timed out|other"):
+            ray_module.connect(address)

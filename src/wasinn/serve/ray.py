@@ -8,6 +8,7 @@ travel between processes, the config does. ``ray`` is imported only here (the ``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from wasinn.serve.config import ServeConfig
 from wasinn.serve.faults import keep_fault_handlers
 from wasinn.serve.server import build_app
 
+log = logging.getLogger("wasinn.serve")
 APP_NAME = "wasinn"
 # How long every replica may take to start (build its runtime, load its models) on a busy
 # machine before `wasinn serve --ray` gives up.
@@ -61,6 +63,11 @@ USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 # - ray.init waits 30 s for its GCS server to write its port; a clean-clone test run here saw
 #   that wait run out twice in one process (no GCS log written) and a fresh process start fine
 #   right after: 120 s, Ray's own choice for a GCS that is slow to open its store.
+# - Its raylet has 30 s (fixed in Ray's node.py) to register with the GCS; a clean-clone test
+#   run here saw a raylet that never wrote a log, once in a process where local clusters had
+#   started fine before and after: a local node that did not start is started once more.
+LOCAL_START_ATTEMPTS = 2
+NODE_START_TIMEOUT = "The current node timed out during startup"
 BUSY_MACHINE_ENV = {
     "RAY_worker_niceness": "0",
     "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
@@ -84,12 +91,21 @@ def connect(address: str | None, **init_options: Any) -> str:
     Every entry point (Serve, Data) comes through here, so none starts a cluster on the
     machine's network address. ``init_options`` go to ``ray.init`` (tests: ``num_cpus``).
     """
-    if address is None and not _ray_initialized():
+    local = address is None and not _ray_initialized()
+    if local:
         _local_only()
         init_options.setdefault("include_dashboard", False)
     ray = _ray()
-    with keep_fault_handlers():  # Ray's crash handlers would turn every guest trap into a host crash
-        ray.init(address=address, ignore_reinit_error=True, **init_options)
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            with keep_fault_handlers():  # Ray's crash handlers would turn every guest trap into a host crash
+                ray.init(address=address, ignore_reinit_error=True, **init_options)
+            break
+        except Exception as err:  # Ray raises a bare Exception for a node that did not start
+            if not local or attempt == LOCAL_START_ATTEMPTS or NODE_START_TIMEOUT not in str(err):
+                raise
+            log.warning("ray: the local node did not start (%s); starting it again", NODE_START_TIMEOUT)
+            ray.shutdown()
     gcs: str = ray.get_runtime_context().gcs_address
     return gcs
 
