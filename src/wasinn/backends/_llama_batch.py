@@ -136,8 +136,9 @@ class BatchEngine:
         is free when the running step ends, before a newcomer's prompt could be decoded anyway."""
         if not self._free:
             return None
-        reused = max(self._free, key=lambda slot: (common_prefix(slot.cached, prompt), -slot.seq))
-        if prompt and 2 * common_prefix(reused.cached, prompt) >= len(prompt):
+        held = {slot.seq: common_prefix(slot.cached, prompt) for slot in self._free}
+        reused = max(self._free, key=lambda slot: (held[slot.seq], -slot.seq))
+        if prompt and 2 * held[reused.seq] >= len(prompt):
             return reused
         lowest = min([*self._free, *self._releasing], key=lambda slot: slot.seq)
         return lowest if lowest in self._free else None
@@ -162,7 +163,7 @@ class BatchEngine:
 
     def prefill(
         self, slot: Slot, prompt: list[int], sampler: Sampler, follow: GoesOn | None = None
-    ) -> Request:  # noqa: E501
+    ) -> Request:
         """Decode ``prompt`` after what the slot's cells already hold of it (at least its last
         token is decoded: its logits give the first sample)."""
         with self._cond:
@@ -313,12 +314,6 @@ class BatchEngine:
         seqs = {request.slot.seq for request, _ in work}
         stats.most_sequences = max(stats.most_sequences, len(seqs))
         stats.sequences_seen |= seqs
-        if status == 0:
-            for request, take in work:
-                first = request.offset - take  # offset has moved past this step's tokens
-                slot = request.slot
-                del slot.cached[request.start + first :]
-                slot.cached += request.tokens[first : request.offset]
         if status != 0:
             # the processed ubatches stay in memory: the failed sequences start again clean
             failure = BackendError(f"ggml: llama_decode failed with status {status}")
@@ -327,6 +322,11 @@ class BatchEngine:
                     self._clear.append(request.slot.seq)
                     self._resolve(request, failure)
             return
+        for request, take in work:
+            first = request.offset - take  # offset has moved past this step's tokens
+            slot = request.slot
+            del slot.cached[request.start + first :]
+            slot.cached += request.tokens[first : request.offset]
         ctx = self.context.ctx
         # under the condition: a released or cancelled request's sampler may be freed as soon
         # as the condition is free, so the flag is read and the sampler used in one hold

@@ -40,8 +40,9 @@ class BatchedSequence:
         self.engine: BatchEngine | None = None
         self.slot: Slot | None = None
         self.request: Request | None = None
-        # The decode of the token the guest is reading, submitted before handing it over so the
-        # engine's next step need not wait for the guest (llm-serving spec §2.3): one step ahead.
+        # The decode of the token the guest is reading, queued by the engine as it sampled the
+        # token (or by this side, if it asked too late), so the engine's next step need not wait
+        # for the guest (llm-serving spec §2.3): one step ahead.
         self.ahead: Request | None = None
         self._lock = threading.Lock()  # release and cancel come from other threads too
 
@@ -130,9 +131,15 @@ class BatchedSequence:
                 prompt = self._prompt(context)
         n_ctx_seq = engine.n_ctx_seq
 
+        def stream_end(token: int, position: int) -> NNError | None:
+            """Why the stream ends after ``token`` (to be decoded at ``position``), if it does."""
+            if not ignore_eos and model.is_eog(token):
+                return end_of_sequence()
+            return context_full(n_ctx_seq) if position + 1 > n_ctx_seq else None
+
         def goes_on(token: int, position: int) -> bool:
-            """The checks below, for the engine to queue the next step as soon as it samples."""
-            return (ignore_eos or not model.is_eog(token)) and position + 1 <= n_ctx_seq
+            """Asked by the engine as it samples, to queue the next step at once."""
+            return stream_end(token, position) is None
 
         try:
             if continuing:
@@ -149,10 +156,8 @@ class BatchedSequence:
                 owner.position = len(prompt)
                 owner.streaming = True
             owner._append(model, token)
-            if not ignore_eos and model.is_eog(token):
-                raise end_of_sequence()
-            if owner.position + 1 > engine.n_ctx_seq:
-                raise context_full(engine.n_ctx_seq)
+            if (end := stream_end(token, owner.position)) is not None:
+                raise end
         except NNError:
             owner.streaming = False
             self.release()
