@@ -28,12 +28,13 @@ from wasinn.cli.rpc import client_options as rpc_client_options
 if TYPE_CHECKING:
     from wasinn.abi.nnrpc_client import ClientOptions
 
+LOG_FORMAT = "wasinn: %(message)s"  # the host's log lines on stderr (the warm host's too)
 DEBUG_ENV = "WASINN_DEBUG"  # set: an internal error shows its traceback instead of one line
 
 
 def configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("wasinn: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger("wasinn")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

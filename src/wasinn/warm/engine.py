@@ -26,6 +26,7 @@ from typing import Any
 import wasmtime
 
 from wasinn.backends import get_backend, model_files
+from wasinn.cli import LOG_FORMAT
 from wasinn.cli.host import outcome, parse_run
 from wasinn.cli.options import limits_from
 from wasinn.core import (
@@ -57,7 +58,7 @@ class ClientStderr(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.setFormatter(logging.Formatter("wasinn: %(message)s"))  # the cold command's format
+        self.setFormatter(logging.Formatter(LOG_FORMAT))  # the cold command's
         self.fds: dict[int, int] = {}  # a run's thread -> its client's stderr
 
     def emit(self, record: logging.LogRecord) -> None:
